@@ -1,0 +1,61 @@
+"""A small on-disk cache of facts that are slow to learn and cheap to key.
+
+Like virtualenv's interpreter cache: asking an interpreter or a module tool costs a process
+start, so the answer is kept, keyed by everything that could change it (paths, mtimes, sizes).
+A stale or corrupt entry is simply recomputed; the cache never decides correctness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def file_stamp(path: str) -> list:
+    """What identifies a file's current content cheaply: inode, size, mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [path, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+class JsonCache:
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    def _path(self, kind: str, key: Any) -> Path | None:
+        if self.directory is None:
+            return None
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        return self.directory / kind / f"{digest}.json"
+
+    def get_or_compute(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+        path = self._path(kind, key)
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    entry = json.load(fh)
+                if entry.get("key") == json.loads(json.dumps(key)):
+                    return entry["value"]
+            except (OSError, ValueError, AttributeError):
+                pass
+        value = compute()
+        if path is not None:
+            self._store(path, {"key": key, "value": value})
+        return value
+
+    @staticmethod
+    def _store(path: Path, entry: dict) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(entry, fh)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # an unwritable cache only costs speed

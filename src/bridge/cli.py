@@ -1,0 +1,240 @@
+"""The ``envmod`` command: a thin front end over the library.
+
+Imports of the heavier stages happen inside each command so ``envmod --help`` and the quick
+commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import EnvmodError, UsageError
+
+EXAMPLES = {
+    "create": """example:
+  module load python/3.11 openmpi/4.1.4 hdf5/1.10.8
+  envmod create myenv --with mpi4py h5py --description "MPI + parallel HDF5 analysis"
+  module use $(envmod root)/modules; module load myenv/py3.11""",
+    "list": "example:\n  envmod list\n  envmod list --json | jq '.[].module'",
+    "show": "example:\n  envmod show myenv\n  envmod show myenv --json",
+    "module": "example (write the Tcl modulefile for an Environment Modules site):\n  envmod module myenv --module-type tcl",
+    "remove": "example:\n  envmod remove myenv --yes",
+    "root": "example:\n  module use $(envmod root)/modules",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, like every other envmod error
+        self.exit(2, f"envmod: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="envmod", description="Personal Python environments on top of your site's "
+                     "central modules, exposed as Lmod or Tcl modules that load exactly what they were built against.",
+                     epilog="run 'envmod COMMAND --help' for a command's options and an example")
+    parser.add_argument("--version", action="version", version=f"envmod {__version__}")
+    parser.add_argument("--root", help="where envs and modules live (default: $ENVMOD_ROOT, config, ~/.local/share/envmod)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("create", "create an environment over the loaded central Python and write its module")
+    p.add_argument("name", help="environment name (letters, digits, . _ + -)")
+    p.add_argument("--with", dest="packages", nargs="+", default=[], metavar="PKG",
+                   help="packages to install (pip requirement syntax); mpi4py, h5py, ... are compiled against the loaded modules")
+    p.add_argument("-r", "--requirements", dest="requirement_files", action="append", default=[], metavar="FILE",
+                   type=Path, help="a pip requirements file (repeatable)")
+    p.add_argument("--python", metavar="EXE", help="the central Python (default: the first python3 a loaded module puts on PATH)")
+    p.add_argument("--description", default="", metavar="TEXT", help="one line shown by 'module whatis' and 'module help'")
+    p.add_argument("--module-type", choices=["lmod", "tcl"], help="modulefile syntax (default: that of the module system in use)")
+    p.add_argument("--backend", default="venv", help="how the environment is made (default: venv)")
+    p.add_argument("--force", action="store_true", help="replace an existing environment (the old one stays usable until the new one is complete)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
+
+    p = command("list", "list environments")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = command("show", "show an environment's record: Python, central modules, packages and how they were built")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="the whole record as JSON")
+
+    p = command("module", "write an environment's modulefile again from its record")
+    p.add_argument("name")
+    p.add_argument("--module-type", choices=["lmod", "tcl"], help="syntax to write (default: the one recorded)")
+
+    p = command("remove", "remove an environment and its modulefiles")
+    p.add_argument("name")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+    command("root", "print the envmod root (envs, modules, logs)")
+    return parser
+
+
+def _settings(args):
+    from .config import load_settings
+
+    settings = load_settings()
+    return settings.with_root(args.root) if args.root else settings
+
+
+def cmd_create(args) -> int:
+    from .progress import Reporter
+    from .session import CreateRequest, CreateSession
+
+    settings = _settings(args)
+    request = CreateRequest(name=args.name, packages=args.packages, requirement_files=args.requirement_files,
+                            python=args.python, description=args.description, module_type=args.module_type,
+                            force=args.force, backend=args.backend)
+    record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
+    via = record.python.module or record.python.executable
+    print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
+    modules_dir = str(settings.modules_dir)
+    in_path = modules_dir in os.environ.get("MODULEPATH", "").split(":")
+    use = "" if in_path else f"module use {modules_dir}   (once)   then   "
+    print(f"load it with: {use}module load {record.module.name}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .store import Store
+
+    store = Store(_settings(args))
+    rows = []
+    for name, record in store.records():
+        if isinstance(record, EnvmodError):
+            rows.append({"name": name, "error": record.one_line()})
+        else:
+            rows.append({"name": name, "module": record.module.name, "backend": record.backend,
+                         "python": record.python.version, "python_module": record.python.module,
+                         "packages": len(record.packages), "created": record.created.at,
+                         "prefix": record.prefix, "description": record.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no environments under {store.settings.envs_dir}")
+        return 0
+    header = ("NAME", "MODULE", "PYTHON", "BACKEND", "PKGS", "CREATED")
+    table = [header] + [(r["name"], r.get("module", "?"), r.get("python", "?"), r.get("backend", "?"),
+                         str(r.get("packages", "?")), r.get("created", r.get("error", ""))) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .store import Store
+
+    record = Store(_settings(args)).load(args.name)
+    if args.json:
+        print(json.dumps(record.to_dict(), indent=2))
+        return 0
+    print(f"{record.name}: {record.backend} over {record.python.module or record.python.executable} "
+          f"(Python {record.python.version})")
+    rows = [("description", record.description or "-"), ("prefix", record.prefix),
+            ("module", f"{record.module.name} ({record.module.type})"),
+            ("modulefiles", ", ".join(record.module.files.values()) or "-"),
+            ("loads", ", ".join(record.module.depends_on) or "no central modules"),
+            ("created", f"{record.created.at} by {record.created.by} on {record.created.host} "
+                        f"(envmod {record.created.envmod_version}, {record.created.microarchitecture or 'unknown cpu'}, "
+                        f"{record.created.module_system or 'no module system'})"),
+            ("log", record.created.log or "-")]
+    for key, value in rows:
+        print(f"  {key + ':':13} {value}")
+    print(f"  {'packages:':13} {len(record.packages) or 'none beyond the central Python'}")
+    for pkg in record.packages:
+        how = (f"compiled against {', '.join(pkg.built_against)}" if pkg.install == "source"
+               else "binary wheel")
+        settings = " ".join(f"{k}={v}" for k, v in pkg.build_env.items())
+        print(f"    {pkg.name} {pkg.version}{' (requested)' if pkg.requested else ''}: {how}"
+              + (f" [{settings}]" if settings else ""))
+    return 0
+
+
+def cmd_module(args) -> int:
+    from .config import check_module_type
+    from .emit.modulefile import write_modulefile
+    from .record import write_record
+    from .store import Store
+
+    settings = _settings(args)
+    store = Store(settings)
+    with store.lock(args.name, "rewriting its module"):
+        record = store.load(args.name)
+        module_type = check_module_type(args.module_type or record.module.type)
+        path = write_modulefile(record, module_type, settings.modules_dir, settings.templates)
+        record.module.files[module_type] = str(path)
+        record.module.type = module_type
+        write_record(record)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    from .errors import EnvNotFound, RecordError
+    from .store import Store
+
+    settings = _settings(args)
+    store = Store(settings)
+    with store.lock(args.name, "removing it"):
+        if not store.exists(args.name):
+            raise EnvNotFound(f"no environment named {args.name!r} under {settings.envs_dir}")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"refusing to remove {args.name!r} without confirmation", hint="pass --yes")
+            answer = input(f"remove environment {args.name!r} at {store.env_path(args.name)} and its modules? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing removed")
+                return 1
+        try:
+            files = list(store.load(args.name).module.files.values())
+        except RecordError:
+            files = []
+        module_dir = settings.modules_dir / args.name
+        # Modules go first, so no module ever points at a missing env.
+        for path in [Path(f) for f in files] + (sorted(module_dir.iterdir()) if module_dir.is_dir() else []):
+            if path.is_file() and settings.modules_dir.resolve() in path.resolve().parents:
+                path.unlink()
+        if module_dir.is_dir() and not any(module_dir.iterdir()):
+            module_dir.rmdir()
+        store.remove_env_dir(args.name)
+    print(f"removed {args.name}")
+    return 0
+
+
+def cmd_root(args) -> int:
+    print(_settings(args).root)
+    return 0
+
+
+COMMANDS = {"create": cmd_create, "list": cmd_list, "show": cmd_show, "module": cmd_module,
+            "remove": cmd_remove, "root": cmd_root}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except EnvmodError as exc:
+        print(f"envmod: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("envmod: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Where envmod keeps things and which defaults apply.
+
+Precedence, lowest first: built-in defaults, the site config (``/etc/envmod/config.yaml`` or
+``$ENVMOD_SITE_CONFIG``), the user config (``~/.config/envmod/config.yaml`` or
+``$ENVMOD_CONFIG``), ``$ENVMOD_ROOT``, then command-line options.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+SITE_CONFIG = "/etc/envmod/config.yaml"
+MODULE_TYPES = ("lmod", "tcl")
+_KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    cache_dir: Path
+    module_type: str | None = None
+    templates: Path | None = None
+    build_rules: tuple[Path, ...] = ()
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def envs_dir(self) -> Path:
+        return self.root / "envs"
+
+    @property
+    def modules_dir(self) -> Path:
+        return self.root / "modules"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state_dir(self) -> Path:
+        """Locks and staging: hidden, on the same file system as ``envs`` so renames are atomic."""
+        return self.root / ".envmod"
+
+    def with_root(self, root: str | os.PathLike) -> "Settings":
+        return replace(self, root=Path(root).expanduser().absolute())
+
+
+def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = environ.get(var)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(environ.get("HOME") or os.path.expanduser("~")) / fallback
+
+
+def _expand(value: Any, source: str, key: str, environ: Mapping[str, str]) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{source}: '{key}' must be a non-empty path")
+    text = value
+    for name, val in environ.items():
+        text = text.replace("${" + name + "}", val)
+    text = os.path.expandvars(os.path.expanduser(text))
+    if "$" in text:
+        raise ConfigError(f"{source}: '{key}' names an unset variable: {value}")
+    return Path(text).absolute()
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a config file; unknown keys are an error so typos don't pass silently."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}",
+                          hint=f"known: {', '.join(sorted(_KEYS))}")
+    return data
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    data_home = _xdg(environ, "XDG_DATA_HOME", ".local/share")
+    cache_home = _xdg(environ, "XDG_CACHE_HOME", ".cache")
+    config_home = _xdg(environ, "XDG_CONFIG_HOME", ".config")
+    values: dict[str, Any] = {"root": data_home / "envmod", "cache_dir": cache_home / "envmod"}
+    rules: list[Path] = []
+    sources: list[str] = []
+
+    site = Path(environ.get("ENVMOD_SITE_CONFIG") or SITE_CONFIG)
+    user = Path(environ.get("ENVMOD_CONFIG") or config_home / "envmod" / "config.yaml")
+    for path in (site, user):
+        if environ.get("ENVMOD_SITE_CONFIG") and path == site and not path.is_file():
+            raise ConfigError(f"ENVMOD_SITE_CONFIG names a missing file: {path}")
+        if not path.is_file():
+            continue
+        sources.append(str(path))
+        data = read_config_file(path)
+        for key in ("root", "cache_dir", "templates"):
+            if key in data:
+                values[key] = _expand(data[key], str(path), key, environ)
+        if "build_rules" in data:
+            rules.append(_expand(data["build_rules"], str(path), "build_rules", environ))
+        if "module_type" in data:
+            values["module_type"] = check_module_type(data["module_type"], str(path))
+
+    if environ.get("ENVMOD_ROOT"):
+        values["root"] = _expand(environ["ENVMOD_ROOT"], "ENVMOD_ROOT", "root", environ)
+        sources.append("ENVMOD_ROOT")
+    return Settings(build_rules=tuple(rules), sources=tuple(sources), **values)
+
+
+def check_module_type(value: Any, source: str = "--module-type") -> str:
+    if value not in MODULE_TYPES:
+        raise ConfigError(f"{source}: module type must be one of {', '.join(MODULE_TYPES)}, not {value!r}")
+    return value

@@ -1,0 +1,1 @@
+"""Emitters: what envmod writes from an environment record (modulefiles; later kernels, scripts)."""

@@ -1,0 +1,105 @@
+"""Modulefiles from an environment record: one writer, Lua (Lmod) and Tcl (Environment Modules).
+
+As in EasyBuild's module generator, the two syntaxes share one interface; as in Spack's module
+writers, the text is in templates (``modulefiles/env.lua.j2``, ``modulefiles/env.tcl.j2``) and
+this module only computes what they show.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..record import EnvRecord
+from .templating import make_environment
+
+
+@dataclass(frozen=True)
+class ModuleSyntax:
+    module_type: str      # as users say it: "lmod" or "tcl"
+    template: str
+    suffix: str
+
+
+SYNTAXES = {
+    "lmod": ModuleSyntax("lmod", "modulefiles/env.lua.j2", ".lua"),
+    "tcl": ModuleSyntax("tcl", "modulefiles/env.tcl.j2", ""),
+}
+
+
+def module_version(python_version: str) -> str:
+    """The module's version part: the env's Python, e.g. ``py3.11``."""
+    return "py" + ".".join(python_version.split(".")[:2])
+
+
+def key_packages(record: EnvRecord, limit: int = 8) -> str:
+    chosen = [p for p in record.packages if p.requested] or record.packages
+    text = ", ".join(f"{p.name} {p.version}" for p in chosen[:limit])
+    if len(chosen) > limit:
+        text += f", and {len(chosen) - limit} more"
+    return text or "none beyond the central Python's"
+
+
+def module_context(record: EnvRecord) -> dict[str, Any]:
+    python = f"Python {record.python.version}" + (f" from {record.python.module}" if record.python.module else "")
+    compiled = [f"{p.name} {p.version} (against {', '.join(p.built_against)})"
+                for p in record.packages if p.install == "source"]
+    whatis = [f"Name: {record.name}", f"Description: {record.description or 'envmod environment'}",
+              f"Backend: {record.backend} over {python}", f"Packages: {key_packages(record)}",
+              f"Record: {record.path}"]
+    help_lines = [
+        f"envmod environment {record.name}" + (f": {record.description}" if record.description else ""),
+        "",
+        f"  {record.backend} over {python}",
+        f"  packages:   {key_packages(record)}",
+        *([f"  compiled:   {'; '.join(compiled)}"] if compiled else []),
+        f"  loads:      {', '.join(record.module.depends_on) or 'no central modules'}",
+        f"  record:     {record.path}",
+        "",
+        f"  'envmod show {record.name}' describes it; 'envmod check {record.name}' verifies it against the site.",
+    ]
+    prefix = record.prefix
+    return {
+        "name": record.name,
+        "module_name": record.module.name,
+        "envmod_version": __version__,
+        "whatis": whatis,
+        "help": "\n".join(help_lines),
+        "depends_on": list(record.module.depends_on),
+        "family": "envmod",
+        "setenv": [("VIRTUAL_ENV", prefix), ("PYTHONNOUSERSITE", "1"),
+                   ("ENVMOD_ENV", record.name), ("ENVMOD_RECORD", str(record.path))],
+        "prepend_path": [("PATH", os.path.join(prefix, "bin"))],
+    }
+
+
+def modulefile_path(modules_dir: Path, record: EnvRecord, module_type: str) -> Path:
+    return modules_dir / (record.module.name + SYNTAXES[module_type].suffix)
+
+
+def render_modulefile(record: EnvRecord, module_type: str, site_templates: Path | None = None) -> str:
+    env = make_environment(site_templates)
+    return env.get_template(SYNTAXES[module_type].template).render(module_context(record))
+
+
+def write_modulefile(record: EnvRecord, module_type: str, modules_dir: Path,
+                     site_templates: Path | None = None) -> Path:
+    """Render and put the modulefile in place atomically (temp file + rename)."""
+    text = render_modulefile(record, module_type, site_templates)
+    target = modulefile_path(modules_dir, record, module_type)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target

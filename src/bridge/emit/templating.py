@@ -1,0 +1,52 @@
+"""One Jinja2 environment for everything envmod writes.
+
+Text lives in templates; a site overrides or extends them from its own directory (config
+``templates: DIR``), reaching ours as ``builtin/<name>`` to extend a block. Every value printed
+into a template must pass through a quoting filter (``lua``, ``tcl``, ``sh``): ``finalize``
+refuses anything else, so a template cannot interpolate raw text into code by mistake.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..quoting import QUOTERS
+
+
+class Quoted(str):
+    """Text already quoted for the language it is printed into."""
+
+
+def builtin_template_dir() -> Path:
+    installed = Path(__file__).resolve().parent.parent / "templates"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parents[3] / "templates"    # running from a source checkout
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, Quoted):
+        return value
+    from jinja2 import TemplateError
+
+    raise TemplateError(f"template printed an unquoted value {str(value)[:40]!r}; use |lua, |tcl or |sh")
+
+
+def make_environment(site_dir: Path | None = None):
+    import jinja2
+
+    ours = jinja2.FileSystemLoader(str(builtin_template_dir()))
+    loaders: list = []
+    if site_dir is not None:
+        if not site_dir.is_dir():
+            raise ConfigError(f"site template directory does not exist: {site_dir}")
+        loaders.append(jinja2.FileSystemLoader(str(site_dir)))
+    loaders += [jinja2.PrefixLoader({"builtin": ours}), ours]
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=False, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                             finalize=_finalize)
+    for name, quote in QUOTERS.items():
+        env.filters[name] = lambda value, _q=quote: Quoted(_q(value))
+    return env

@@ -1,0 +1,106 @@
+"""What a user sees while envmod works: one line per step with elapsed time, and a full log.
+
+Long steps (compiling against the central stack) run with their output going to the log on
+disk; on a terminal a status line shows the latest output, elsewhere a heartbeat line every
+``heartbeat`` seconds shows the step is alive.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Mapping, Sequence
+
+from .errors import BuildError
+
+
+class Reporter:
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False, heartbeat: float = 30.0) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.heartbeat = heartbeat
+        self.start = time.monotonic()
+        self.log: IO[str] | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def open_log(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = path
+        self.log = open(path, "a", encoding="utf-8", errors="replace")
+
+    def close_log(self) -> None:
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def _to_log(self, text: str) -> None:
+        if self.log:
+            self.log.write(text if text.endswith("\n") else text + "\n")
+            self.log.flush()
+
+    def step(self, label: str, detail: str = "") -> None:
+        line = f"[{self.elapsed:6.1f}s] {label}" + (f": {detail}" if detail else "")
+        self._to_log(line)
+        if not self.quiet:
+            print(line, file=self.stream, flush=True)
+
+    def run(self, argv: Sequence[str], *, label: str, env: Mapping[str, str] | None = None,
+            cwd: str | None = None) -> None:
+        """Run a command with its output in the log; raise :class:`BuildError` if it fails."""
+        self._to_log(f"$ {' '.join(argv)}")
+        if env:
+            self._to_log("  with " + " ".join(f"{k}={v}" for k, v in sorted(env.items())
+                                              if k not in os.environ or os.environ[k] != v))
+        started = time.monotonic()
+        tty = not self.quiet and self.stream.isatty()
+        tail: list[str] = []
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", env=dict(env) if env else None, cwd=cwd,
+                                stdin=subprocess.DEVNULL)
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self._to_log(line.rstrip("\n"))
+                tail.append(line.rstrip())
+                del tail[:-40]
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        next_beat = started + self.heartbeat
+        try:
+            while reader.is_alive():
+                reader.join(0.5)
+                now = time.monotonic()
+                if tty and tail:
+                    status = f"  {label} {now - started:5.0f}s  {tail[-1][:60]}"
+                    self.stream.write("\r\033[K" + status)
+                    self.stream.flush()
+                elif not self.quiet and now >= next_beat:
+                    print(f"         ... {label}: still running ({now - started:.0f}s)", file=self.stream, flush=True)
+                    next_beat = now + self.heartbeat
+            proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            if tty:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+        if proc.returncode != 0:
+            reason = next((t for t in reversed(tail) if "error" in t.lower()), tail[-1] if tail else "no output")
+            raise BuildError(f"{label} failed (exit {proc.returncode}): {reason.strip()[:200]}",
+                             log=str(self.log_path) if self.log_path else None)

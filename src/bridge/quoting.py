@@ -1,0 +1,59 @@
+"""Every value that lands in Lua, Tcl or shell text is quoted here, and only here.
+
+Modulefiles are code: a description or a path must never be able to end its string and run
+something. Each function returns a complete literal (quotes included) that the target language
+reads back as exactly the input text.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+_LUA_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+
+
+def lua_string(value: object) -> str:
+    """A Lua double-quoted string literal for ``value``.
+
+    Control characters become decimal escapes (``\\ddd``, always three digits so a following
+    digit cannot extend them); non-ASCII text passes through as UTF-8, which Lua copies
+    byte for byte.
+    """
+    out = []
+    for ch in str(value):
+        if ch in _LUA_ESCAPES:
+            out.append(_LUA_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\{ord(ch):03d}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+# In a Tcl double-quoted word, $ [ ] \ and " are special; braces are not, but escaping
+# them keeps editors and Tcl's brace counting in `proc` bodies out of trouble.
+_TCL_ESCAPES = {
+    "\\": "\\\\", '"': '\\"', "$": "\\$", "[": "\\[", "]": "\\]", "{": "\\{", "}": "\\}",
+    "\n": "\\n", "\r": "\\r", "\t": "\\t",
+}
+
+
+def tcl_string(value: object) -> str:
+    """A Tcl double-quoted word for ``value`` with no substitution left in it."""
+    out = []
+    for ch in str(value):
+        if ch in _TCL_ESCAPES:
+            out.append(_TCL_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def shell_word(value: object) -> str:
+    """A POSIX shell word for ``value``."""
+    return shlex.quote(str(value))
+
+
+QUOTERS = {"lua": lua_string, "tcl": tcl_string, "sh": shell_word}

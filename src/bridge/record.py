@@ -1,0 +1,167 @@
+"""The environment record: one versioned YAML file inside each env, the single source of truth.
+
+Every front end (the ``envmod`` CLI, ``spack envmod``, the EasyBuild easyblock) writes and reads
+environments only through this module, so they all agree on what an environment is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import RecordError
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "envmod.yaml"
+
+
+@dataclass
+class PythonRecord:
+    version: str
+    executable: str
+    module: str | None = None
+    implementation: str = "CPython"
+    soabi: str = ""
+    platform: str = ""
+
+
+@dataclass
+class CentralModuleRecord:
+    name: str
+    kind: str
+    modulefile: str | None = None
+    version: str | None = None
+    prefix: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PackageRecord:
+    name: str
+    version: str
+    install: str                      # "source" (compiled here) or "wheel"
+    requested: bool = False
+    built_against: list[str] = field(default_factory=list)
+    build_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ModuleRecord:
+    name: str                          # e.g. "myenv/py3.11"
+    type: str                          # "lmod" or "tcl": the last one written
+    depends_on: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)   # module type -> path written
+
+
+@dataclass
+class Provenance:
+    at: str
+    by: str
+    host: str
+    envmod_version: str
+    microarchitecture: str | None = None
+    module_system: str | None = None
+    log: str | None = None
+
+
+@dataclass
+class EnvRecord:
+    name: str
+    backend: str
+    prefix: str
+    python: PythonRecord
+    module: ModuleRecord
+    created: Provenance
+    description: str = ""
+    central_modules: list[CentralModuleRecord] = field(default_factory=list)
+    packages: list[PackageRecord] = field(default_factory=list)
+    requested: list[str] = field(default_factory=list)
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def path(self) -> Path:
+        return Path(self.prefix) / RECORD_FILE
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("schema")
+        # The schema version leads the file so a reader can refuse a newer one before parsing on.
+        return {"envmod_record": self.schema, **data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "record") -> "EnvRecord":
+        if not isinstance(data, Mapping) or "envmod_record" not in data:
+            raise RecordError(f"{source} is not an envmod environment record")
+        schema = data["envmod_record"]
+        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+            raise RecordError(f"{source} has record schema {schema!r}; this envmod reads up to {SCHEMA_VERSION}",
+                              hint="upgrade envmod")
+        try:
+            return cls(
+                name=data["name"], backend=data["backend"], prefix=data["prefix"],
+                description=data.get("description") or "",
+                python=_build(PythonRecord, data["python"]),
+                module=_build(ModuleRecord, data["module"]),
+                created=_build(Provenance, data["created"]),
+                central_modules=[_build(CentralModuleRecord, m) for m in data.get("central_modules") or []],
+                packages=[_build(PackageRecord, p) for p in data.get("packages") or []],
+                requested=list(data.get("requested") or []),
+                schema=schema,
+            )
+        except (KeyError, TypeError) as exc:
+            raise RecordError(f"{source} is incomplete or malformed: {exc}") from exc
+
+    def central_module(self, name: str) -> CentralModuleRecord | None:
+        return next((m for m in self.central_modules if m.name == name), None)
+
+
+def _build(cls, data: Any):
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{cls.__name__} must be a mapping")
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _yaml():
+    import yaml
+
+    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader), getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def dump_record(record: EnvRecord) -> str:
+    yaml, _, dumper = _yaml()
+    header = f"# envmod environment record (schema {record.schema}); envmod reads and rewrites it.\n"
+    return header + yaml.dump(record.to_dict(), Dumper=dumper, sort_keys=False, default_flow_style=False,
+                              allow_unicode=True, width=100)
+
+
+def write_record(record: EnvRecord, directory: Path | None = None) -> Path:
+    """Write atomically into ``directory`` (default: the env's prefix)."""
+    target = Path(directory or record.prefix) / RECORD_FILE
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".envmod-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(dump_record(record))
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def read_record(path: Path) -> EnvRecord:
+    yaml, loader, _ = _yaml()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.load(fh, Loader=loader)
+    except FileNotFoundError as exc:
+        raise RecordError(f"no environment record at {path}") from exc
+    except OSError as exc:
+        raise RecordError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise RecordError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return EnvRecord.from_dict(data, str(path))

@@ -1,0 +1,115 @@
+"""The build-rule table: which packages compile against which central modules, and how.
+
+The table is data (``data/build_rules.yaml`` plus the site's own file); this module only
+reads it and fills in a rule from the central stack.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ConfigError, PlanError
+from .stack import CentralModule, CentralStack
+
+_FIELD = re.compile(r"\{(\w+)\.(\w+)\}")
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation, so 'H5Py' and 'h5py' name one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class BuildRule:
+    package: str
+    against: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    when: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceBuild:
+    """A rule filled in from the loaded modules: what to build with, against which modules."""
+
+    package: str
+    modules: tuple[CentralModule, ...]
+    env: Mapping[str, str]
+
+    @property
+    def module_names(self) -> list[str]:
+        return [m.name for m in self.modules]
+
+
+def _rules_from(data: Any, source: str) -> dict[str, BuildRule]:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"build rules {source} must be a mapping of package names")
+    rules = {}
+    for package, body in data.items():
+        if not isinstance(body, Mapping) or not isinstance(body.get("against", []), list):
+            raise ConfigError(f"build rules {source}: entry {package!r} needs 'against: [kinds]'")
+        when = tuple(body.get("when") or ())
+        for variant in when:
+            if not isinstance(variant, Mapping) or "if" not in variant:
+                raise ConfigError(f"build rules {source}: a 'when' variant of {package!r} needs 'if: kind.fact'")
+        rules[canonical_name(str(package))] = BuildRule(
+            canonical_name(str(package)), tuple(body.get("against", [])),
+            {str(k): str(v) for k, v in (body.get("env") or {}).items()}, when)
+    return rules
+
+
+def load_rules(extra_files: Iterable[Path] = ()) -> dict[str, BuildRule]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    builtin = Path(__file__).with_name("data") / "build_rules.yaml"
+    with open(builtin, encoding="utf-8") as fh:
+        rules = _rules_from(yaml.load(fh, Loader=loader), str(builtin))
+    for path in extra_files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                rules.update(_rules_from(yaml.load(fh, Loader=loader) or {}, str(path)))
+        except OSError as exc:
+            raise ConfigError(f"cannot read build rules {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"build rules {path} are not valid YAML") from exc
+    return rules
+
+
+def _fact(stack: CentralStack, ref: str) -> Any:
+    kind, _, attr = ref.partition(".")
+    module = stack.first(kind)
+    if module is None:
+        return None
+    return getattr(module, attr) if attr in ("prefix", "name", "version") else module.facts.get(attr)
+
+
+def resolve_rule(rule: BuildRule, stack: CentralStack) -> SourceBuild:
+    """Fill ``rule`` in from the loaded modules, or say which module is missing."""
+    against = list(rule.against)
+    env = dict(rule.env)
+    for variant in rule.when:
+        if _fact(stack, str(variant["if"])):
+            against += [k for k in variant.get("against", []) if k not in against]
+            env.update({str(k): str(v) for k, v in (variant.get("env") or {}).items()})
+    modules = []
+    for kind in against:
+        module = stack.first(kind)
+        if module is None:
+            raise PlanError(f"{rule.package} must be compiled against the site's {kind.upper()} "
+                            f"but no {kind} module is loaded",
+                            hint=f"load your site's {kind} module first (see 'module avail')")
+        modules.append(module)
+
+    def fill(match: re.Match) -> str:
+        value = _fact(stack, f"{match.group(1)}.{match.group(2)}")
+        if not value:
+            module = stack.first(match.group(1))
+            where = module.name if module else f"the {match.group(1)} module"
+            raise PlanError(f"{rule.package}: cannot tell {match.group(1)}.{match.group(2)} from {where}",
+                            hint="the module should set a *_ROOT/*_DIR variable or put its tools on PATH")
+        return str(value)
+
+    return SourceBuild(rule.package, tuple(modules), {k: _FIELD.sub(fill, v) for k, v in env.items()})

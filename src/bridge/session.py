@@ -1,0 +1,252 @@
+"""The create pipeline: discover -> plan -> create -> install -> record -> emit.
+
+A :class:`CreateSession` carries one request through the stages, like virtualenv's session.
+Everything is built in a staging directory under the env's lock; the env is renamed into place
+only when complete, and its modulefile is written last, so an interrupted or failed create
+leaves neither env nor module behind (and with ``--force`` the old env stays usable until then).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from . import __version__
+from .backends import get_backend
+from .backends.venv import relocate
+from .cache import JsonCache
+from .config import Settings, check_module_type
+from .emit.modulefile import module_version, modulefile_path, write_modulefile
+from .errors import BuildError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
+from .install import InstallResult, PipInstaller, check_requirements, direct_rule_packages
+from .modsys import ModuleSystem, detect_module_system
+from .names import validate_env_name
+from .progress import Reporter
+from .pyinfo import PythonInfo, interrogate
+from .record import (RECORD_FILE, CentralModuleRecord, EnvRecord, ModuleRecord, PackageRecord, Provenance,
+                     PythonRecord, read_record, write_record)
+from .rules import load_rules
+from .stack import CentralModule, CentralStack, discover_stack, find_central_python
+from .store import Store
+
+
+@dataclass
+class CreateRequest:
+    name: str
+    packages: Sequence[str] = ()
+    requirement_files: Sequence[Path] = ()
+    python: str | None = None
+    description: str = ""
+    module_type: str | None = None
+    force: bool = False
+    backend: str = "venv"
+
+
+@dataclass
+class Plan:
+    request: CreateRequest
+    stack: CentralStack
+    python: PythonInfo
+    python_module: CentralModule | None
+    module_type: str
+    rules: Mapping = field(default_factory=dict)
+
+
+def microarchitecture(cache: JsonCache) -> str | None:
+    """The host's microarchitecture name (archspec), cached per boot: it cannot change before."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = None
+
+    def detect():
+        try:
+            import archspec.cpu
+
+            return archspec.cpu.host().name
+        except Exception:   # archspec failing must never fail a create
+            return None
+
+    return cache.get_or_compute("uarch", ["uarch-1", boot, socket.gethostname()], detect) if boot else detect()
+
+
+def _read_version(python: Path) -> str:
+    proc = subprocess.run([str(python), "-I", "-S", "-c",
+                           "import sys; print('%d.%d.%d' % sys.version_info[:3], sys.prefix)"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"the new environment's Python does not start: {proc.stderr.strip()[-200:]}")
+    return proc.stdout.split()[0]
+
+
+class _TerminatedBySignal(BaseException):
+    pass
+
+
+class CreateSession:
+    def __init__(self, request: CreateRequest, settings: Settings, reporter: Reporter | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.request = request
+        self.settings = settings
+        self.store = Store(settings)
+        self.reporter = reporter or Reporter()
+        self.environ = dict(os.environ if environ is None else environ)
+        self.cache = JsonCache(settings.cache_dir)
+
+    # ---- stages ------------------------------------------------------------------------
+    def discover(self) -> tuple[ModuleSystem | None, CentralStack]:
+        try:
+            system: ModuleSystem | None = detect_module_system(self.environ)
+        except NoModuleSystem:
+            if not (self.request.python and self.request.module_type):
+                raise
+            system = None
+        return system, discover_stack(system, self.environ, self.cache)
+
+    def plan(self, system: ModuleSystem | None, stack: CentralStack) -> Plan:
+        request = self.request
+        exe, module = find_central_python(stack, self.environ, request.python)
+        python = interrogate(exe, self.cache)
+        if python.is_venv:
+            raise UsageError(f"{exe} belongs to a virtual environment ({python.prefix}); "
+                             "give the central Python instead")
+        module_type = check_module_type(request.module_type or self.settings.module_type
+                                        or (system.module_type if system else "lmod"))
+        rules = load_rules(self.settings.build_rules)
+        direct_rule_packages(check_requirements(request.packages), rules, stack)
+        for path in request.requirement_files:
+            if not Path(path).is_file():
+                raise UsageError(f"requirements file not found: {path}")
+        return Plan(request, stack, python, module, module_type, rules)
+
+    def dependencies(self, plan: Plan, installed: InstallResult) -> list[CentralModule]:
+        """For now: the Python module plus the modules compiled code was built against (and any
+        compiler module loaded for those builds), in the order the user loaded them."""
+        wanted = {m.name for build in installed.builds for m in build.modules}
+        if installed.builds:
+            wanted |= {m.name for m in plan.stack.of_kind("compiler")}
+        if plan.python_module is not None:
+            wanted.add(plan.python_module.name)
+        return [m for m in plan.stack.modules if m.name in wanted]
+
+    def make_record(self, plan: Plan, prefix: Path, version: str, installed: InstallResult,
+                    deps: list[CentralModule], system: ModuleSystem | None) -> EnvRecord:
+        python = plan.python
+        return EnvRecord(
+            name=self.request.name, backend=self.request.backend, prefix=str(prefix),
+            description=self.request.description,
+            python=PythonRecord(version=version, executable=python.executable,
+                                module=plan.python_module.name if plan.python_module else None,
+                                implementation=python.implementation, soabi=python.soabi,
+                                platform=python.platform),
+            module=ModuleRecord(name=f"{self.request.name}/{module_version(version)}", type=plan.module_type,
+                                depends_on=[m.name for m in deps]),
+            created=Provenance(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=getpass.getuser(),
+                               host=socket.gethostname(), envmod_version=__version__,
+                               microarchitecture=microarchitecture(self.cache),
+                               module_system=system.name if system else None,
+                               log=str(self.reporter.log_path) if self.reporter.log_path else None),
+            central_modules=[CentralModuleRecord(name=m.name, kind=m.kind, modulefile=m.modulefile,
+                                                 version=m.version, prefix=m.prefix, facts=dict(m.facts))
+                             for m in plan.stack.modules],
+            packages=[PackageRecord(name=p.name, version=p.version, install="wheel" if p.from_wheel else "source",
+                                    requested=p.requested,
+                                    built_against=p.build.module_names if p.build else [],
+                                    build_env=dict(p.build.env) if p.build else {})
+                      for p in installed.packages],
+            requested=list(self.request.packages) + [f"-r {p}" for p in self.request.requirement_files],
+        )
+
+    # ---- the whole pipeline ------------------------------------------------------------
+    def run(self) -> EnvRecord:
+        name = validate_env_name(self.request.name)
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum, frame):
+            raise _TerminatedBySignal()
+
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except ValueError:      # not the main thread: leave signals alone
+            previous = None
+        try:
+            with self.store.lock(name, "creating"):
+                if self.store.exists(name) and not self.request.force:
+                    raise EnvExists(f"environment {name!r} already exists at {self.store.env_path(name)}",
+                                    hint="use --force to replace it, or 'envmod remove' it first")
+                return self._create(name)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _create(self, name: str) -> EnvRecord:
+        r = self.reporter
+        system, stack = self.discover()
+        plan = self.plan(system, stack)
+        mods = ", ".join(f"{m.name} ({m.kind})" for m in stack.modules) or "no modules loaded"
+        r.step("discover", f"{system.name if system else 'no module system'}: {mods}")
+        r.step("python", f"{plan.python.executable} (Python {plan.python.version})"
+               + (f" from {plan.python_module.name}" if plan.python_module else ""))
+        final = self.store.env_path(name)
+        staging = self.store.new_staging(name)
+        r.open_log(self.store.log_dir(name) / time.strftime("create-%Y%m%d-%H%M%S.log"))
+        replaced: Path | None = None
+        try:
+            backend = get_backend(self.request.backend)
+            backend.create(plan.python, staging, final, name)
+            version = _read_version(backend.python(staging))
+            r.step("create", f"{backend.name} over {plan.python_module.name if plan.python_module else plan.python.executable}")
+            installer = PipInstaller(backend.python(staging), r, plan.rules, stack)
+            installed = installer.install(self.request.packages, self.request.requirement_files)
+            relocate(staging, staging, final)
+            deps = self.dependencies(plan, installed)
+            record = self.make_record(plan, final, version, installed, deps, system)
+            module_path = modulefile_path(self.settings.modules_dir, record, plan.module_type)
+            record.module.files = {plan.module_type: str(module_path)}
+            write_record(record, staging)
+            # From here on the env goes live: let no signal split putting it and its module in place.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                replaced = self.store.commit(name, staging)
+                staging = None
+                write_modulefile(record, plan.module_type, self.settings.modules_dir, self.settings.templates)
+                self._drop_stale_modulefiles(record, replaced)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            r.step("module", f"{record.module.name} ({plan.module_type}) needs {', '.join(deps and [m.name for m in deps]) or 'no central modules'}")
+            return record
+        except (KeyboardInterrupt, _TerminatedBySignal):
+            raise Interrupted(f"create of {name!r} interrupted; nothing was put in place",
+                              log=str(r.log_path)) from None
+        except BuildError as exc:
+            if exc.log is None:
+                exc.log = str(r.log_path)
+            raise
+        finally:
+            if staging is not None:
+                self.store.discard(staging)
+            self.store.discard(replaced)
+            r.close_log()
+
+    def _drop_stale_modulefiles(self, record: EnvRecord, replaced: Path | None) -> None:
+        """A replaced env's modulefiles that the new one did not overwrite would load stale text."""
+        if replaced is None:
+            return
+        try:
+            old = read_record(replaced / RECORD_FILE)
+        except EnvmodError:
+            return
+        keep = set(record.module.files.values())
+        modules_dir = self.settings.modules_dir.resolve()
+        for old_path in old.module.files.values():
+            path = Path(old_path)
+            if old_path not in keep and path.is_file() and modules_dir in path.resolve().parents:
+                path.unlink()

@@ -1,0 +1,160 @@
+"""Where environments live under the envmod root, and how they are put in place atomically.
+
+Layout::
+
+    <root>/envs/<name>/            the environment (its record is envs/<name>/envmod.yaml)
+    <root>/modules/<name>/py3.11[.lua]
+    <root>/logs/<name>/            build logs, kept after failures
+    <root>/.envmod/locks/<name>.lock, .envmod/staging/, .envmod/trash/
+
+An env is built in staging and renamed into place; when one exists already (``--force``) the
+two are exchanged in one ``renameat2(RENAME_EXCHANGE)`` so the old env stays usable until the
+new one is complete, and a reader never sees neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .config import Settings
+from .errors import EnvBusy, EnvNotFound, RecordError
+from .names import validate_env_name
+from .record import RECORD_FILE, EnvRecord, read_record
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False when the kernel or file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        root = str(settings.root)
+        if ":" in root or "\n" in root:
+            from .errors import ConfigError
+
+            raise ConfigError(f"envmod root {root!r} contains ':' or a newline, which search paths cannot hold")
+        self.settings = settings
+
+    # ---- paths -------------------------------------------------------------------------
+    def env_path(self, name: str) -> Path:
+        return self.settings.envs_dir / validate_env_name(name)
+
+    def record_path(self, name: str) -> Path:
+        return self.env_path(name) / RECORD_FILE
+
+    def log_dir(self, name: str) -> Path:
+        return self.settings.logs_dir / validate_env_name(name)
+
+    def _state(self, kind: str) -> Path:
+        path = self.settings.state_dir / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # ---- reading -----------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        return self.env_path(name).is_dir()
+
+    def load(self, name: str) -> EnvRecord:
+        path = self.record_path(name)
+        if not path.parent.is_dir():
+            raise EnvNotFound(f"no environment named {name!r} under {self.settings.envs_dir}",
+                              hint="'envmod list' shows the environments there are")
+        return read_record(path)
+
+    def names(self) -> list[str]:
+        envs = self.settings.envs_dir
+        if not envs.is_dir():
+            return []
+        return sorted(p.name for p in envs.iterdir() if not p.name.startswith(".") and (p / RECORD_FILE).is_file())
+
+    def records(self) -> Iterator[tuple[str, EnvRecord | RecordError]]:
+        for name in self.names():
+            try:
+                yield name, self.load(name)
+            except RecordError as exc:
+                yield name, exc
+
+    # ---- writing -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, action: str = "using") -> Iterator[None]:
+        """Hold the env's lock; a second process gets :class:`EnvBusy` at once, not a wait."""
+        path = self._state("locks") / f"{validate_env_name(name)}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise EnvBusy(f"environment {name!r} is busy: {holder}",
+                              hint="wait for it to finish, then try again") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"envmod (pid {os.getpid()}) is {action} it".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def new_staging(self, name: str) -> Path:
+        """A fresh staging dir beside ``envs`` (same file system, so the final rename is atomic)."""
+        self.settings.envs_dir.mkdir(parents=True, exist_ok=True)
+        self.clean_stale(name)
+        return Path(tempfile.mkdtemp(prefix=f"{name}@", dir=self._state("staging")))
+
+    def clean_stale(self, name: str) -> None:
+        """Drop what a killed create of ``name`` left; called with the env's lock held."""
+        for kind in ("staging", "trash"):
+            base = self.settings.state_dir / kind
+            if base.is_dir():
+                for leftover in base.glob(f"{name}@*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+
+    def commit(self, name: str, staging: Path) -> Path | None:
+        """Put ``staging`` at the env's path; return where the replaced env now is (to delete)."""
+        final = self.env_path(name)
+        if not final.exists():
+            os.rename(staging, final)
+            return None
+        if _exchange(staging, final):
+            return staging          # staging now holds the old env
+        old = self._trash_slot(name)
+        os.rename(final, old)
+        os.rename(staging, final)
+        return old
+
+    def _trash_slot(self, name: str) -> Path:
+        return self._state("trash") / f"{name}@{os.getpid()}-{time.time_ns()}"
+
+    def discard(self, path: Path | None) -> None:
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def remove_env_dir(self, name: str) -> None:
+        final = self.env_path(name)
+        if not final.exists():
+            return
+        trash = self._trash_slot(name)
+        os.rename(final, trash)      # gone from view at once, deleted after
+        shutil.rmtree(trash, ignore_errors=True)
