@@ -152,8 +152,8 @@ def cmd_show(args) -> int:
         print(f"  {key + ':':13} {value}")
     print(f"  {'packages:':13} {len(record.packages) or 'none beyond the central Python'}")
     for pkg in record.packages:
-        how = (f"compiled against {', '.join(pkg.built_against)}" if pkg.install == "source"
-               else "binary wheel")
+        how = ("binary wheel" if pkg.install == "wheel" else
+               f"compiled against {', '.join(pkg.built_against)}" if pkg.built_against else "built from source")
         settings = " ".join(f"{k}={v}" for k, v in pkg.build_env.items())
         print(f"    {pkg.name} {pkg.version}{' (requested)' if pkg.requested else ''}: {how}"
               + (f" [{settings}]" if settings else ""))
@@ -171,7 +171,7 @@ def cmd_module(args) -> int:
     with store.lock(args.name, "rewriting its module"):
         record = store.load(args.name)
         module_type = check_module_type(args.module_type or record.module.type)
-        path = write_modulefile(record, module_type, settings.modules_dir, settings.templates)
+        path = write_modulefile(record, module_type, settings.modules_dir, settings.templates, settings.cache_dir)
         record.module.files[module_type] = str(path)
         record.module.type = module_type
         write_record(record)

@@ -111,11 +111,15 @@ class PipInstaller:
 
 
 def check_requirements(packages: Sequence[str]) -> list[str]:
-    """Reject what pip would reject, before anything is created."""
+    """Reject what pip would reject, before anything is created (local paths and URLs pass)."""
+    if not packages:
+        return []
     from packaging.requirements import InvalidRequirement, Requirement
 
     names = []
     for text in packages:
+        if "://" in text or os.path.exists(text):
+            continue
         try:
             names.append(canonical_name(Requirement(text).name))
         except InvalidRequirement as exc:

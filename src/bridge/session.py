@@ -217,7 +217,8 @@ class CreateSession:
             try:
                 replaced = self.store.commit(name, staging)
                 staging = None
-                write_modulefile(record, plan.module_type, self.settings.modules_dir, self.settings.templates)
+                write_modulefile(record, plan.module_type, self.settings.modules_dir, self.settings.templates,
+                                 self.settings.cache_dir)
                 self._drop_stale_modulefiles(record, replaced)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -81,15 +81,16 @@ def modulefile_path(modules_dir: Path, record: EnvRecord, module_type: str) -> P
     return modules_dir / (record.module.name + SYNTAXES[module_type].suffix)
 
 
-def render_modulefile(record: EnvRecord, module_type: str, site_templates: Path | None = None) -> str:
-    env = make_environment(site_templates)
+def render_modulefile(record: EnvRecord, module_type: str, site_templates: Path | None = None,
+                      cache_dir: Path | None = None) -> str:
+    env = make_environment(site_templates, cache_dir)
     return env.get_template(SYNTAXES[module_type].template).render(module_context(record))
 
 
 def write_modulefile(record: EnvRecord, module_type: str, modules_dir: Path,
-                     site_templates: Path | None = None) -> Path:
+                     site_templates: Path | None = None, cache_dir: Path | None = None) -> Path:
     """Render and put the modulefile in place atomically (temp file + rename)."""
-    text = render_modulefile(record, module_type, site_templates)
+    text = render_modulefile(record, module_type, site_templates, cache_dir)
     target = modulefile_path(modules_dir, record, module_type)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")

@@ -34,7 +34,9 @@ def _finalize(value: Any) -> Any:
     raise TemplateError(f"template printed an unquoted value {str(value)[:40]!r}; use |lua, |tcl or |sh")
 
 
-def make_environment(site_dir: Path | None = None):
+def make_environment(site_dir: Path | None = None, cache_dir: Path | None = None):
+    """``cache_dir`` keeps compiled templates (Jinja2's bytecode cache) so a create doesn't
+    parse and compile the same templates every time."""
     import jinja2
 
     ours = jinja2.FileSystemLoader(str(builtin_template_dir()))
@@ -46,7 +48,19 @@ def make_environment(site_dir: Path | None = None):
     loaders += [jinja2.PrefixLoader({"builtin": ours}), ours]
     env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=False, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-                             finalize=_finalize)
+                             finalize=_finalize, bytecode_cache=_bytecode_cache(cache_dir))
     for name, quote in QUOTERS.items():
         env.filters[name] = lambda value, _q=quote: Quoted(_q(value))
     return env
+
+
+def _bytecode_cache(cache_dir: Path | None):
+    if cache_dir is None:
+        return None
+    import jinja2
+
+    try:
+        (cache_dir / "templates").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(cache_dir / "templates"))

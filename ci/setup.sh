@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up everything envmod's demo and tests need on a fresh Debian 12 machine, idempotently:
+# system packages, the small real central site (ci/site.sh), and envmod itself in .venv/.
+# Sourced by ci/demo.sh and ci/test.sh; safe to run again (finished parts are skipped).
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+
+# envmod runs from its own venv over Debian's Python, so the tool never depends on the
+# central Python it builds environments over.
+if ! /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv python3-pip >/dev/null
+fi
+
+bash "$REPO/ci/site.sh"
+
+VENV="$REPO/.venv"
+if [ ! -x "$VENV/bin/envmod" ] || [ "$REPO/pyproject.toml" -nt "$VENV/.envmod-installed" ]; then
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -e "$REPO[test]"
+    touch "$VENV/.envmod-installed"
+fi
+echo "envmod: $("$VENV/bin/envmod" --version) in $VENV"
