@@ -1,0 +1,518 @@
+"""bridge.spacktree: reading a Spack install tree and module indexes without Spack.
+
+Most tests run on tests/data/spack-tree (what Spack 1.1.0 wrote for ci/spack-site.sh; see its
+README.md); the last one compares the reader with a live Spack when there is one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pickle
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.spacktree import (
+    KNOWN_PROVIDERS,
+    CorruptSpackData,
+    ModuleIndex,
+    NotASpackTree,
+    SpackTree,
+    SpackTreeError,
+    UnsupportedDatabaseVersion,
+    fingerprint,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "spack-tree"
+
+HDF5 = "bsz4j7zl67o44qrt3tkqvxdlyqnizjii"
+OPENMPI = "d2lqwco4vy257a5mvpuwhuqorxdqs2ur"
+PYTHON = "nuf5uirr4ez7xwwlf3mfxy6agizyum7g"
+ARCH = "linux-debian12-x86_64"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A copy of the recorded site with @SITE@ made real, so module paths point at files."""
+    root = tmp_path / "site"
+    shutil.copytree(DATA, root, ignore=shutil.ignore_patterns("README.md", "record.sh"))
+    for path in root.rglob("*"):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            if "@SITE@" in text:
+                path.write_text(text.replace("@SITE@", str(root)), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def tree(site: Path) -> SpackTree:
+    return SpackTree.open(site / "opt")
+
+
+@pytest.fixture
+def lmod(site: Path) -> ModuleIndex:
+    return ModuleIndex.open(site / "modules" / "lmod")
+
+
+@pytest.fixture
+def tcl(site: Path) -> ModuleIndex:
+    return ModuleIndex.open(site / "modules" / "tcl")
+
+
+def load_db(site: Path) -> dict[str, Any]:
+    return json.loads((site / "opt/.spack-db/index.json").read_text())
+
+
+def save_db(site: Path, data: Any) -> None:
+    (site / "opt/.spack-db/index.json").write_text(json.dumps(data))
+
+
+def built_record(name: str, dag_hash: str, root: Path, **parameters: Any) -> dict[str, Any]:
+    """A database record shaped like one Spack writes for a spec it built itself."""
+    return {
+        "spec": {
+            "name": name,
+            "version": "1.0",
+            "arch": {"platform": "linux", "platform_os": "debian12", "target": {"name": "zen2"}},
+            "namespace": "builtin",
+            "parameters": {"build_system": "generic", "cflags": ["-O2"], **parameters},
+            "hash": dag_hash,
+        },
+        "path": str(root / f"linux-zen2/{name}-1.0-{dag_hash}"),
+        "installed": True,
+        "explicit": True,
+        "ref_count": 0,
+        "installation_time": 0.0,
+        "deprecated_for": None,
+    }
+
+
+# --------------------------------------------------------------------------- the tree
+
+
+def test_open_reads_every_recorded_spec(tree: SpackTree, site: Path) -> None:
+    assert tree.db_version == "8"
+    assert tree.root == site / "opt"
+    assert len(tree) == 3
+    assert [s.name for s in tree.specs()] == ["hdf5", "openmpi", "python"]
+    assert [s.name for s in tree] == ["hdf5", "openmpi", "python"]
+    assert HDF5 in tree and "nope" not in tree
+
+
+def test_spec_fields_match_the_database(tree: SpackTree) -> None:
+    (hdf5,) = tree.specs("hdf5")
+    assert (hdf5.name, hdf5.version, hdf5.dag_hash) == ("hdf5", "1.10.8", HDF5)
+    assert hdf5.short_hash == "bsz4j7z"
+    assert hdf5.short_spec == str(hdf5) == "hdf5@1.10.8/bsz4j7z"
+    assert hdf5.external and hdf5.external_path == Path("/usr") and hdf5.prefix == Path("/usr")
+    assert hdf5.external_modules == ()
+    assert (hdf5.platform, hdf5.os, hdf5.target, hdf5.arch) == ("linux", "debian12", "x86_64", ARCH)
+    assert hdf5.namespace == "builtin"
+    assert hdf5.installed and hdf5.explicit and hdf5.ref_count == 0
+    assert hdf5.deprecated_for is None
+    # variants as Spack recorded them: booleans, single values, multi-valued as tuples
+    assert hdf5.variants["mpi"] is True and hdf5.variants["java"] is False
+    assert hdf5.variants["api"] == ("v18",)
+    assert hdf5.variants["build_system"] == "cmake"
+    assert "cflags" not in hdf5.variants and hdf5.compiler_flags["cflags"] == ()
+    assert set(hdf5.parameters) == set(hdf5.variants) | set(hdf5.compiler_flags)
+    (edge,) = hdf5.dependencies
+    assert (edge.name, edge.dag_hash, edge.deptypes, edge.virtuals) == (
+        "openmpi",
+        OPENMPI,
+        ("build", "link"),
+        ("mpi",),
+    )
+    assert edge.provides("mpi")
+    assert tree.get(OPENMPI).ref_count == 1  # hdf5 depends on it
+
+
+def test_specs_filters_by_name(tree: SpackTree) -> None:
+    assert [s.dag_hash for s in tree.specs("python")] == [PYTHON]
+    assert tree.specs("mpich") == []
+
+
+def test_get_by_hash_and_unique_prefix(tree: SpackTree) -> None:
+    assert tree.get(HDF5).name == "hdf5"
+    assert tree.get("bsz4j7z").name == "hdf5"
+    with pytest.raises(KeyError, match="no spec"):
+        tree.get("zzzzzzz")
+    with pytest.raises(KeyError):
+        tree.get("")
+
+
+def test_find_by_name_and_by_virtual(tree: SpackTree) -> None:
+    assert [s.dag_hash for s in tree.find("hdf5")] == [HDF5]
+    # hdf5's edge records openmpi as its 'mpi'
+    assert [s.dag_hash for s in tree.find("mpi")] == [OPENMPI]
+    assert tree.find("blas") == []
+    assert tree.virtuals_of(tree.get(OPENMPI)) == ("mpi",)
+    assert tree.virtuals_of(tree.get(PYTHON)) == ()
+    assert tree.provides(tree.get(OPENMPI), "mpi")
+    assert not tree.provides(tree.get(HDF5), "mpi")
+
+
+def test_dependency_follows_names_and_virtuals(tree: SpackTree) -> None:
+    hdf5, openmpi, python = tree.get(HDF5), tree.get(OPENMPI), tree.get(PYTHON)
+    assert tree.dependency(hdf5, "mpi") == openmpi
+    assert tree.dependency(hdf5, "openmpi") == openmpi
+    assert tree.dependency(hdf5, "hdf5") == hdf5  # like spec["hdf5"] on hdf5 itself
+    assert tree.dependency(python, "mpi") is None
+    assert tree.dependency(openmpi, "hdf5") is None
+
+
+def test_graph_navigation(tree: SpackTree) -> None:
+    hdf5, openmpi = tree.get(HDF5), tree.get(OPENMPI)
+    assert tree.dependencies(hdf5) == [openmpi]
+    assert tree.dependencies(hdf5, deptype="link") == [openmpi]
+    assert tree.dependencies(hdf5, deptype="run") == []
+    assert tree.dependents(openmpi) == [hdf5]
+    assert tree.dependents(hdf5) == []
+    assert tree.traverse(hdf5) == [hdf5, openmpi]
+    assert hdf5.edges("mpi") == hdf5.edges("openmpi") == list(hdf5.dependencies)
+    assert hdf5.edges(deptype="run") == []
+
+
+def test_specs_are_immutable_hashable_and_picklable(tree: SpackTree) -> None:
+    hdf5 = tree.get(HDF5)
+    with pytest.raises(AttributeError):
+        hdf5.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        hdf5.parameters["mpi"] = False  # type: ignore[index]
+    assert {hdf5, tree.get(HDF5)} == {hdf5}
+    again = pickle.loads(pickle.dumps(hdf5))
+    assert again == hdf5 and again.parameters == hdf5.parameters
+    assert copy.deepcopy(hdf5) == hdf5
+    json.dumps(dict(hdf5.parameters))  # plain JSON values
+
+
+def test_open_accepts_the_db_directory(site: Path) -> None:
+    assert len(SpackTree.open(site / "opt" / ".spack-db")) == 3
+    assert len(SpackTree.open(str(site / "opt"))) == 3
+
+
+def test_built_spec_and_known_provider_without_dependents(site: Path) -> None:
+    data = load_db(site)
+    installs = data["database"]["installs"]
+    del installs[HDF5]  # now nothing says openmpi is an 'mpi'
+    installs["a" * 32] = built_record("nvhpc", "a" * 32, site / "opt", mpi=False)
+    installs["b" * 32] = built_record("nvhpc", "b" * 32, site / "opt", mpi=True)
+    save_db(site, data)
+    tree = SpackTree.open(site / "opt")
+    # KNOWN_PROVIDERS: openmpi always, nvhpc only when built +mpi
+    assert [s.dag_hash for s in tree.find("mpi")] == ["b" * 32, OPENMPI]
+    built = tree.get("a" * 32)
+    assert not built.external and built.external_path is None
+    assert built.prefix == site / "opt" / f"linux-zen2/nvhpc-1.0-{'a' * 32}"
+    assert built.target == "zen2" and built.arch == "linux-debian12-zen2"
+    assert built.compiler_flags == {"cflags": ("-O2",)}
+    assert "openmpi" in KNOWN_PROVIDERS["mpi"]
+
+
+def test_dependency_falls_back_to_known_providers(site: Path) -> None:
+    data = load_db(site)
+    # a DAG recorded without virtuals on its edges
+    data["database"]["installs"][HDF5]["spec"]["dependencies"][0]["parameters"]["virtuals"] = []
+    save_db(site, data)
+    tree = SpackTree.open(site / "opt")
+    assert tree.dependency(tree.get(HDF5), "mpi") == tree.get(OPENMPI)
+
+
+def test_missing_and_deprecated_records_are_hidden_by_default(site: Path) -> None:
+    data = load_db(site)
+    data["database"]["installs"][OPENMPI]["installed"] = False
+    data["database"]["installs"][PYTHON]["deprecated_for"] = "x" * 32
+    save_db(site, data)
+    tree = SpackTree.open(site / "opt")
+    assert [s.name for s in tree.specs()] == ["hdf5"]
+    assert [s.name for s in tree.specs(include_missing=True)] == ["hdf5", "openmpi"]
+    assert [s.name for s in tree.specs(include_deprecated=True)] == ["hdf5", "python"]
+    assert tree.find("mpi") == []
+    assert [s.name for s in tree.find("mpi", include_missing=True)] == ["openmpi"]
+    # the edge still resolves: hdf5's record points at it
+    assert tree.dependency(tree.get(HDF5), "mpi") == tree.get(OPENMPI)
+
+
+def test_dependency_in_another_database_is_none(site: Path) -> None:
+    data = load_db(site)
+    del data["database"]["installs"][OPENMPI]  # as if openmpi lived in an upstream
+    save_db(site, data)
+    tree = SpackTree.open(site / "opt")
+    hdf5 = tree.get(HDF5)
+    assert tree.dependency(hdf5, "mpi") is None
+    assert tree.dependencies(hdf5) == []
+    assert hdf5.edges("mpi")[0].dag_hash == OPENMPI
+
+
+def test_versions_sort_numerically(site: Path) -> None:
+    data = load_db(site)
+    installs = data["database"]["installs"]
+    for n, version in enumerate(["1.9", "1.10.2", "1.10.10"]):
+        rec = built_record("zlib", str(n) * 32, site / "opt")
+        rec["spec"]["version"] = version
+        installs[str(n) * 32] = rec
+    save_db(site, data)
+    assert [s.version for s in SpackTree.open(site / "opt").specs("zlib")] == ["1.9", "1.10.2", "1.10.10"]
+
+
+# --------------------------------------------------------------------------- change detection
+
+
+def test_fingerprint_is_the_verifier(tree: SpackTree, site: Path) -> None:
+    verifier = (site / "opt/.spack-db/index_verifier").read_text().strip()
+    assert tree.fingerprint() == tree.loaded_fingerprint == f"verifier:{verifier}"
+    assert fingerprint(site / "opt") == tree.fingerprint()
+    assert not tree.changed()
+    # what Spack does on every write
+    (site / "opt/.spack-db/index_verifier").write_text("0b9a2e8c-0000-4000-8000-000000000000")
+    assert tree.changed()
+    assert SpackTree.open(site / "opt").loaded_fingerprint == "verifier:0b9a2e8c-0000-4000-8000-000000000000"
+
+
+def test_fingerprint_without_verifier_uses_the_index_file(site: Path) -> None:
+    (site / "opt/.spack-db/index_verifier").unlink()
+    first = fingerprint(site / "opt")
+    assert first.startswith("stat:")
+    data = load_db(site)
+    del data["database"]["installs"][PYTHON]
+    save_db(site, data)
+    assert fingerprint(site / "opt") != first
+
+
+def test_empty_db_directory_is_an_empty_tree(tmp_path: Path) -> None:
+    (tmp_path / ".spack-db").mkdir()
+    tree = SpackTree.open(tmp_path)
+    assert len(tree) == 0 and tree.specs() == [] and tree.find("mpi") == []
+    assert tree.fingerprint() == "empty"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_not_a_tree(tmp_path: Path) -> None:
+    with pytest.raises(NotASpackTree, match="not a Spack install tree") as info:
+        SpackTree.open(tmp_path)
+    assert str(tmp_path) in str(info.value)
+    assert "install_tree" in str(info.value)  # the hint says what to pass
+    with pytest.raises(NotASpackTree):
+        fingerprint(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("version", ["7", "9", "", 8.5])
+def test_unsupported_database_version(site: Path, version: Any) -> None:
+    data = load_db(site)
+    data["database"]["version"] = version
+    save_db(site, data)
+    with pytest.raises(UnsupportedDatabaseVersion, match="format version"):
+        SpackTree.open(site / "opt")
+
+
+def test_corrupt_json(site: Path) -> None:
+    index = site / "opt/.spack-db/index.json"
+    index.write_text(index.read_text()[:500])  # cut short
+    with pytest.raises(CorruptSpackData, match="not valid JSON"):
+        SpackTree.open(site / "opt")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ([], "no 'database'"),
+        ({"installs": {}}, "no 'database'"),
+        ({"database": {"version": "8"}}, "no 'installs'"),
+        ({"database": {"version": "8", "installs": {HDF5: 3}}}, "not an object"),
+        ({"database": {"version": "8", "installs": {HDF5: {"spec": {"version": "1"}}}}}, "no spec name"),
+        (
+            {"database": {"version": "8", "installs": {HDF5: {"spec": {"name": "x", "version": "1",
+                                                                         "dependencies": [{"name": "y"}]}}}}},
+            "malformed",
+        ),
+    ],
+)
+def test_database_of_the_wrong_shape(site: Path, content: Any, message: str) -> None:
+    save_db(site, content)
+    with pytest.raises(CorruptSpackData, match=message):
+        SpackTree.open(site / "opt")
+
+
+def test_errors_share_one_base(tmp_path: Path) -> None:
+    for cls in (NotASpackTree, UnsupportedDatabaseVersion, CorruptSpackData):
+        assert issubclass(cls, SpackTreeError) and issubclass(cls, Exception)
+    err = SpackTreeError("broken", hint="do this")
+    assert str(err) == "broken (do this)" and err.message == "broken" and err.hint == "do this"
+
+
+# --------------------------------------------------------------------------- module indexes
+
+
+def test_lmod_index(tree: SpackTree, lmod: ModuleIndex, site: Path) -> None:
+    core = site / "modules/lmod" / ARCH / "Core"
+    assert lmod.kind == "lmod" and len(lmod) == 3
+    assert lmod.use_name(tree.get(PYTHON)) == "python/3.11.2-nuf5uir"
+    assert lmod.use_name(tree.get(OPENMPI)) == "openmpi/4.1.4-d2lqwco"
+    assert lmod.use_name(HDF5) == "hdf5/1.10.8-bsz4j7z"
+    entry = lmod.module_for(tree.find("mpi")[0])
+    assert entry is not None and entry.path == core / "openmpi/4.1.4-d2lqwco.lua"
+    assert entry.path.is_file()
+    # externals, hdf5+mpi included, all land in Core
+    assert all(e.modulepath_dir == core for e in lmod.entries())
+    assert lmod.modulepath_dirs() == [core]
+    assert [e.use_name for e in lmod.entries()] == sorted(e.use_name for e in lmod.entries())
+    assert tree.get(HDF5) in lmod and "x" * 32 not in lmod
+    assert lmod.module_for("x" * 32) is None and lmod.path("x" * 32) is None
+
+
+def test_tcl_index(tree: SpackTree, tcl: ModuleIndex, site: Path) -> None:
+    flat = site / "modules/tcl" / ARCH
+    assert tcl.kind == "tcl"
+    # externals have no compiler: 'none-none' in the default Tcl projection
+    assert {tcl.use_name(s) for s in tree.specs()} == {
+        "python/3.11.2-none-none-nuf5uir",
+        "openmpi/4.1.4-none-none-d2lqwco",
+        "hdf5/1.10.8-none-none-bsz4j7z",
+    }
+    assert tcl.path(HDF5) == flat / "hdf5/1.10.8-none-none-bsz4j7z"
+    assert tcl.modulepath_dirs() == [flat]
+    assert all(e.path.is_file() for e in tcl.entries())
+
+
+def test_recorded_modulefiles_agree_with_the_reader(tree: SpackTree, lmod: ModuleIndex, tcl: ModuleIndex,
+                                                    site: Path) -> None:
+    hdf5 = tree.get(HDF5)
+    mpi = tree.dependency(hdf5, "mpi")
+    assert mpi is not None
+    hdf5_lua = lmod.path(hdf5).read_text()  # type: ignore[union-attr]
+    assert f'depends_on("{lmod.use_name(mpi)}")' in hdf5_lua
+    mpi_lua = lmod.path(mpi).read_text()  # type: ignore[union-attr]
+    assert 'family("mpi")' in mpi_lua
+    # the MPI module opens its own subtree of the hierarchy: <arch>/<name>/<version>-<hash7>/Core
+    subtree = site / "modules/lmod" / ARCH / mpi.name / f"{mpi.version}-{mpi.short_hash}" / "Core"
+    assert f'prepend_path("MODULEPATH", "{subtree}")' in mpi_lua
+    hdf5_tcl = tcl.path(hdf5).read_text()  # type: ignore[union-attr]
+    assert hdf5_tcl.startswith("#%Module")
+    assert f"depends-on {tcl.use_name(mpi)}" in hdf5_tcl
+
+
+def test_module_index_accepts_the_file_itself(site: Path) -> None:
+    assert len(ModuleIndex.open(site / "modules/lmod/module-index.yaml")) == 3
+
+
+def test_module_index_fingerprint_changes_on_rewrite(lmod: ModuleIndex, site: Path) -> None:
+    before = lmod.fingerprint()
+    index = site / "modules/lmod/module-index.yaml"
+    index.write_text(index.read_text() + "\n")
+    assert lmod.fingerprint() != before
+
+
+def test_module_index_errors(tmp_path: Path) -> None:
+    with pytest.raises(NotASpackTree, match="refresh"):
+        ModuleIndex.open(tmp_path)
+    index = tmp_path / "module-index.yaml"
+    index.write_text("module_index: {a: [unclosed\n")
+    with pytest.raises(CorruptSpackData, match="not valid YAML"):
+        ModuleIndex.open(tmp_path)
+    index.write_text("module_index: [1, 2]\n")
+    with pytest.raises(CorruptSpackData, match="no 'module_index'"):
+        ModuleIndex.open(tmp_path)
+    index.write_text("module_index:\n  abc:\n    path: /x\n")
+    with pytest.raises(CorruptSpackData, match="malformed"):
+        ModuleIndex.open(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["", "module_index: {}\n", "module_index:\n"])
+def test_empty_module_index(tmp_path: Path, text: str) -> None:
+    (tmp_path / "module-index.yaml").write_text(text)
+    index = ModuleIndex.open(tmp_path)
+    assert len(index) == 0 and index.kind is None and index.modulepath_dirs() == []
+
+
+def test_recorded_data_is_portable() -> None:
+    for path in DATA.rglob("*"):
+        if path.is_file() and path.name not in ("README.md", "record.sh"):
+            text = path.read_text(encoding="utf-8")
+            assert "envmod-spack-site" not in text, path
+            assert "://" not in text, path
+
+
+# --------------------------------------------------------------------------- a live Spack
+
+
+def spack_command() -> list[str] | None:
+    found = shutil.which("spack")
+    if found:
+        return [found]
+    root = os.environ.get("SPACK_ROOT")
+    if root and os.access(os.path.join(root, "bin", "spack"), os.X_OK):
+        return [os.path.join(root, "bin", "spack")]
+    return None
+
+
+def run_spack(spack: list[str], *args: str) -> str:
+    proc = subprocess.run(
+        [*spack, *args], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"spack {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+# one line: 'spack python -c' takes no multi-line code
+_WHERE = (
+    "import json, spack.store, spack.config, spack.modules.common as c; "
+    "enabled = spack.config.get('modules:default:enable', []); "
+    "print(json.dumps({'store': str(spack.store.STORE.root), "
+    "'roots': {k: c.root_path(k, 'default') for k in enabled}}))"
+)
+
+#: cap on 'spack module ... find' calls (about half a second each)
+MAX_MODULE_LOOKUPS = 12
+
+
+@pytest.mark.spack
+def test_reader_agrees_with_a_live_spack() -> None:
+    spack = spack_command()
+    if spack is None:
+        reason = "no Spack: neither 'spack' on PATH nor SPACK_ROOT set (see ci/spack-site.sh)"
+        if os.environ.get("ENVMOD_REQUIRE_SPACK") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+    where = json.loads(run_spack(spack, "python", "-c", _WHERE).strip().splitlines()[-1])
+    tree = SpackTree.open(where["store"])
+
+    out = run_spack(spack, "find", "--json").strip()
+    live = {node["hash"]: node for node in (json.loads(out) if out.startswith("[") else [])}
+    mine = {s.dag_hash: s for s in tree.specs()}
+    assert set(mine) == set(live), "the reader and 'spack find' see different installs"
+    for dag_hash, node in live.items():
+        spec = mine[dag_hash]
+        assert (spec.name, spec.version) == (node["name"], str(node["version"]))
+        external = node.get("external") or {}
+        assert spec.external == bool(external)
+        if external:
+            assert spec.external_path == Path(external["path"])
+        assert {d.dag_hash for d in spec.dependencies} == {d["hash"] for d in node.get("dependencies", [])}
+
+    if not where["roots"]:
+        pytest.skip("Spack is live but generates no modules (modules:default:enable is empty)")
+    checked = 0
+    for kind, root in where["roots"].items():
+        if not (Path(root) / "module-index.yaml").is_file():
+            continue  # never refreshed: only 'spack module ... refresh' writes the index
+        index = ModuleIndex.open(root)
+        for spec in tree.specs()[:MAX_MODULE_LOOKUPS]:
+            entry = index.module_for(spec)
+            if entry is None:
+                continue
+            name = run_spack(spack, "module", kind, "find", f"/{spec.dag_hash}").strip()
+            assert name == entry.use_name, f"{kind} module of {spec}"
+            path = run_spack(spack, "module", kind, "find", "--full-path", f"/{spec.dag_hash}").strip()
+            assert Path(path) == entry.path
+            checked += 1
+    if mine and not checked:
+        pytest.skip("Spack is live but no module index is there to compare ('spack module lmod refresh')")
