@@ -8,10 +8,8 @@ leaves neither env nor module behind (and with ``--force`` the old env stays usa
 
 from __future__ import annotations
 
-import getpass
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,14 +23,12 @@ from .cache import JsonCache
 from .config import Settings, check_module_type
 from .emit.modulefile import module_version, modulefile_path, write_modulefile
 from .errors import BuildError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
-from .install import InstallResult, PipInstaller, check_requirements, direct_rule_packages
 from .modsys import ModuleSystem, detect_module_system
 from .names import validate_env_name
 from .progress import Reporter
 from .pyinfo import PythonInfo, interrogate
 from .record import (RECORD_FILE, CentralModuleRecord, EnvRecord, ModuleRecord, PackageRecord, Provenance,
                      PythonRecord, read_record, write_record)
-from .rules import load_rules
 from .stack import CentralModule, CentralStack, discover_stack, find_central_python
 from .store import Store
 
@@ -47,6 +43,7 @@ class CreateRequest:
     module_type: str | None = None
     force: bool = False
     backend: str = "venv"
+    module_name: str | None = None     # a front end that names modules itself (EasyBuild) sets it
 
 
 @dataclass
@@ -75,7 +72,7 @@ def microarchitecture(cache: JsonCache) -> str | None:
         except Exception:   # archspec failing must never fail a create
             return None
 
-    return cache.get_or_compute("uarch", ["uarch-1", boot, socket.gethostname()], detect) if boot else detect()
+    return cache.get_or_compute("uarch", ["uarch-1", boot, os.uname().nodename], detect) if boot else detect()
 
 
 def _read_version(python: Path) -> str:
@@ -87,14 +84,28 @@ def _read_version(python: Path) -> str:
     return proc.stdout.split()[0]
 
 
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return os.environ.get("USER") or str(os.getuid())
+
+
 class _TerminatedBySignal(BaseException):
     pass
 
 
 class CreateSession:
+    """Runs one create. Front ends that know the central stack another way (Spack's database,
+    EasyBuild's dependencies) pass ``stack`` and skip discovery from the loaded modules."""
+
     def __init__(self, request: CreateRequest, settings: Settings, reporter: Reporter | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, stack: CentralStack | None = None,
+                 module_system: ModuleSystem | None = None) -> None:
         self.request = request
+        self._given = (module_system, stack) if stack is not None else None
         self.settings = settings
         self.store = Store(settings)
         self.reporter = reporter or Reporter()
@@ -103,6 +114,8 @@ class CreateSession:
 
     # ---- stages ------------------------------------------------------------------------
     def discover(self) -> tuple[ModuleSystem | None, CentralStack]:
+        if self._given is not None:
+            return self._given
         try:
             system: ModuleSystem | None = detect_module_system(self.environ)
         except NoModuleSystem:
@@ -120,14 +133,27 @@ class CreateSession:
                              "give the central Python instead")
         module_type = check_module_type(request.module_type or self.settings.module_type
                                         or (system.module_type if system else "lmod"))
-        rules = load_rules(self.settings.build_rules)
-        direct_rule_packages(check_requirements(request.packages), rules, stack)
+        rules: Mapping = {}
+        if request.packages or request.requirement_files:
+            from .install import check_requirements, direct_rule_packages
+            from .rules import load_rules
+
+            rules = load_rules(self.settings.build_rules)
+            direct_rule_packages(check_requirements(request.packages), rules, stack)
         for path in request.requirement_files:
             if not Path(path).is_file():
                 raise UsageError(f"requirements file not found: {path}")
         return Plan(request, stack, python, module, module_type, rules)
 
-    def dependencies(self, plan: Plan, installed: InstallResult) -> list[CentralModule]:
+    def install(self, plan: Plan, python: Path) -> "InstallResult":
+        from .install import InstallResult, PipInstaller
+
+        if not (self.request.packages or self.request.requirement_files):
+            return InstallResult()
+        installer = PipInstaller(python, self.reporter, plan.rules, plan.stack)
+        return installer.install(self.request.packages, self.request.requirement_files)
+
+    def dependencies(self, plan: Plan, installed: "InstallResult") -> list[CentralModule]:
         """For now: the Python module plus the modules compiled code was built against (and any
         compiler module loaded for those builds), in the order the user loaded them."""
         wanted = {m.name for build in installed.builds for m in build.modules}
@@ -137,7 +163,7 @@ class CreateSession:
             wanted.add(plan.python_module.name)
         return [m for m in plan.stack.modules if m.name in wanted]
 
-    def make_record(self, plan: Plan, prefix: Path, version: str, installed: InstallResult,
+    def make_record(self, plan: Plan, prefix: Path, version: str, installed: "InstallResult",
                     deps: list[CentralModule], system: ModuleSystem | None) -> EnvRecord:
         python = plan.python
         return EnvRecord(
@@ -147,10 +173,11 @@ class CreateSession:
                                 module=plan.python_module.name if plan.python_module else None,
                                 implementation=python.implementation, soabi=python.soabi,
                                 platform=python.platform),
-            module=ModuleRecord(name=f"{self.request.name}/{module_version(version)}", type=plan.module_type,
+            module=ModuleRecord(name=self.request.module_name or f"{self.request.name}/{module_version(version)}",
+                                type=plan.module_type,
                                 depends_on=[m.name for m in deps]),
-            created=Provenance(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=getpass.getuser(),
-                               host=socket.gethostname(), envmod_version=__version__,
+            created=Provenance(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=_user(),
+                               host=os.uname().nodename, envmod_version=__version__,
                                microarchitecture=microarchitecture(self.cache),
                                module_system=system.name if system else None,
                                log=str(self.reporter.log_path) if self.reporter.log_path else None),
@@ -200,17 +227,7 @@ class CreateSession:
         r.open_log(self.store.log_dir(name) / time.strftime("create-%Y%m%d-%H%M%S.log"))
         replaced: Path | None = None
         try:
-            backend = get_backend(self.request.backend)
-            backend.create(plan.python, staging, final, name)
-            version = _read_version(backend.python(staging))
-            r.step("create", f"{backend.name} over {plan.python_module.name if plan.python_module else plan.python.executable}")
-            installer = PipInstaller(backend.python(staging), r, plan.rules, stack)
-            installed = installer.install(self.request.packages, self.request.requirement_files)
-            relocate(staging, staging, final)
-            deps = self.dependencies(plan, installed)
-            record = self.make_record(plan, final, version, installed, deps, system)
-            module_path = modulefile_path(self.settings.modules_dir, record, plan.module_type)
-            record.module.files = {plan.module_type: str(module_path)}
+            record = self.build(plan, staging, final, system)
             write_record(record, staging)
             # From here on the env goes live: let no signal split putting it and its module in place.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -222,7 +239,8 @@ class CreateSession:
                 self._drop_stale_modulefiles(record, replaced)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-            r.step("module", f"{record.module.name} ({plan.module_type}) needs {', '.join(deps and [m.name for m in deps]) or 'no central modules'}")
+            r.step("module", f"{record.module.name} ({plan.module_type}) needs "
+                   f"{', '.join(record.module.depends_on) or 'no central modules'}")
             return record
         except (KeyboardInterrupt, _TerminatedBySignal):
             raise Interrupted(f"create of {name!r} interrupted; nothing was put in place",
@@ -236,6 +254,25 @@ class CreateSession:
                 self.store.discard(staging)
             self.store.discard(replaced)
             r.close_log()
+
+    def build(self, plan: Plan, target: Path, final: Path, system: ModuleSystem | None = None) -> EnvRecord:
+        """Create the env at ``target`` (to live at ``final``), install, and return its record.
+
+        No lock, no rename, no modulefile: :meth:`run` adds those; EasyBuild builds in place.
+        """
+        backend = get_backend(self.request.backend)
+        backend.create(plan.python, target, final, self.request.name)
+        version = _read_version(backend.python(target))
+        self.reporter.step("create", f"{backend.name} over "
+                           f"{plan.python_module.name if plan.python_module else plan.python.executable}")
+        installed = self.install(plan, backend.python(target))
+        if target != final:
+            relocate(target, target, final)
+        deps = self.dependencies(plan, installed)
+        record = self.make_record(plan, final, version, installed, deps, system)
+        module_path = modulefile_path(self.settings.modules_dir, record, plan.module_type)
+        record.module.files = {plan.module_type: str(module_path)}
+        return record
 
     def _drop_stale_modulefiles(self, record: EnvRecord, replaced: Path | None) -> None:
         """A replaced env's modulefiles that the new one did not overwrite would load stale text."""

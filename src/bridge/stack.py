@@ -183,6 +183,10 @@ def find_central_python(stack: CentralStack, environ: Mapping[str, str] | None =
             candidate = os.path.join(entry, exe)
             if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
                 return candidate, module
+    # A stack described by a front end (Spack, EasyBuild) rather than by PATH names its Python.
+    for module in stack.of_kind("python"):
+        if module.facts.get("python"):
+            return module.facts["python"], module
     loaded = ", ".join(m.name for m in stack.modules) or "none"
     raise NoPython(f"no central Python: none of the loaded modules ({loaded}) puts python3 on PATH",
                    hint="load the site's Python module, or pass --python EXE")
