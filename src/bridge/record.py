@@ -49,6 +49,29 @@ class PackageRecord:
 
 
 @dataclass
+class LinkEvidence:
+    """One fact from the ELF scan: an env file needs a library, found here, provided by whom."""
+
+    file: str                          # the env file, relative to the env prefix
+    needs: str                         # its DT_NEEDED entry (or the needing library's, with `via`)
+    path: str | None                   # where the loader finds it with the env's modules loaded
+    provider: str                      # a central module's name, "system", "env", or "missing"
+    soname: str | None = None
+    via: str | None = None             # for an indirect need: the library that needs it
+    sha256: str | None = None
+
+
+@dataclass
+class RequirementEvidence:
+    """An installed package requires a Python package that a central module provides."""
+
+    package: str
+    requires: str
+    provider: str                      # a central module's name
+    location: str                      # where the required package was found
+
+
+@dataclass
 class ModuleRecord:
     name: str                          # e.g. "myenv/py3.11"
     type: str                          # "lmod" or "tcl": the last one written
@@ -79,6 +102,8 @@ class EnvRecord:
     central_modules: list[CentralModuleRecord] = field(default_factory=list)
     packages: list[PackageRecord] = field(default_factory=list)
     requested: list[str] = field(default_factory=list)
+    links: list[LinkEvidence] = field(default_factory=list)
+    requirements: list[RequirementEvidence] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -109,6 +134,8 @@ class EnvRecord:
                 central_modules=[_build(CentralModuleRecord, m) for m in data.get("central_modules") or []],
                 packages=[_build(PackageRecord, p) for p in data.get("packages") or []],
                 requested=list(data.get("requested") or []),
+                links=[_build(LinkEvidence, e) for e in data.get("links") or []],
+                requirements=[_build(RequirementEvidence, e) for e in data.get("requirements") or []],
                 schema=schema,
             )
         except (KeyError, TypeError) as exc:
