@@ -42,7 +42,7 @@ class JsonCache:
                     entry = json.load(fh)
                 if entry.get("key") == json.loads(json.dumps(key)):
                     return entry["value"]
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, KeyError, TypeError):
                 pass
         value = compute()
         if path is not None:

@@ -8,6 +8,7 @@ Precedence, lowest first: built-in defaults, the site config (``/etc/envmod/conf
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -59,12 +60,15 @@ def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> Path:
 def _expand(value: Any, source: str, key: str, environ: Mapping[str, str]) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{source}: '{key}' must be a non-empty path")
-    text = value
-    for name, val in environ.items():
-        text = text.replace("${" + name + "}", val)
-    text = os.path.expandvars(os.path.expanduser(text))
-    if "$" in text:
-        raise ConfigError(f"{source}: '{key}' names an unset variable: {value}")
+    def var(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in environ:
+            raise ConfigError(f"{source}: '{key}' names an unset variable ${name}: {value}")
+        return environ[name]
+
+    text = re.sub(r"\$\{(\w+)\}|\$(\w+)", var, value)
+    if text == "~" or text.startswith("~/"):
+        text = str(environ.get("HOME") or os.path.expanduser("~")) + text[1:]
     return Path(text).absolute()
 
 

@@ -69,10 +69,16 @@ class ModuleSystem(ABC):
         if not names:
             return {}
         proc = self.run(["show", *names], environ)
-        if proc.returncode != 0:
-            first = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DiscoveryError(f"'module show {' '.join(names)}' failed with {self.name}: {first}")
+        failure = self.failure(proc)
+        if failure:
+            raise DiscoveryError(f"'module show {' '.join(names)}' failed with {self.name}: {failure}")
         return self.parse_show(proc.stderr)
+
+    def failure(self, proc: subprocess.CompletedProcess) -> str | None:
+        """Why a module command failed, in the tool's own words; None if it did not."""
+        if proc.returncode == 0:
+            return None
+        return _reason(proc.stderr) or f"exit status {proc.returncode}"
 
     def run(self, args: Sequence[str], environ: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv("bash", *args), capture_output=True, text=True,
@@ -89,24 +95,36 @@ class ModuleSystem(ABC):
 _RULE = re.compile(r"^-{20,}\s*$")
 
 
+def _reason(text: str) -> str:
+    """A tool's error message folded onto one line (tools wrap it over several)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not _RULE.match(line.strip())]
+    return " ".join(lines)[:300]
+
+
 def _blocks(text: str) -> dict[str, list[str]]:
-    """Split ``show`` output into the command lines of each modulefile, keyed by its path."""
+    """Split ``show`` output into the command lines of each modulefile, keyed by its path.
+
+    A block's header is the path line right after a rule of dashes (help text can hold lines
+    that look like paths, so position, not shape, decides).
+    """
     blocks: dict[str, list[str]] = {}
     current: list[str] | None = None
+    after_rule = False
     for line in text.splitlines():
         stripped = line.strip()
         if _RULE.match(stripped):
+            after_rule = True
             continue
-        if stripped.startswith("/") and stripped.endswith(":") and not line[:1].isalpha():
+        if after_rule and stripped.startswith("/") and stripped.endswith(":"):
             current = blocks.setdefault(stripped[:-1], [])
-            continue
-        if current is not None and stripped:
+        elif current is not None and stripped:
             current.append(stripped)
+        after_rule = False
     return blocks
 
 
-def _split_paths(value: str) -> list[str]:
-    return [p for p in value.split(":") if p]
+def _split_paths(value: str, delim: str = ":") -> list[str]:
+    return [p for p in value.split(delim or ":") if p]
 
 
 class Lmod(ModuleSystem):
@@ -117,7 +135,25 @@ class Lmod(ModuleSystem):
         return [self.command, shell, *args]
 
     # prepend_path("VAR","value") or, with options, prepend_path{"VAR","value",priority="10"}
-    _CALL = re.compile(r'^(\w+)[({]"(.*)"(?:,\s*\w+\s*=\s*"?[^"]*"?)*[)}]$')
+    _CALL = re.compile(r"^(\w+)\s*[({](.*)[)}]\s*$")
+    _OPTION = re.compile(r',\s*(\w+)\s*=\s*("[^"]*"|[^,"]*)\s*$')
+    _DEPENDS = ("depends_on", "load", "always_load", "prereq", "try_load")
+
+    @classmethod
+    def _arguments(cls, inner: str) -> tuple[list[str], dict[str, str]] | None:
+        """Positional strings and trailing key=value options of one printed call.
+
+        Lmod prints strings between plain double quotes without escaping them, so arguments
+        are split on '","' boundaries; a variable name never holds a quote.
+        """
+        options = {}
+        while (m := cls._OPTION.search(inner)) is not None:
+            options[m.group(1)] = m.group(2).strip().strip('"')
+            inner = inner[:m.start()]
+        inner = inner.strip()
+        if len(inner) < 2 or not (inner.startswith('"') and inner.endswith('"')):
+            return None
+        return re.split(r'"\s*,\s*"', inner[1:-1]), options
 
     @classmethod
     def parse_show(cls, text: str) -> dict[str, ModuleEffect]:
@@ -126,27 +162,31 @@ class Lmod(ModuleSystem):
             effect = ModuleEffect()
             for line in lines:
                 m = cls._CALL.match(line)
-                if not m:
+                parsed = cls._arguments(m.group(2)) if m else None
+                if not parsed:
                     continue
-                func, inner = m.groups()
-                # Lmod prints values between plain double quotes without escaping, so split
-                # once on the first '","': a variable name never holds a quote.
-                args = inner.split('","', 1)
-                if func in ("prepend_path", "append_path") and len(args) == 2:
+                func, (args, options) = m.group(1), parsed
+                if func in ("prepend_path", "append_path") and len(args) >= 2:
+                    delim = options.get("delim") or (args[2] if len(args) == 3 and len(args[2]) <= 2 else ":")
+                    value = args[1] if len(args) == 3 and len(args[2]) <= 2 else '","'.join(args[1:])
                     target = effect.prepend if func == "prepend_path" else effect.append
-                    target.setdefault(args[0], []).extend(_split_paths(args[1]))
-                elif func in ("setenv", "pushenv") and len(args) == 2:
-                    effect.setenv[args[0]] = args[1]
-                elif func in ("depends_on", "load", "always_load", "prereq"):
-                    effect.depends.extend(a for a in inner.split('","') if a)
+                    target.setdefault(args[0], []).extend(_split_paths(value, delim))
+                elif func in ("setenv", "pushenv") and len(args) >= 2:
+                    effect.setenv[args[0]] = '","'.join(args[1:])
+                elif func in cls._DEPENDS:
+                    effect.depends.extend(a for a in args if a)
                 elif func == "family":
-                    effect.families.append(inner)
+                    effect.families.append(args[0])
             effects[path] = effect
         return effects
 
 
 def tcl_words(line: str) -> list[str]:
-    """Split one Tcl command line into words (braces, quotes and backslashes as Tcl reads them)."""
+    """Split one line of Environment Modules' ``show`` output into words.
+
+    It prints values raw (no Tcl escaping), braced when they hold spaces, so a bare word is
+    taken literally, backslashes and quotes included.
+    """
     words: list[str] = []
     i, n = 0, len(line)
     while i < n:
@@ -157,9 +197,7 @@ def tcl_words(line: str) -> list[str]:
         if line[i] == "{":
             depth, j = 1, i + 1
             while j < n and depth:
-                if line[j] == "\\":
-                    j += 1
-                elif line[j] == "{":
+                if line[j] == "{":
                     depth += 1
                 elif line[j] == "}":
                     depth -= 1
@@ -167,21 +205,11 @@ def tcl_words(line: str) -> list[str]:
             words.append(line[i + 1:j - 1])
             i = j
         else:
-            quoted = line[i] == '"'
-            j = i + 1 if quoted else i
-            buf = []
-            while j < n:
-                ch = line[j]
-                if ch == "\\" and j + 1 < n:
-                    buf.append({"n": "\n", "t": "\t"}.get(line[j + 1], line[j + 1]))
-                    j += 2
-                    continue
-                if (quoted and ch == '"') or (not quoted and ch in " \t"):
-                    break
-                buf.append(ch)
+            j = i
+            while j < n and line[j] not in " \t":
                 j += 1
-            words.append("".join(buf))
-            i = j + 1
+            words.append(line[i:j])
+            i = j
     return words
 
 
@@ -194,6 +222,33 @@ class EnvironmentModules(ModuleSystem):
             return [self.command, shell, *args]
         return ["tclsh", self.command, shell, *args]
 
+    def failure(self, proc: subprocess.CompletedProcess) -> str | None:
+        # modulecmd.tcl exits 0 even when a module is missing; its shell code then ends in a
+        # failing 'test 0 = 1;' and stderr carries the ERROR lines.
+        failed = proc.returncode != 0 or "test 0 = 1" in proc.stdout
+        if not failed:
+            return None
+        return _reason(proc.stderr) or f"exit status {proc.returncode}"
+
+    _DEPENDS = ("depends-on", "prereq", "prereq-all", "prereq-any", "always-load")
+
+    @staticmethod
+    def _path_arguments(args: list[str]) -> tuple[str, list[str]]:
+        """Strip options (``--delim X``, ``-d X``, ``--delim=X``, ``--duplicates``...) from
+        prepend-path/append-path arguments; return the delimiter and the rest."""
+        delim, rest, i = ":", [], 0
+        while i < len(args):
+            word = args[i]
+            if word in ("--delim", "-d") and i + 1 < len(args):
+                delim, i = args[i + 1], i + 2
+                continue
+            if word.startswith("--delim="):
+                delim = word.split("=", 1)[1]
+            elif not word.startswith("-"):
+                rest.append(word)
+            i += 1
+        return delim, rest
+
     @classmethod
     def parse_show(cls, text: str) -> dict[str, ModuleEffect]:
         effects = {}
@@ -203,15 +258,19 @@ class EnvironmentModules(ModuleSystem):
                 words = tcl_words(line)
                 if not words:
                     continue
-                cmd, args = words[0], [w for w in words[1:] if not w.startswith("--")]
-                if cmd in ("prepend-path", "append-path") and len(args) >= 2:
-                    target = effect.prepend if cmd == "prepend-path" else effect.append
-                    for value in args[1:]:
-                        target.setdefault(args[0], []).extend(_split_paths(value))
+                cmd, args = words[0], words[1:]
+                if cmd in ("prepend-path", "append-path"):
+                    delim, rest = cls._path_arguments(args)
+                    if len(rest) >= 2:
+                        target = effect.prepend if cmd == "prepend-path" else effect.append
+                        for value in rest[1:]:
+                            target.setdefault(rest[0], []).extend(_split_paths(value, delim))
                 elif cmd in ("setenv", "pushenv") and len(args) == 2:
                     effect.setenv[args[0]] = args[1]
-                elif cmd in ("depends-on", "prereq", "module") and args:
-                    effect.depends.extend(a for a in args if a not in ("load", "try-load"))
+                elif cmd in cls._DEPENDS:
+                    effect.depends.extend(a for a in args if not a.startswith("-"))
+                elif cmd == "module" and args and args[0] in ("load", "try-load", "load-any"):
+                    effect.depends.extend(a for a in args[1:] if not a.startswith("-"))
                 elif cmd == "family" and args:
                     effect.families.append(args[0])
             effects[path] = effect

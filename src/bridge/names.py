@@ -28,3 +28,17 @@ def validate_env_name(name: str) -> str:
     if name.endswith((".lua", ".tcl")) or name in {"envs", "modules", "logs"}:
         raise InvalidName(f"environment name {name!r} is reserved")
     return name
+
+
+MAX_DESCRIPTION_LENGTH = 2000
+
+
+def validate_description(text: str) -> str:
+    """A description is free text (it is escaped wherever it lands) but must be real text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidName("--description is not valid UTF-8 text") from None
+    if len(text) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidName(f"--description is longer than {MAX_DESCRIPTION_LENGTH} characters")
+    return text

@@ -62,9 +62,13 @@ class Reporter:
         started = time.monotonic()
         tty = not self.quiet and self.stream.isatty()
         tail: list[str] = []
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", env=dict(env) if env else None, cwd=cwd,
-                                stdin=subprocess.DEVNULL)
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    errors="replace", env=dict(env) if env else None, cwd=cwd,
+                                    stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise BuildError(f"{label} could not start {argv[0]}: {exc.strerror}",
+                             log=str(self.log_path) if self.log_path else None) from exc
 
         def pump() -> None:
             assert proc.stdout is not None

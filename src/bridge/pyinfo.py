@@ -64,7 +64,12 @@ def interrogate(executable: str, cache: JsonCache | None = None) -> PythonInfo:
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise NoPython(f"{executable} is not a working Python: {last}")
-        return json.loads(proc.stdout)
+        try:
+            data = json.loads(proc.stdout)
+            PythonInfo(**data)
+        except (ValueError, TypeError):
+            raise NoPython(f"{executable} did not answer like a Python interpreter") from None
+        return data
 
     key = ["pyinfo-1", file_stamp(executable), file_stamp(os.path.realpath(executable))]
     data = (cache or JsonCache(None)).get_or_compute("python", key, probe)

@@ -51,9 +51,13 @@ def _rules_from(data: Any, source: str) -> dict[str, BuildRule]:
         if not isinstance(body, Mapping) or not isinstance(body.get("against", []), list):
             raise ConfigError(f"build rules {source}: entry {package!r} needs 'against: [kinds]'")
         when = tuple(body.get("when") or ())
+        if not isinstance(body.get("env") or {}, Mapping):
+            raise ConfigError(f"build rules {source}: 'env' of {package!r} must be a mapping of VAR: value")
         for variant in when:
             if not isinstance(variant, Mapping) or "if" not in variant:
                 raise ConfigError(f"build rules {source}: a 'when' variant of {package!r} needs 'if: kind.fact'")
+            if not isinstance(variant.get("env") or {}, Mapping):
+                raise ConfigError(f"build rules {source}: 'env' in a 'when' variant of {package!r} must be a mapping")
         rules[canonical_name(str(package))] = BuildRule(
             canonical_name(str(package)), tuple(body.get("against", [])),
             {str(k): str(v) for k, v in (body.get("env") or {}).items()}, when)

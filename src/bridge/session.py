@@ -24,7 +24,7 @@ from .config import Settings, check_module_type
 from .emit.modulefile import module_version, modulefile_path, write_modulefile
 from .errors import BuildError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
 from .modsys import ModuleSystem, detect_module_system
-from .names import validate_env_name
+from .names import validate_description, validate_env_name
 from .progress import Reporter
 from .pyinfo import PythonInfo, interrogate
 from .record import (RECORD_FILE, CentralModuleRecord, EnvRecord, ModuleRecord, PackageRecord, Provenance,
@@ -126,6 +126,7 @@ class CreateSession:
 
     def plan(self, system: ModuleSystem | None, stack: CentralStack) -> Plan:
         request = self.request
+        validate_description(request.description)
         exe, module = find_central_python(stack, self.environ, request.python)
         python = interrogate(exe, self.cache)
         if python.is_venv:
@@ -205,7 +206,7 @@ class CreateSession:
         except ValueError:      # not the main thread: leave signals alone
             previous = None
         try:
-            with self.store.lock(name, "creating"):
+            with self.store.lock(name, "creating it"):
                 if self.store.exists(name) and not self.request.force:
                     raise EnvExists(f"environment {name!r} already exists at {self.store.env_path(name)}",
                                     hint="use --force to replace it, or 'envmod remove' it first")

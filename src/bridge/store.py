@@ -100,7 +100,7 @@ class Store:
 
     # ---- writing -----------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, name: str, action: str = "using") -> Iterator[None]:
+    def lock(self, name: str, action: str = "using it") -> Iterator[None]:
         """Hold the env's lock; a second process gets :class:`EnvBusy` at once, not a wait."""
         path = self._state("locks") / f"{validate_env_name(name)}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -112,7 +112,7 @@ class Store:
                 raise EnvBusy(f"environment {name!r} is busy: {holder}",
                               hint="wait for it to finish, then try again") from None
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"envmod (pid {os.getpid()}) is {action} it".encode(), 0)
+            os.pwrite(fd, f"envmod (pid {os.getpid()}) is {action}".encode(), 0)
             yield
         finally:
             os.close(fd)

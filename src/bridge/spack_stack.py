@@ -1,0 +1,692 @@
+"""The central stack of a Spack site: installed specs and Spack's module names as CentralModules.
+
+Two front ends describe a Spack site, and both end here so they agree to the byte:
+
+* ``spack envmod`` (the Spack extension, ``spack-ext/``) asks Spack itself: its database
+  (upstreams included), the active Spack environment, and Spack's module configuration
+  (``spack.modules.get_module``, the Lmod layout's unlocked paths);
+* the standalone ``envmod`` reads the same facts from plain files with
+  :mod:`bridge.spacktree` (``.spack-db/index.json`` and ``module-index.yaml``), without Spack:
+  :func:`stack_from_tree`.
+
+Either way a spec becomes a :class:`SpecFacts`, its module a :class:`SpackModule`, and
+:func:`central_module` turns the pair into the :class:`~bridge.stack.CentralModule` the create
+pipeline uses. This module never imports Spack.
+
+What a CentralModule of a Spack spec holds:
+
+* ``name``/``modulefile``: the module Spack wrote for the module type the env's module is
+  written in (Lmod names for a Lua module, Tcl names for a Tcl one);
+* ``prefix``: the spec's prefix, except for a parallel HDF5 of a system package, where it is
+  the flavour's own root (Debian: ``/usr/lib/x86_64-linux-gnu/hdf5/openmpi``, which holds
+  ``include/hdf5.h`` and ``lib/libhdf5.so``) so ``HDF5_DIR={hdf5.prefix}`` builds against it;
+* ``paths``: search paths that identify the spec. Externals in a system prefix (``/usr``)
+  share ``/usr/bin`` and ``/usr/lib/<multiarch>`` with everything else, so they get their own
+  specific directories instead (Debian's ``.../openmpi/lib``, ``.../hdf5/openmpi``); only the
+  Python keeps ``/usr/bin``, which is where its interpreter is;
+* ``facts``: ``python``/``mpicc``/``parallel`` for the build rules, and the Spack evidence:
+  ``spack_hash`` (the full DAG hash, so a check can tell that a module now points at another
+  build), ``spack_spec``, ``spack_prefix``, ``spack_external``, ``spack_module_names`` (the
+  spec's module name for every module type the site writes), ``spack_modulepath`` and
+  ``spack_unlocks`` (the Lmod hierarchy), and for system externals ``libraries``: the real
+  files behind the specific lib dirs (Debian's ``openmpi/lib/libmpi.so`` is a link to
+  ``/usr/lib/x86_64-linux-gnu/libmpi.so.40``), which is what a library scanner resolves to.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .errors import DiscoveryError, PlanError, UsageError
+from .modsys import ModuleSystem
+from .record import EnvRecord
+from .session import CreateSession, Plan
+from .stack import CentralModule, CentralStack
+
+#: The three roles a create takes from a Spack site, in the order their modules load.
+ROLES = ("python", "mpi", "hdf5")
+#: Prefixes shared by many packages: a spec there gets its own specific directories.
+SYSTEM_PREFIXES = ("/usr", "/usr/local", "/")
+#: Spack package names of compilers (the kind of a module that unlocks a compiler subtree).
+COMPILER_NAMES = frozenset({"gcc", "llvm", "clang", "intel-oneapi-compilers", "intel-oneapi-compilers-classic",
+                            "nvhpc", "aocc", "cce", "xl", "fj", "oneapi"})
+
+
+# --------------------------------------------------------------------------- what front ends give
+
+
+@dataclass(frozen=True)
+class SpecFacts:
+    """One installed spec, as Spack's API or the database file describes it."""
+
+    name: str
+    version: str
+    dag_hash: str
+    prefix: str
+    external: bool = False
+    parallel: bool | None = None       # hdf5: its +mpi variant (None: not an hdf5 or unknown)
+    mpi_name: str | None = None        # the spec's MPI dependency (hdf5+mpi -> openmpi), if any
+    mpi_hash: str | None = None
+    dependency_hashes: tuple[str, ...] = ()   # its whole DAG below it, nearest first (for the hierarchy)
+
+    @property
+    def short_spec(self) -> str:
+        """``name@version/hash7``: what ``spack find`` shows and ``spack`` accepts back."""
+        return f"{self.name}@{self.version}/{self.dag_hash[:7]}"
+
+    def __str__(self) -> str:
+        return self.short_spec
+
+
+@dataclass(frozen=True)
+class SpackModule:
+    """The module Spack wrote for one spec, in the module type the env's module uses."""
+
+    use_name: str
+    path: str
+    modulepath: str                                   # the MODULEPATH dir that makes use_name loadable
+    unlocks: tuple[str, ...] = ()                     # dirs loading it adds to MODULEPATH (Lmod hierarchy)
+    names: Mapping[str, str] = field(default_factory=dict)    # module type -> use_name, every type written
+
+
+def modulepath_of(path: str, use_name: str) -> str:
+    """The directory that must be in MODULEPATH for ``module load use_name`` to find ``path``."""
+    depth = len(Path(use_name).parts)
+    parents = Path(path).parents
+    return str(parents[depth - 1]) if 0 < depth <= len(parents) else str(Path(path).parent)
+
+
+_LUA_MODULEPATH = re.compile(r'^\s*prepend_path\(\s*"MODULEPATH"\s*,\s*"([^"]+)"', re.M)
+_TCL_MODULEPATH = re.compile(r'^\s*(?:prepend-path\s+MODULEPATH|module\s+use(?:\s+--prepend)?)\s+\{?([^\s}]+)\}?', re.M)
+
+
+def unlocks_from_modulefile(path: str) -> tuple[str, ...]:
+    """The MODULEPATH dirs a Spack modulefile opens unconditionally (an MPI or compiler module
+    in an Lmod hierarchy). Read from the file, for modules Spack's layout cannot be asked about
+    (upstreams, or no Spack at all)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    pattern = _LUA_MODULEPATH if path.endswith(".lua") else _TCL_MODULEPATH
+    return tuple(dict.fromkeys(pattern.findall(text)))
+
+
+def is_core_modulepath(modulepath: str, module_root: str) -> bool:
+    """Whether ``modulepath`` is a root of the site's tree (``<root>/<arch>/Core`` for Lmod,
+    ``<root>/<arch>`` for Tcl) rather than a subtree some other module opens."""
+    try:
+        rel = Path(modulepath).relative_to(module_root)
+    except ValueError:
+        return False
+    return len(rel.parts) == 1 or (len(rel.parts) == 2 and rel.parts[1] == "Core")
+
+
+# --------------------------------------------------------------------------- layouts of prefixes
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one spec's files are: the dirs that identify it, and its real library files."""
+
+    root: str
+    bin_dirs: tuple[str, ...] = ()
+    lib_dirs: tuple[str, ...] = ()
+    include_dirs: tuple[str, ...] = ()
+    libraries: tuple[str, ...] = ()
+
+
+class _Fs:
+    """File system probes under a root (``/`` normally; a fake tree in tests)."""
+
+    def __init__(self, sysroot: str = "/") -> None:
+        self.sysroot = os.path.abspath(sysroot)
+
+    def real(self, path: str) -> str:
+        return path if self.sysroot == "/" else self.sysroot + path
+
+    def unreal(self, path: str) -> str:
+        if self.sysroot == "/":
+            return path
+        return path[len(self.sysroot):] if path.startswith(self.sysroot + "/") else path
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(self.real(path))
+
+    def isfile(self, path: str) -> bool:
+        return os.path.isfile(self.real(path))
+
+    def executable(self, path: str) -> bool:
+        return os.path.isfile(self.real(path)) and os.access(self.real(path), os.X_OK)
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(self.unreal(p) for p in glob.glob(self.real(pattern)))
+
+    def realpath(self, path: str) -> str:
+        return self.unreal(os.path.realpath(self.real(path)))
+
+    def read(self, path: str) -> str | None:
+        try:
+            with open(self.real(path), encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return None
+
+
+def _join(*parts: str) -> str:
+    return os.path.normpath(os.path.join(*parts))
+
+
+def _multiarch_dirs(fs: _Fs, prefix: str) -> list[str]:
+    """``<prefix>/lib/<triplet>`` dirs (Debian's multiarch: x86_64-linux-gnu, aarch64-linux-gnu)."""
+    return [d for d in fs.glob(_join(prefix, "lib", "*-linux-*")) if fs.isdir(d)]
+
+
+def _shared_libraries(fs: _Fs, dirs: Iterable[str], pattern: str = "lib*.so*") -> tuple[str, ...]:
+    found = []
+    for directory in dirs:
+        for path in fs.glob(_join(directory, pattern)):
+            real = fs.realpath(path)
+            if fs.isfile(real) and re.search(r"\.so(\.|$)", os.path.basename(real)):
+                found.append(real)
+    return tuple(sorted(set(found)))
+
+
+def _existing(fs: _Fs, dirs: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(d for d in dirs if fs.isdir(d)))
+
+
+def layout_of(spec: SpecFacts, role: str, fs: _Fs | None = None) -> Layout:
+    """The dirs and libraries that belong to ``spec`` alone.
+
+    A prefix of its own (anything Spack built, an external in ``/opt/...``) is specific as it
+    is. In a system prefix the package's own corner is used: Debian puts OpenMPI's and MPICH's
+    link dirs at ``<prefix>/lib/<triplet>/<name>/{lib,include}`` and each HDF5 flavour at
+    ``<prefix>/lib/<triplet>/hdf5/<openmpi|mpich|serial>``; the Python's own files are its
+    ``bin`` and ``libpython<X.Y>``.
+    """
+    fs = fs or _Fs()
+    prefix = os.path.normpath(spec.prefix)
+    if prefix not in SYSTEM_PREFIXES:
+        return Layout(prefix, _existing(fs, [_join(prefix, "bin")]),
+                      _existing(fs, [_join(prefix, "lib"), _join(prefix, "lib64")]),
+                      _existing(fs, [_join(prefix, "include")]))
+    triplets = _multiarch_dirs(fs, prefix)
+    if role == "python":
+        mm = ".".join(spec.version.split(".")[:2])
+        libs = _shared_libraries(fs, [*triplets, _join(prefix, "lib")], f"libpython{mm}*.so*")
+        return Layout(prefix, (_join(prefix, "bin"),), (),
+                      _existing(fs, [_join(prefix, "include", f"python{mm}")]), libs)
+    if role == "hdf5" or spec.name == "hdf5":
+        flavour = (spec.mpi_name or "openmpi") if spec.parallel else "serial"
+        for base in triplets:
+            root = _join(base, "hdf5", flavour)
+            if fs.isfile(_join(root, "include", "hdf5.h")):
+                return Layout(root, (), (root,), (_join(root, "include"),), _shared_libraries(fs, [root]))
+        dirs = _existing(fs, [*triplets, _join(prefix, "lib64"), _join(prefix, "lib")])
+        return Layout(prefix, (), dirs, _existing(fs, [_join(prefix, "include")]),
+                      _shared_libraries(fs, dirs, "libhdf5*.so*"))
+    for base in triplets:
+        own = _join(base, spec.name)
+        if fs.isdir(_join(own, "lib")):
+            lib = _join(own, "lib")
+            return Layout(prefix, (), (lib,), _existing(fs, [_join(own, "include")]), _shared_libraries(fs, [lib]))
+    return Layout(prefix)
+
+
+# --------------------------------------------------------------------------- spec -> CentralModule
+
+
+def _kind_of(role: str, spec: SpecFacts) -> str:
+    if role in ROLES:
+        return role
+    return "compiler" if spec.name in COMPILER_NAMES else "other"
+
+
+def _python_executable(spec: SpecFacts, layout: Layout, fs: _Fs) -> str | None:
+    mm = ".".join(spec.version.split(".")[:2])
+    for directory in layout.bin_dirs or (_join(spec.prefix, "bin"),):
+        for exe in (f"python{mm}", "python3", "python"):
+            candidate = _join(directory, exe)
+            if fs.executable(candidate):
+                return candidate
+    return None
+
+
+def _hdf5_parallel(spec: SpecFacts, layout: Layout, fs: _Fs) -> bool:
+    if spec.parallel is not None:
+        return spec.parallel
+    for inc in layout.include_dirs:
+        text = fs.read(_join(inc, "H5pubconf.h"))
+        if text is not None:
+            return "#define H5_HAVE_PARALLEL 1" in text
+    return False
+
+
+def central_module(spec: SpecFacts, module: SpackModule, role: str, *, fs: _Fs | None = None) -> CentralModule:
+    """``spec`` and its module as the create pipeline sees a central module."""
+    fs = fs or _Fs()
+    kind = _kind_of(role, spec)
+    layout = layout_of(spec, kind, fs)
+    paths: dict[str, tuple[str, ...]] = {}
+    if layout.bin_dirs:
+        paths["PATH"] = layout.bin_dirs
+    if layout.lib_dirs:
+        paths["LIBRARY_PATH"] = layout.lib_dirs
+    if layout.include_dirs:
+        paths["CPATH"] = layout.include_dirs
+    facts: dict[str, Any] = {}
+    if kind == "python":
+        exe = _python_executable(spec, layout, fs)
+        if exe:
+            facts["python"] = exe
+    elif kind == "mpi":
+        mpicc = _join(spec.prefix, "bin", "mpicc")
+        if fs.executable(mpicc):
+            facts["mpicc"] = mpicc
+    elif kind == "hdf5":
+        facts["parallel"] = _hdf5_parallel(spec, layout, fs)
+    facts.update({
+        "spack_hash": spec.dag_hash,
+        "spack_spec": spec.short_spec,
+        "spack_prefix": spec.prefix,
+        "spack_external": spec.external,
+        "spack_module_names": dict(sorted((module.names or {}).items())),
+        "spack_modulepath": module.modulepath,
+    })
+    if module.unlocks:
+        facts["spack_unlocks"] = list(module.unlocks)
+    if layout.libraries:
+        facts["libraries"] = list(layout.libraries)
+    return CentralModule(name=module.use_name, modulefile=module.path, kind=kind, prefix=layout.root,
+                         paths=paths, prefixes={}, facts=facts)
+
+
+def build_stack(chosen: Mapping[str, SpecFacts], modules: Mapping[str, SpackModule],
+                module_system: ModuleSystem | None = None, extra: Sequence[SpecFacts] = (),
+                *, fs: _Fs | None = None) -> CentralStack:
+    """A CentralStack of the chosen specs (role -> spec) and the ``extra`` modules that open the
+    Lmod subtrees they live in (modules keyed by DAG hash). The Python comes first: the
+    pipeline tells its interpreter's module by the first module holding its ``bin``."""
+    out: list[CentralModule] = []
+    for role in ROLES:
+        spec = chosen.get(role)
+        if spec is not None:
+            out.append(central_module(spec, modules[spec.dag_hash], role, fs=fs))
+    for spec in extra:
+        if all(m.facts.get("spack_hash") != spec.dag_hash for m in out):
+            out.append(central_module(spec, modules[spec.dag_hash], "other", fs=fs))
+    return CentralStack(module_system, tuple(out))
+
+
+# --------------------------------------------------------------------------- choosing specs
+
+
+def describe(specs: Iterable[SpecFacts]) -> str:
+    return ", ".join(f"{s.short_spec}{' (external ' + s.prefix + ')' if s.external else ''}" for s in specs) or "none"
+
+
+def choose_specs(candidates: Mapping[str, Sequence[SpecFacts]], matching: Mapping[str, Sequence[SpecFacts] | None],
+                 requested: Mapping[str, str | None], *, need_libraries: bool, where: str = "installed",
+                 option: Callable[[str], str] = lambda role: f"--{role}") -> dict[str, SpecFacts]:
+    """Pick the Python, MPI and HDF5 of a create.
+
+    ``candidates[role]`` are all specs of that role (``where`` says from where: the installed
+    specs, a Spack environment); ``matching[role]`` those that satisfy the user's SPEC, or None
+    when none was given; ``requested[role]`` the text given (``none`` leaves the role out).
+    One candidate is taken by default; several are an error that lists them, unless nothing
+    will be compiled against them (``need_libraries`` false: no packages asked for), in which
+    case MPI and HDF5 are left out. An HDF5 built against an MPI decides the MPI.
+    """
+    chosen: dict[str, SpecFacts] = {}
+
+    def pick(role: str, pool: Sequence[SpecFacts], required: bool) -> SpecFacts | None:
+        text = requested.get(role)
+        if text == "none":
+            if role == "python":
+                raise UsageError(f"{option('python')} none: an environment needs a Python")
+            return None
+        found = list(pool)
+        if text is not None:
+            if not found:
+                raise PlanError(f"{option(role)} {text}: no {where} spec matches",
+                                hint=f"{where} {role} specs: {describe(candidates.get(role, ()))}")
+            if len(found) > 1:
+                raise PlanError(f"{option(role)} {text} matches {len(found)} {where} specs: {describe(found)}",
+                                hint=f"pick one, e.g. {option(role)} /{found[0].dag_hash[:7]}")
+            return found[0]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            if required:
+                raise PlanError(f"no {where} {role} spec", hint=f"{where} specs hold no {role}; install one with Spack")
+            return None
+        if not required and not need_libraries:
+            return None
+        raise PlanError(f"{len(found)} {where} {role} specs: {describe(found)}",
+                        hint=f"pick one with {option(role)} SPEC, e.g. {option(role)} /{found[0].dag_hash[:7]}"
+                        + ("" if role == "python" else f", or {option(role)} none"))
+
+    def pool(role: str) -> list[SpecFacts]:
+        given = matching.get(role)
+        return list(candidates.get(role, ()) if given is None else given)
+
+    mpi_given = requested.get("mpi") is not None
+    mpi = pick("mpi", pool("mpi"), False) if mpi_given else None
+    hdf5_pool = pool("hdf5")
+    if mpi is not None and requested.get("hdf5") is None:
+        # an MPI was named: HDF5s built against another MPI are not candidates
+        hdf5_pool = [h for h in hdf5_pool if h.mpi_hash in (None, mpi.dag_hash)]
+    hdf5 = pick("hdf5", hdf5_pool, False)
+    if hdf5 is not None and hdf5.mpi_hash:
+        if mpi is not None and mpi.dag_hash != hdf5.mpi_hash:
+            raise PlanError(f"{hdf5.short_spec} was built against {hdf5.mpi_name}/{hdf5.mpi_hash[:7]}, "
+                            f"not {mpi.short_spec}",
+                            hint=f"pick an HDF5 built against {mpi.short_spec}, or leave out {option('mpi')}")
+        if mpi is None:
+            by_hash = {s.dag_hash: s for s in candidates.get("mpi", ())}
+            mpi = by_hash.get(hdf5.mpi_hash)
+            if mpi is None:
+                raise PlanError(f"{hdf5.short_spec} was built against {hdf5.mpi_name}/{hdf5.mpi_hash[:7]}, "
+                                f"which is not among the {where} MPI specs ({describe(candidates.get('mpi', ()))})")
+    if mpi is None and not mpi_given:
+        mpi = pick("mpi", pool("mpi"), False)
+    python = pick("python", pool("python"), True)
+    assert python is not None
+    chosen["python"] = python
+    if mpi is not None:
+        chosen["mpi"] = mpi
+    if hdf5 is not None:
+        chosen["hdf5"] = hdf5
+    return chosen
+
+
+def choose_module_type(explicit: str | None, configured: str | None, system: ModuleSystem | None,
+                       enabled: Sequence[str], source: str = "Spack's modules.yaml (modules:default:enable)") -> str:
+    """The module type of the env's module, which is also the type whose Spack names it loads:
+    ``--module-type``, else envmod's config, else the one of the module system in this shell,
+    else the first the site writes. It must be one the site writes."""
+    if not enabled:
+        raise DiscoveryError(f"this Spack site writes no modules ({source} is empty)",
+                             hint="ask your site to enable lmod or tcl modules")
+    wanted = explicit or configured
+    if wanted:
+        if wanted not in enabled:
+            raise PlanError(f"the site writes no {wanted} modules with Spack ({source}: {', '.join(enabled)})",
+                            hint=f"use --module-type {enabled[0]}")
+        return wanted
+    if system is not None and system.module_type in enabled:
+        return system.module_type
+    return enabled[0]
+
+
+# --------------------------------------------------------------------------- the Lmod hierarchy
+
+
+def load_order(stack: CentralStack, wanted: Sequence[CentralModule]) -> list[CentralModule]:
+    """``wanted`` plus every module that opens the subtree one of them lives in, each after the
+    module that opens its subtree: in a fresh shell with only the site's Core dir in MODULEPATH,
+    loading them in this order finds every one."""
+    opener: dict[str, CentralModule] = {}
+    for module in stack.modules:
+        for directory in module.facts.get("spack_unlocks", ()):
+            opener.setdefault(os.path.normpath(directory), module)
+    out: list[CentralModule] = []
+    placed: set[str] = set()
+    visiting: set[str] = set()
+
+    def visit(module: CentralModule) -> None:
+        if module.name in placed or module.name in visiting:
+            return
+        visiting.add(module.name)
+        where = module.facts.get("spack_modulepath")
+        parent = opener.get(os.path.normpath(where)) if where else None
+        if parent is not None and parent.name != module.name:
+            visit(parent)
+        visiting.discard(module.name)
+        placed.add(module.name)
+        out.append(module)
+
+    for module in wanted:
+        visit(module)
+    return out
+
+
+class SpackCreateSession(CreateSession):
+    """A create over a Spack-described stack: the env's module loads its central modules in the
+    order the Lmod hierarchy needs, adding any module that opens a subtree one of them is in."""
+
+    def dependencies(self, plan: Plan, installed) -> list[CentralModule]:
+        return load_order(plan.stack, super().dependencies(plan, installed))
+
+
+def root_modulepaths(stack: CentralStack, modules: Sequence[str]) -> list[str]:
+    """The MODULEPATH dirs a user needs before loading ``modules`` (those no other opens)."""
+    opened = {os.path.normpath(d) for m in stack.modules for d in m.facts.get("spack_unlocks", ())}
+    by_name = {m.name: m for m in stack.modules}
+    out = []
+    for name in modules:
+        where = by_name[name].facts.get("spack_modulepath") if name in by_name else None
+        if where and os.path.normpath(where) not in opened and where not in out:
+            out.append(where)
+    return out
+
+
+def depends_on_for(record: EnvRecord, module_type: str) -> list[str]:
+    """The env's ``depends_on`` in Spack's names for ``module_type`` (Lmod and Tcl names of a spec
+    differ: ``openmpi/4.1.4-d2lqwco`` and ``openmpi/4.1.4-none-none-d2lqwco``). A name with no
+    recorded counterpart is kept as it is."""
+    out = []
+    for name in record.module.depends_on:
+        central = record.central_module(name)
+        names = (central.facts.get("spack_module_names") or {}) if central else {}
+        out.append(names.get(module_type) or name)
+    return out
+
+
+def with_module_type(record: EnvRecord, module_type: str) -> EnvRecord:
+    """``record`` with its central module names switched to ``module_type``'s Spack names, when the
+    record knows them, so ``envmod module NAME --module-type tcl`` writes loadable names."""
+    renamed = {}
+    for central in record.central_modules:
+        new = (central.facts.get("spack_module_names") or {}).get(module_type)
+        if new and new != central.name:
+            renamed[central.name] = new
+    if not renamed:
+        return record
+    record.module.depends_on = [renamed.get(n, n) for n in record.module.depends_on]
+    if record.python.module in renamed:
+        record.python.module = renamed[record.python.module]
+    for central in record.central_modules:
+        if central.name in renamed:
+            new = renamed[central.name]
+            central.name, central.version = new, new.split("/", 1)[1] if "/" in new else None
+    for package in record.packages:
+        package.built_against = [renamed.get(n, n) for n in package.built_against]
+    return record
+
+
+# --------------------------------------------------------------------------- without Spack
+
+
+_SELECTOR = re.compile(r"^\s*(?P<name>[A-Za-z0-9_][\w.-]*)?(?:@(?P<version>[^/\s+~]+))?"
+                       r"(?P<variants>(?:[+~][\w-]+)*)\s*(?:/(?P<hash>[a-z0-9]+))?\s*$")
+
+
+def matches_selector(spec: SpecFacts, text: str, provides: Callable[[SpecFacts, str], bool] = lambda s, v: False) -> bool:
+    """Whether ``spec`` satisfies the small spec syntax the standalone front end accepts:
+    ``name``, ``name@version`` (a version prefix: ``@3.11`` takes 3.11.2), ``+variant``/``~variant``
+    (only ``mpi`` for HDF5 is known without Spack), ``/hash`` with or without a name."""
+    m = _SELECTOR.match(text)
+    if not m or not any(m.groupdict().values()):
+        raise UsageError(f"cannot read the spec {text!r} without Spack",
+                         hint="use name, name@version, name+mpi or /hash")
+    name, version, variants, dag_hash = m.group("name"), m.group("version"), m.group("variants"), m.group("hash")
+    if name and name != spec.name and not provides(spec, name):
+        return False
+    if version and not (spec.version == version or spec.version.startswith(version.rstrip(".") + ".")):
+        return False
+    if dag_hash and not spec.dag_hash.startswith(dag_hash):
+        return False
+    for sign, variant in re.findall(r"([+~])([\w-]+)", variants or ""):
+        if variant != "mpi" or spec.parallel is None or spec.parallel != (sign == "+"):
+            return False
+    return True
+
+
+def spec_facts_from_tree(tree, spec) -> SpecFacts:
+    """A :class:`bridge.spacktree.SpackSpec` as :class:`SpecFacts`."""
+    mpi = tree.dependency(spec, "mpi") if spec.name != "mpi" else None
+    if mpi is not None and mpi.dag_hash == spec.dag_hash:
+        mpi = None
+    parallel = spec.parameters.get("mpi") if spec.name == "hdf5" else None
+    return SpecFacts(name=spec.name, version=spec.version, dag_hash=spec.dag_hash,
+                     prefix=str(spec.external_path or spec.prefix), external=spec.external,
+                     parallel=parallel if isinstance(parallel, bool) else None,
+                     mpi_name=mpi.name if mpi else None, mpi_hash=mpi.dag_hash if mpi else None,
+                     dependency_hashes=tuple(s.dag_hash for s in tree.traverse(spec)[1:]))
+
+
+def module_from_index(spec: SpecFacts, module_type: str, indexes: Mapping[str, Any]) -> SpackModule:
+    """The module of ``spec`` in ``indexes`` (module type -> :class:`bridge.spacktree.ModuleIndex`)."""
+    index = indexes[module_type]
+    entry = index.module_for(spec.dag_hash)
+    if entry is None:
+        raise DiscoveryError(f"Spack wrote no {module_type} module for {spec.short_spec} in {index.root}",
+                             hint=f"the site should run 'spack module {module_type} refresh' "
+                             "(a plain 'spack install' does not update module-index.yaml)")
+    names = {kind: idx.use_name(spec.dag_hash) for kind, idx in indexes.items() if idx.use_name(spec.dag_hash)}
+    path = str(entry.path)
+    return SpackModule(use_name=entry.use_name, path=path, modulepath=modulepath_of(path, entry.use_name),
+                       unlocks=unlocks_from_modulefile(path), names=names)
+
+
+def openers(spec: SpecFacts, module: SpackModule, module_root: str, others: Iterable[tuple[SpecFacts, SpackModule]]
+            ) -> list[SpecFacts]:
+    """The specs whose modules must load before ``spec``'s can be found (outermost first):
+    those of its DAG that open the subtree its module lives in, and theirs in turn."""
+    if is_core_modulepath(module.modulepath, module_root):
+        return []
+    pool = [(s, m) for s, m in others if s.dag_hash in spec.dependency_hashes]
+    for dep, dep_module in pool:
+        if os.path.normpath(module.modulepath) in {os.path.normpath(u) for u in dep_module.unlocks}:
+            return [*openers(dep, dep_module, module_root, pool), dep]
+    return []
+
+
+def stack_from_tree(tree, indexes: Mapping[str, Any], *, module_type: str | None = None,
+                    python: str | None = None, mpi: str | None = None, hdf5: str | None = None,
+                    need_libraries: bool = True, module_system: ModuleSystem | None = None,
+                    sysroot: str = "/") -> CentralStack:
+    """The same CentralStack ``spack envmod create`` builds, from a :class:`bridge.spacktree.SpackTree`
+    and its :class:`bridge.spacktree.ModuleIndex` es (module type -> index), without Spack.
+
+    ``python``/``mpi``/``hdf5`` select specs in the syntax of :func:`matches_selector`
+    (``none`` leaves one out).
+    """
+    if not indexes:
+        raise DiscoveryError("no Spack module index given", hint="give the lmod or tcl module root")
+    module_type = module_type or choose_module_type(None, None, module_system, list(indexes),
+                                                    source="the module indexes given")
+    if module_type not in indexes:
+        raise PlanError(f"no {module_type} module index given (have: {', '.join(indexes)})")
+    facts = {s.dag_hash: spec_facts_from_tree(tree, s) for s in tree.specs()}
+
+    def provides(spec: SpecFacts, virtual: str) -> bool:
+        return tree.provides(tree.get(spec.dag_hash), virtual)
+
+    candidates = {role: [facts[s.dag_hash] for s in tree.find(role)] for role in ROLES}
+    requested = {"python": python, "mpi": mpi, "hdf5": hdf5}
+    matching = {role: ([c for c in candidates[role] if matches_selector(c, text, provides)]
+                       if text not in (None, "none") else None)
+                for role, text in requested.items()}
+    chosen = choose_specs(candidates, matching, requested, need_libraries=need_libraries,
+                          option=lambda role: role)
+    modules = {s.dag_hash: module_from_index(s, module_type, indexes) for s in chosen.values()}
+    extra: list[SpecFacts] = []
+    root = str(indexes[module_type].root)
+    if module_type == "lmod":
+        for spec in chosen.values():
+            deps = []
+            for dep_hash in spec.dependency_hashes:
+                dep = facts.get(dep_hash)
+                if dep is not None and indexes[module_type].module_for(dep_hash) is not None:
+                    deps.append((dep, modules.get(dep_hash) or module_from_index(dep, module_type, indexes)))
+            dep_modules = {s.dag_hash: m for s, m in deps}
+            for dep in openers(spec, modules[spec.dag_hash], root, deps):
+                modules.setdefault(dep.dag_hash, dep_modules[dep.dag_hash])
+                extra.append(dep)
+    return build_stack(chosen, modules, module_system, extra, fs=_Fs(sysroot))
+
+
+# --------------------------------------------------------------------------- checking a record
+
+
+@dataclass(frozen=True)
+class ModuleCheck:
+    """What became of one central module an env records, against the live Spack site."""
+
+    name: str
+    status: str          # "ok", "changed", "missing", "unknown"
+    detail: str
+    recorded_hash: str | None = None
+    current_hash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"module": self.name, "status": self.status, "detail": self.detail,
+                "recorded_hash": self.recorded_hash, "current_hash": self.current_hash}
+
+
+def _index_for(modulefile: str, cache: dict) -> Any:
+    """The module-index.yaml of the module root that holds ``modulefile`` (searched upwards)."""
+    from .spacktree import MODULE_INDEX_FILENAME, ModuleIndex, SpackTreeError
+
+    for parent in Path(modulefile).parents:
+        if (parent / MODULE_INDEX_FILENAME).is_file():
+            if parent not in cache:
+                try:
+                    cache[parent] = ModuleIndex.open(parent)
+                except SpackTreeError:
+                    cache[parent] = None
+            return cache[parent]
+    return None
+
+
+def check_spack_modules(record: EnvRecord, installed: Callable[[str], str | None]) -> list[ModuleCheck]:
+    """Whether each central module ``record`` loads still is the Spack build it was made with.
+
+    ``installed(dag_hash)`` returns the spec (``name@version/hash7``) with that hash if it is
+    still installed, else None. Which build a module name points at now comes from the
+    ``module-index.yaml`` of the module root the recorded modulefile lives in.
+    """
+    out = []
+    cache: dict = {}
+    for name in record.module.depends_on:
+        central = record.central_module(name)
+        recorded = (central.facts.get("spack_hash") if central else None)
+        if central is None or not recorded:
+            out.append(ModuleCheck(name, "unknown", "not recorded as a Spack module"))
+            continue
+        spec = central.facts.get("spack_spec", recorded[:7])
+        index = _index_for(central.modulefile, cache) if central.modulefile else None
+        current = None
+        if index is not None:
+            current = next((e.dag_hash for e in index.entries() if e.use_name == name), None)
+        still = installed(recorded)
+        if current is not None and current != recorded:
+            now = installed(current) or current[:7]
+            out.append(ModuleCheck(name, "changed", f"now loads another build: {now} instead of {spec}",
+                                   recorded, current))
+        elif current is None and not (central.modulefile and os.path.isfile(central.modulefile)):
+            out.append(ModuleCheck(name, "missing", f"the module of {spec} is gone"
+                                   + ("" if still else " and the spec is no longer installed"), recorded))
+        elif not still:
+            out.append(ModuleCheck(name, "changed", f"{spec} is no longer installed", recorded, current))
+        else:
+            out.append(ModuleCheck(name, "ok", spec, recorded, current or recorded))
+    return out

@@ -1,0 +1,222 @@
+"""The envmod command line: argument errors and user errors are one line on stderr with their
+exit code; list/show on an empty root. Runs the real ``python -m bridge``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge import __version__
+from bridge.cli import COMMANDS, build_parser
+
+
+@pytest.fixture
+def run(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    root = tmp_path / "root"
+
+    def run(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "ENVMOD_ROOT": str(root),
+               "ENVMOD_CONFIG": str(home / "no-config.yaml"), "LANG": "C.UTF-8", **(extra_env or {})}
+        return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True,
+                              timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+    run.root = root
+    return run
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("envmod: error: "), lines[0]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+# ---- argument errors: exit 2, one line ---------------------------------------------------
+
+def test_unknown_command_is_one_line_and_exit_2(run):
+    proc = run("frobnicate")
+    assert proc.returncode == 2
+    assert "frobnicate" in one_error_line(proc)
+
+
+def test_missing_argument_is_one_line_and_exit_2(run):
+    proc = run("show")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "name" in line and "envmod show --help" in line
+
+
+def test_unknown_option_is_one_line_and_exit_2(run):
+    proc = run("list", "--frob")
+    assert proc.returncode == 2
+    assert "--frob" in one_error_line(proc)
+
+
+def test_bad_choice_is_one_line_and_exit_2(run):
+    proc = run("module", "myenv", "--module-type", "lua")
+    assert proc.returncode == 2
+    assert "lua" in one_error_line(proc)
+
+
+def test_no_command_prints_help_and_exits_2(run):
+    proc = run()
+    assert proc.returncode == 2
+    assert "COMMAND" in proc.stdout
+
+
+# ---- bad names: exit 2, one line ---------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["show", "module", "remove"])
+def test_bad_name_is_one_line_and_exit_2(run, command):
+    proc = run(command, "bad/name")
+    assert proc.returncode == 2
+    assert "invalid environment name 'bad/name'" in one_error_line(proc)
+
+
+def test_bad_name_to_create_is_refused_before_anything_else(run):
+    proc = run("create", "has space", "--python", sys.executable, "--module-type", "lmod")
+    assert proc.returncode == 2
+    assert "invalid environment name" in one_error_line(proc)
+    assert not (run.root / "envs").exists()
+
+
+def test_multi_line_name_stays_one_line(run):
+    proc = run("show", "two\nlines")
+    assert proc.returncode == 2
+    one_error_line(proc)
+
+
+def test_reserved_name_is_one_line_and_exit_2(run):
+    proc = run("show", "modules")
+    assert proc.returncode == 2
+    assert "reserved" in one_error_line(proc)
+
+
+# ---- an empty root -------------------------------------------------------------------------
+
+def test_list_on_an_empty_root_says_so(run):
+    proc = run("list")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"no environments under {run.root / 'envs'}\n"
+
+
+def test_list_json_on_an_empty_root_is_an_empty_list(run):
+    proc = run("list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
+def test_show_on_an_empty_root_is_not_found_exit_4(run):
+    proc = run("show", "myenv")
+    assert proc.returncode == 4
+    line = one_error_line(proc)
+    assert "no environment named 'myenv'" in line and "envmod list" in line
+
+
+def test_module_on_an_empty_root_is_not_found_exit_4(run):
+    proc = run("module", "myenv")
+    assert proc.returncode == 4
+    one_error_line(proc)
+
+
+def test_remove_on_an_empty_root_is_not_found_exit_4(run):
+    proc = run("remove", "myenv", "--yes")
+    assert proc.returncode == 4
+    one_error_line(proc)
+
+
+def test_root_prints_envmod_root(run):
+    proc = run("root")
+    assert (proc.returncode, proc.stdout) == (0, f"{run.root}\n")
+
+
+def test_root_option_overrides_the_environment(run, tmp_path):
+    proc = run("--root", str(tmp_path / "other"), "root")
+    assert proc.stdout == f"{tmp_path / 'other'}\n"
+
+
+def test_version(run):
+    proc = run("--version")
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"envmod {__version__}")
+
+
+# ---- config and record errors ------------------------------------------------------------
+
+def test_missing_site_config_is_one_line_and_exit_2(run, tmp_path):
+    proc = run("list", extra_env={"ENVMOD_SITE_CONFIG": str(tmp_path / "missing.yaml")})
+    assert proc.returncode == 2
+    assert "ENVMOD_SITE_CONFIG" in one_error_line(proc)
+
+
+def test_broken_user_config_is_one_line_and_exit_2(run, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("root: [unclosed\n")
+    proc = run("list", extra_env={"ENVMOD_CONFIG": str(config)})
+    assert proc.returncode == 2
+    assert "not valid YAML" in one_error_line(proc)
+
+
+def test_broken_record_is_one_line_and_exit_6(run):
+    env_dir = run.root / "envs" / "myenv"
+    env_dir.mkdir(parents=True)
+    (env_dir / "envmod.yaml").write_text("envmod_record: 99\nname: myenv\n")
+    proc = run("show", "myenv")
+    assert proc.returncode == 6
+    assert "schema 99" in one_error_line(proc)
+
+
+def test_list_shows_a_broken_record_as_an_error_row(run):
+    env_dir = run.root / "envs" / "myenv"
+    env_dir.mkdir(parents=True)
+    (env_dir / "envmod.yaml").write_text("envmod_record: 99\nname: myenv\n")
+    proc = run("list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert row["name"] == "myenv" and "schema 99" in row["error"]
+
+
+def test_remove_without_yes_and_without_a_terminal_refuses(run):
+    (run.root / "envs" / "myenv").mkdir(parents=True)
+    proc = run("remove", "myenv")
+    assert proc.returncode == 2
+    assert "--yes" in one_error_line(proc)
+    assert (run.root / "envs" / "myenv").is_dir()
+
+
+# ---- the parser itself -------------------------------------------------------------------
+
+def test_every_command_has_a_handler():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
+
+
+def test_create_collects_packages_and_requirement_files():
+    args = build_parser().parse_args(["create", "e", "--with", "mpi4py", "h5py>=3", "-r", "a.txt", "-r", "b.txt"])
+    assert args.packages == ["mpi4py", "h5py>=3"]
+    assert args.requirement_files == [Path("a.txt"), Path("b.txt")]
+    assert (args.backend, args.force, args.module_type) == ("venv", False, None)
+
+
+def test_description_that_is_not_utf8_gives_no_traceback(run):
+    # argv bytes that do not decode reach Python as surrogates; they must be refused in one
+    # line (or accepted), never crash the record writer with a traceback.
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    if not base.is_file():
+        pytest.skip("no base interpreter")
+    proc = subprocess.run([sys.executable, "-m", "bridge", "create", "myenv", "--python", str(base),
+                           "--module-type", "lmod", "--description", os.fsdecode(b"caf\xff")],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(run.root.parent / "home"),
+                               "ENVMOD_ROOT": str(run.root), "LANG": "C.UTF-8"})
+    assert "Traceback" not in proc.stderr, proc.stderr[-600:]
+    if proc.returncode != 0:
+        one_error_line(proc)

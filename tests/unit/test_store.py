@@ -1,0 +1,251 @@
+"""bridge.store: layout, the per-env lock across real processes, and atomic put-in-place."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_record import make_record
+
+from bridge.config import Settings
+from bridge.errors import ConfigError, EnvBusy, EnvNotFound, InvalidName, RecordError
+from bridge.record import RECORD_FILE, write_record
+from bridge.store import Store
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(Settings(root=tmp_path / "root", cache_dir=tmp_path / "cache"))
+
+
+HOLDER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from bridge.config import Settings
+    from bridge.store import Store
+    store = Store(Settings(root=Path(sys.argv[1]), cache_dir=Path(sys.argv[1]) / "cache"))
+    with store.lock(sys.argv[2], "creating it"):
+        print("locked", flush=True)
+        sys.stdin.read()          # hold the lock until the test closes our stdin
+    print("released", flush=True)
+""")
+
+
+class Holder:
+    """Another process holding an env's lock, until released or killed."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.settings.root), name],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line == "locked\n", f"holder did not take the lock: {line!r}"
+
+    def release(self) -> None:
+        self.proc.stdin.close()
+        assert self.proc.stdout.readline() == "released\n"
+        assert self.proc.wait(timeout=30) == 0
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def holder(store):
+    held = []
+
+    def hold(name: str) -> Holder:
+        h = Holder(store, name)
+        held.append(h)
+        return h
+
+    yield hold
+    for h in held:
+        if h.proc.poll() is None:
+            h.kill()
+
+
+# ---- the lock -----------------------------------------------------------------------------
+
+def test_lock_held_by_another_process_is_busy_at_once_with_its_text(store, holder):
+    h = holder("myenv")
+    started = time.monotonic()
+    with pytest.raises(EnvBusy) as info:
+        with store.lock("myenv"):
+            pass
+    assert time.monotonic() - started < 2
+    assert f"envmod (pid {h.proc.pid}) is creating it" in info.value.message
+    assert info.value.exit_code == 5
+
+
+def test_lock_is_free_again_after_the_holder_releases(store, holder):
+    holder("myenv").release()
+    with store.lock("myenv", "checking"):
+        pass
+
+
+def test_lock_is_free_again_after_the_holder_is_killed(store, holder):
+    holder("myenv").kill()
+    with store.lock("myenv"):
+        pass
+
+
+def test_lock_of_another_env_is_not_blocked(store, holder):
+    holder("myenv")
+    with store.lock("myenv.b"):
+        pass
+
+
+# The actions the callers pass (session.py: "creating it"; cli.py: "removing it",
+# "rewriting its module"), and the sentence a blocked user must read.
+@pytest.mark.parametrize("action,sentence", [("creating it", "is creating it"),
+                                             ("removing it", "is removing it"),
+                                             ("rewriting its module", "is rewriting its module")])
+def test_lock_text_names_the_holder_and_reads_as_a_sentence(store, action, sentence):
+    with store.lock("myenv", action):
+        text = (store.settings.state_dir / "locks/myenv.lock").read_text()
+    assert text == f"envmod (pid {os.getpid()}) {sentence}"
+
+
+def test_lock_refuses_an_invalid_name(store):
+    with pytest.raises(InvalidName):
+        with store.lock("../x"):
+            pass
+
+
+# ---- commit -------------------------------------------------------------------------------
+
+def staged(store: Store, name: str, content: str) -> Path:
+    staging = store.new_staging(name)
+    (staging / "marker").write_text(content)
+    return staging
+
+
+def test_staging_is_on_the_same_file_system_as_envs(store):
+    staging = store.new_staging("myenv")
+    assert staging.stat().st_dev == store.settings.envs_dir.stat().st_dev
+    assert staging.name.startswith("myenv@")
+
+
+def test_commit_into_an_empty_place_moves_staging_there(store):
+    staging = staged(store, "myenv", "new")
+    assert store.commit("myenv", staging) is None
+    assert (store.env_path("myenv") / "marker").read_text() == "new"
+    assert not staging.exists()
+
+
+def test_commit_over_an_existing_env_returns_the_old_contents(store):
+    store.commit("myenv", staged(store, "myenv", "old"))
+    replaced = store.commit("myenv", staged(store, "myenv", "new"))
+    assert (store.env_path("myenv") / "marker").read_text() == "new"
+    assert replaced is not None and (replaced / "marker").read_text() == "old"
+
+
+def test_discarding_the_replaced_env_removes_it(store):
+    store.commit("myenv", staged(store, "myenv", "old"))
+    replaced = store.commit("myenv", staged(store, "myenv", "new"))
+    store.discard(replaced)
+    assert not replaced.exists()
+    store.discard(None)
+
+
+def test_commit_keeps_the_env_path_a_directory_throughout(store):
+    # After an exchange there is never a moment without an env: both paths are directories.
+    store.commit("myenv", staged(store, "myenv", "old"))
+    replaced = store.commit("myenv", staged(store, "myenv", "new"))
+    assert store.env_path("myenv").is_dir() and replaced.is_dir()
+
+
+# ---- stale leftovers ----------------------------------------------------------------------
+
+def test_clean_stale_removes_this_envs_staging_and_trash(store):
+    leftovers = [store.new_staging("a"), store._trash_slot("a")]
+    leftovers[1].mkdir()
+    store.clean_stale("a")
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_clean_stale_leaves_envs_whose_names_extend_this_one(store):
+    others = [store.new_staging("a.b"), store.new_staging("ab"), store.new_staging("a-1"), store._trash_slot("a.b")]
+    others[-1].mkdir()
+    store.clean_stale("a")
+    assert all(p.exists() for p in others)
+
+
+def test_new_staging_cleans_only_its_own_leftovers(store):
+    mine, theirs = store.new_staging("a"), store.new_staging("a.b")
+    fresh = store.new_staging("a")
+    assert not mine.exists() and theirs.exists() and fresh.exists()
+
+
+def test_clean_stale_on_a_fresh_root_does_nothing(store):
+    store.clean_stale("a")
+    assert not store.settings.state_dir.exists()
+
+
+# ---- removal, reading ---------------------------------------------------------------------
+
+def test_remove_env_dir_removes_it_and_leaves_no_trash(store):
+    store.commit("myenv", staged(store, "myenv", "x"))
+    store.remove_env_dir("myenv")
+    assert not store.env_path("myenv").exists()
+    assert list((store.settings.state_dir / "trash").iterdir()) == []
+
+
+def test_remove_env_dir_of_a_missing_env_does_nothing(store):
+    store.remove_env_dir("nope")
+
+
+def test_names_lists_only_envs_with_a_record(store):
+    for name in ("b", "a"):
+        store.env_path(name).mkdir(parents=True)
+        write_record(make_record(store.env_path(name)))
+    store.env_path("no-record").mkdir()
+    (store.settings.envs_dir / ".hidden").mkdir()
+    (store.settings.envs_dir / ".hidden" / RECORD_FILE).write_text("")
+    assert store.names() == ["a", "b"]
+
+
+def test_names_of_a_fresh_root_is_empty(store):
+    assert store.names() == []
+
+
+def test_load_of_a_missing_env_is_env_not_found_with_hint(store):
+    with pytest.raises(EnvNotFound) as info:
+        store.load("nope")
+    assert "envmod list" in info.value.hint
+
+
+def test_records_reports_a_broken_record_as_its_error(store):
+    store.env_path("good").mkdir(parents=True)
+    write_record(make_record(store.env_path("good")))
+    store.env_path("bad").mkdir()
+    (store.env_path("bad") / RECORD_FILE).write_text("envmod_record: 99\n")
+    results = dict(store.records())
+    assert results["good"].name == "myenv"
+    assert isinstance(results["bad"], RecordError)
+
+
+def test_paths_follow_the_layout(store):
+    root = store.settings.root
+    assert store.env_path("x") == root / "envs/x"
+    assert store.record_path("x") == root / "envs/x" / RECORD_FILE
+    assert store.log_dir("x") == root / "logs/x"
+
+
+def test_env_path_refuses_an_invalid_name(store):
+    with pytest.raises(InvalidName):
+        store.env_path("a/b")
+
+
+def test_root_with_a_colon_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="':'"):
+        Store(Settings(root=tmp_path / "a:b", cache_dir=tmp_path))

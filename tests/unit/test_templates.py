@@ -1,0 +1,365 @@
+"""Modulefile rendering (bridge.emit): the Lua and Tcl text, read back by the real interpreters.
+
+The rendered file is run by ``lua``/``tclsh`` with stub module functions that record their
+arguments, so hostile text (a description, a path) is shown to arrive as data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_record import make_record
+
+from bridge.cli import COMMANDS
+from bridge.emit.modulefile import (
+    SYNTAXES,
+    key_packages,
+    module_context,
+    module_version,
+    modulefile_path,
+    render_modulefile,
+    write_modulefile,
+)
+from bridge.emit.templating import make_environment
+from bridge.errors import ConfigError
+from bridge.record import PackageRecord
+
+HOSTILE_DESCRIPTION = ("it's \"quoted\" ]] ]==] $(touch /tmp/envmod-pwned) `id` [exec id] ${HOME} $HOME "
+                       "{unbalanced \\ back\\slash\n second line\ttab \x01\x1b[0m ü ☃ 😀 -- comment # hash ; done")
+HOSTILE_PREFIX = "/scratch/o'brien \"x\" $HOME [pwd] {b} ]]/envmod/envs/myenv"
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+def decode_calls(data: bytes) -> list[tuple]:
+    """Calls written as ``name|nargs|len:arg len:arg ...\\n`` (lengths in bytes)."""
+    calls, i = [], 0
+    while i < len(data):
+        bar = data.index(b"|", i)
+        name = data[i:bar].decode()
+        bar2 = data.index(b"|", bar + 1)
+        nargs, i = int(data[bar + 1:bar2]), bar2 + 1
+        args = []
+        for _ in range(nargs):
+            colon = data.index(b":", i)
+            length = int(data[i:colon])
+            args.append(data[colon + 1:colon + 1 + length].decode("utf-8"))
+            i = colon + 1 + length
+        assert data[i:i + 1] == b"\n"
+        i += 1
+        calls.append((name, *args))
+    return calls
+
+
+LUA_STUBS = r"""
+local function capture(name)
+  return function(...)
+    local args = {...}
+    io.write(name, "|", #args, "|")
+    for _, a in ipairs(args) do
+      a = tostring(a)
+      io.write(#a, ":", a)
+    end
+    io.write("\n")
+  end
+end
+for _, f in ipairs({"help", "whatis", "family", "depends_on", "setenv", "pushenv", "prepend_path",
+                    "append_path", "load", "always_load", "prereq", "conflict"}) do
+  _G[f] = capture(f)
+end
+setmetatable(_G, {__index = function(_, k) error("modulefile used an unknown global: " .. tostring(k), 2) end})
+dofile(arg[1])
+"""
+
+TCL_STUBS = r"""
+fconfigure stdout -encoding utf-8 -translation lf
+fconfigure stderr -encoding utf-8 -translation lf
+proc capture {name args} {
+    puts -nonewline "$name|[llength $args]|"
+    foreach a $args { puts -nonewline "[string length [encoding convertto utf-8 $a]]:$a" }
+    puts ""
+}
+foreach f {module-whatis setenv prepend-path append-path conflict module} {
+    proc $f {args} "capture $f {*}\$args"
+}
+if {$with_new_commands} {
+    proc family {args} {capture family {*}$args}
+    proc depends-on {args} {capture depends-on {*}$args}
+}
+proc module-info {what args} {
+    if {$what eq "mode"} { return [expr {$args eq {} ? "load" : [lindex $args 0] eq "load"}] }
+    return {}
+}
+source -encoding utf-8 [lindex $argv 0]
+if {[info procs ModulesHelp] ne {}} { ModulesHelp }
+"""
+
+
+def run_lua(path: Path, tmp: Path) -> list[tuple]:
+    runner = tmp / "runner.lua"
+    runner.write_text(LUA_STUBS)
+    proc = subprocess.run([require("lua"), str(runner), str(path)], capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return decode_calls(proc.stdout)
+
+
+def run_tcl(path: Path, tmp: Path, new_commands: bool = True, env: dict | None = None):
+    runner = tmp / "runner.tcl"
+    runner.write_text(f"set with_new_commands {int(new_commands)}\n" + TCL_STUBS)
+    proc = subprocess.run([require("tclsh"), str(runner), str(path)], capture_output=True, timeout=30,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})})
+    return proc
+
+
+def tcl_calls(path: Path, tmp: Path, **kw) -> tuple[list[tuple], str]:
+    proc = run_tcl(path, tmp, **kw)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return decode_calls(proc.stdout), proc.stderr.decode("utf-8")
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    record = make_record(HOSTILE_PREFIX, description=HOSTILE_DESCRIPTION)
+    return record, module_context(record)
+
+
+def rendered(tmp_path: Path, record, module_type: str) -> Path:
+    path = tmp_path / ("module" + SYNTAXES[module_type].suffix)
+    path.write_text(render_modulefile(record, module_type), encoding="utf-8")
+    return path
+
+
+# ---- Lua -------------------------------------------------------------------------------
+
+def test_lua_modulefile_passes_luac(tmp_path, hostile):
+    path = rendered(tmp_path, hostile[0], "lmod")
+    proc = subprocess.run([require("luac"), "-p", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_lua_description_arrives_as_data(tmp_path, hostile):
+    record, _ = hostile
+    calls = run_lua(rendered(tmp_path, record, "lmod"), tmp_path)
+    assert ("whatis", f"Description: {HOSTILE_DESCRIPTION}") in calls
+    help_text = next(c[1] for c in calls if c[0] == "help")
+    assert help_text.startswith(f"envmod environment myenv: {HOSTILE_DESCRIPTION}\n")
+
+
+def test_lua_calls_match_the_record(tmp_path, hostile):
+    record, ctx = hostile
+    calls = run_lua(rendered(tmp_path, record, "lmod"), tmp_path)
+    expected = ([("help", ctx["help"])] + [("whatis", w) for w in ctx["whatis"]] + [("family", "envmod")]
+                + [("depends_on", m) for m in record.module.depends_on]
+                + [("setenv", "VIRTUAL_ENV", HOSTILE_PREFIX), ("setenv", "PYTHONNOUSERSITE", "1"),
+                   ("setenv", "ENVMOD_ENV", "myenv"), ("setenv", "ENVMOD_RECORD", HOSTILE_PREFIX + "/envmod.yaml"),
+                   ("prepend_path", "PATH", HOSTILE_PREFIX + "/bin")])
+    assert calls == expected
+
+
+# ---- Tcl -------------------------------------------------------------------------------
+
+def test_tcl_description_arrives_as_data(tmp_path, hostile):
+    record, _ = hostile
+    calls, _ = tcl_calls(rendered(tmp_path, record, "tcl"), tmp_path)
+    assert ("module-whatis", f"Description: {HOSTILE_DESCRIPTION}") in calls
+
+
+def test_tcl_help_prints_the_help_text(tmp_path, hostile):
+    record, ctx = hostile
+    _, stderr = tcl_calls(rendered(tmp_path, record, "tcl"), tmp_path)
+    assert stderr == ctx["help"] + "\n"
+
+
+def test_tcl_calls_match_the_record(tmp_path, hostile):
+    record, ctx = hostile
+    calls, _ = tcl_calls(rendered(tmp_path, record, "tcl"), tmp_path)
+    expected = ([("module-whatis", w) for w in ctx["whatis"]] + [("family", "envmod")]
+                + [("depends-on", m) for m in record.module.depends_on]
+                + [("setenv", "VIRTUAL_ENV", HOSTILE_PREFIX), ("setenv", "PYTHONNOUSERSITE", "1"),
+                   ("setenv", "ENVMOD_ENV", "myenv"), ("setenv", "ENVMOD_RECORD", HOSTILE_PREFIX + "/envmod.yaml"),
+                   ("prepend-path", "PATH", HOSTILE_PREFIX + "/bin")])
+    assert calls == expected
+
+
+def test_tcl_before_modules_5_1_loads_dependencies_with_module_load(tmp_path, hostile):
+    record, _ = hostile
+    calls, _ = tcl_calls(rendered(tmp_path, record, "tcl"), tmp_path, new_commands=False)
+    assert [c for c in calls if c[0] == "module"] == [("module", "load", m) for m in record.module.depends_on]
+    assert not any(c[0] in ("family", "depends-on") for c in calls)
+
+
+def test_tcl_before_modules_5_1_refuses_beside_another_env(tmp_path, hostile):
+    record, _ = hostile
+    proc = run_tcl(rendered(tmp_path, record, "tcl"), tmp_path, new_commands=False, env={"ENVMOD_ENV": "other"})
+    assert proc.returncode != 0
+    assert "envmod environment other is already loaded: unload it first" in proc.stderr.decode()
+
+
+def test_tcl_before_modules_5_1_reloading_the_same_env_is_fine(tmp_path, hostile):
+    record, _ = hostile
+    proc = run_tcl(rendered(tmp_path, record, "tcl"), tmp_path, new_commands=False, env={"ENVMOD_ENV": "myenv"})
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_tcl_modulefile_starts_with_the_magic_cookie(hostile):
+    assert render_modulefile(hostile[0], "tcl").startswith("#%Module")
+
+
+# ---- what the text says ----------------------------------------------------------------
+
+def test_help_mentions_only_commands_that_exist(hostile):
+    import re
+
+    help_text = module_context(hostile[0])["help"]
+    mentioned = set(re.findall(r"'envmod (\w+)", help_text))
+    assert mentioned and mentioned <= set(COMMANDS), f"help names {sorted(mentioned - set(COMMANDS))}"
+
+
+def test_record_without_packages_says_so(tmp_path):
+    record = make_record(tmp_path, packages=[])
+    assert key_packages(record) == "none beyond the central Python's"
+
+
+def test_key_packages_prefers_requested_and_counts_the_rest(tmp_path):
+    pkgs = [PackageRecord(name=f"p{i}", version="1", install="wheel", requested=True) for i in range(10)]
+    record = make_record(tmp_path, packages=pkgs + [PackageRecord(name="dep", version="2", install="wheel")])
+    assert key_packages(record, limit=3) == "p0 1, p1 1, p2 1, and 7 more"
+
+
+def test_module_version_is_python_major_minor():
+    assert module_version("3.11.2") == "py3.11"
+    assert module_version("3.9") == "py3.9"
+
+
+def test_record_without_dependencies_says_no_central_modules(tmp_path):
+    record = make_record(tmp_path)
+    record.module.depends_on = []
+    assert "loads:      no central modules" in module_context(record)["help"]
+
+
+# ---- writing ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("module_type,suffix", [("lmod", ".lua"), ("tcl", "")])
+def test_write_modulefile_puts_it_under_the_module_name(tmp_path, module_type, suffix):
+    record = make_record(tmp_path / "env")
+    path = write_modulefile(record, module_type, tmp_path / "modules")
+    assert path == tmp_path / "modules" / f"myenv/py3.11{suffix}" == modulefile_path(tmp_path / "modules", record, module_type)
+    assert path.read_text(encoding="utf-8") == render_modulefile(record, module_type)
+
+
+def test_written_modulefile_is_world_readable_and_alone(tmp_path):
+    path = write_modulefile(make_record(tmp_path / "env"), "lmod", tmp_path / "modules")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert os.listdir(path.parent) == [path.name]
+
+
+def test_rewriting_a_modulefile_replaces_it(tmp_path):
+    record = make_record(tmp_path / "env")
+    write_modulefile(record, "lmod", tmp_path / "modules")
+    record.description = "changed"
+    path = write_modulefile(record, "lmod", tmp_path / "modules")
+    assert 'whatis("Description: changed")' in path.read_text()
+    assert os.listdir(path.parent) == [path.name]
+
+
+# ---- site templates: StrictUndefined and the finalize guard ----------------------------
+
+def site_template(tmp_path: Path, text: str, name: str = "modulefiles/env.lua.j2") -> Path:
+    site = tmp_path / "site-templates"
+    (site / name).parent.mkdir(parents=True, exist_ok=True)
+    (site / name).write_text(text)
+    return site
+
+
+def test_site_template_printing_a_raw_value_fails(tmp_path):
+    import jinja2
+
+    site = site_template(tmp_path, 'whatis("{{ name }}")\n')
+    with pytest.raises(jinja2.TemplateError, match="unquoted value"):
+        render_modulefile(make_record(tmp_path), "lmod", site)
+
+
+def test_site_template_using_an_undefined_name_fails(tmp_path):
+    import jinja2
+
+    site = site_template(tmp_path, "whatis({{ no_such_value | lua }})\n")
+    with pytest.raises(jinja2.UndefinedError):
+        render_modulefile(make_record(tmp_path), "lmod", site)
+
+
+def test_site_template_extending_the_builtin_overrides_one_block(tmp_path):
+    site = site_template(tmp_path, '{% extends "builtin/modulefiles/env.lua.j2" %}\n'
+                                   '{% block footer %}\nsetenv("SITE_NOTE", {{ ("see " ~ name) | lua }})\n{% endblock %}\n')
+    text = render_modulefile(make_record(tmp_path), "lmod", site)
+    assert text.rstrip().endswith('setenv("SITE_NOTE", "see myenv")')
+    assert text.startswith(render_modulefile(make_record(tmp_path), "lmod").rstrip())
+
+
+def test_site_template_override_runs_in_lua(tmp_path):
+    site = site_template(tmp_path, '{% extends "builtin/modulefiles/env.lua.j2" %}\n'
+                                   '{% block conflict %}\nconflict({{ "other" | lua }})\n{% endblock %}\n')
+    path = tmp_path / "m.lua"
+    path.write_text(render_modulefile(make_record(tmp_path), "lmod", site))
+    calls = run_lua(path, tmp_path)
+    assert ("conflict", "other") in calls and ("family", "envmod") not in calls
+
+
+def test_site_directory_without_the_template_falls_back_to_the_builtin(tmp_path):
+    site = site_template(tmp_path, "unrelated\n", name="other.j2")
+    assert render_modulefile(make_record(tmp_path), "tcl", site) == render_modulefile(make_record(tmp_path), "tcl")
+
+
+def test_compiled_template_cache_gives_the_same_text(tmp_path):
+    record = make_record(tmp_path)
+    first = render_modulefile(record, "lmod", cache_dir=tmp_path / "cache")
+    second = render_modulefile(record, "lmod", cache_dir=tmp_path / "cache")
+    assert first == second == render_modulefile(record, "lmod")
+    assert any((tmp_path / "cache" / "templates").iterdir())
+
+
+def test_compiled_template_cache_sees_a_changed_site_template(tmp_path):
+    site = site_template(tmp_path, '{% extends "builtin/modulefiles/env.lua.j2" %}\n'
+                                   '{% block footer %}\n-- first\n{% endblock %}\n')
+    record = make_record(tmp_path)
+    assert "-- first" in render_modulefile(record, "lmod", site, tmp_path / "cache")
+    site_template(tmp_path, '{% extends "builtin/modulefiles/env.lua.j2" %}\n'
+                            '{% block footer %}\n-- second\n{% endblock %}\n')
+    text = render_modulefile(record, "lmod", site, tmp_path / "cache")
+    assert "-- second" in text and "-- first" not in text
+
+
+def test_compiled_template_cache_keeps_the_finalize_guard(tmp_path):
+    import jinja2
+
+    render_modulefile(make_record(tmp_path), "lmod", cache_dir=tmp_path / "cache")
+    site = site_template(tmp_path, 'whatis("{{ name }}")\n')
+    with pytest.raises(jinja2.TemplateError, match="unquoted value"):
+        render_modulefile(make_record(tmp_path), "lmod", site, tmp_path / "cache")
+
+
+def test_unwritable_template_cache_still_renders(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    assert render_modulefile(make_record(tmp_path), "tcl", cache_dir=blocker) == \
+        render_modulefile(make_record(tmp_path), "tcl")
+
+
+def test_missing_site_directory_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        make_environment(tmp_path / "nope")
+
+
+def test_quoting_filters_are_all_available(tmp_path):
+    env = make_environment()
+    out = env.from_string("{{ v | lua }} {{ v | tcl }} {{ v | sh }}").render(v="a b")
+    assert out == "\"a b\" \"a b\" 'a b'"

@@ -1,0 +1,231 @@
+"""bridge.backends.venv: a real venv over the base interpreter, built in staging and moved."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_pyinfo import base_python
+
+from bridge.backends import BACKENDS, get_backend
+from bridge.backends.venv import VenvBackend, relocate
+from bridge.errors import UsageError
+from bridge.pyinfo import interrogate
+
+PROBE = "import json, sys, sysconfig; print(json.dumps({'prefix': sys.prefix, 'base': sys.base_prefix, " \
+        "'purelib': sysconfig.get_paths()['purelib'], 'path': sys.path}))"
+
+
+@pytest.fixture(scope="module")
+def base_info():
+    return interrogate(base_python())
+
+
+@pytest.fixture
+def env(tmp_path, base_info):
+    """A venv created in staging, then renamed to its final path as the store does."""
+    staging, final = tmp_path / "staging", tmp_path / "envs" / "myenv"
+    final.parent.mkdir()
+    VenvBackend().create(base_info, staging, final, "myenv")
+    os.rename(staging, final)
+    return final
+
+
+def probe(python: Path) -> dict:
+    proc = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_created_python_runs_with_the_env_as_prefix(env, base_info):
+    facts = probe(env / "bin" / "python")
+    assert facts["prefix"] == str(env)
+    assert facts["base"] == base_info.prefix
+
+
+def test_env_site_packages_is_on_the_path(env, base_info):
+    facts = probe(env / "bin" / "python")
+    assert facts["purelib"] == str(env / "lib" / f"python{base_info.short_version}" / "site-packages")
+    assert facts["purelib"] in facts["path"]
+
+
+def test_central_site_packages_stay_visible(env, base_info):
+    assert base_info.purelib in probe(env / "bin" / "python")["path"]
+
+
+@pytest.mark.parametrize("alias", ["python3", "python{short}"])
+def test_python_aliases_run_the_env(env, base_info, alias):
+    assert probe(env / "bin" / alias.format(short=base_info.short_version))["prefix"] == str(env)
+
+
+def test_pyvenv_cfg_names_the_base_and_allows_system_site_packages(env, base_info):
+    cfg = dict(line.split(" = ", 1) for line in (env / "pyvenv.cfg").read_text().splitlines())
+    assert cfg["home"] == os.path.dirname(base_info.executable)
+    assert cfg["include-system-site-packages"] == "true"
+    assert cfg["version"] == base_info.version
+
+
+def test_backend_python_path(tmp_path):
+    assert VenvBackend().python(tmp_path) == tmp_path / "bin" / "python"
+
+
+def test_pip_launcher_points_at_the_final_python(env, base_info):
+    if not base_info.has_pip:
+        pytest.skip("the base interpreter has no pip")
+    launcher = env / "bin" / "pip"
+    assert launcher.read_text().splitlines()[0] == f"#!{env / 'bin' / 'python'}"
+    assert stat.S_IMODE(launcher.stat().st_mode) & 0o111
+    assert (env / "bin" / "pip3").is_file() and (env / "bin" / f"pip{base_info.short_version}").is_file()
+
+
+def test_pip_launcher_runs_central_pip_for_the_env(env, base_info):
+    if not base_info.has_pip:
+        pytest.skip("the base interpreter has no pip")
+    proc = subprocess.run([str(env / "bin" / "pip"), "--version"], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("pip ")
+
+
+def test_activate_script_names_the_final_env(env, base_info):
+    scripts = Path(base_info.base_prefix) / "lib" / f"python{base_info.short_version}" / "venv" / "scripts"
+    if not (scripts / "common" / "activate").is_file():
+        pytest.skip("the base interpreter ships no venv activate scripts")
+    text = (env / "bin" / "activate").read_text()
+    assert str(env) in text and "__VENV_DIR__" not in text and "(myenv) " in text
+
+
+def test_activate_script_works_in_bash(env, base_info):
+    if not (env / "bin" / "activate").is_file():
+        pytest.skip("no activate script")
+    proc = subprocess.run(["bash", "--noprofile", "--norc", "-c",
+                           f'source "{env}/bin/activate" && printf "%s\\n%s" "$VIRTUAL_ENV" "$(command -v python)"'],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(env)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(env), str(env / "bin" / "python")]
+
+
+def test_lib64_points_at_lib(env):
+    assert os.readlink(env / "lib64") == "lib"
+
+
+def test_get_backend_by_name():
+    assert isinstance(get_backend("venv"), VenvBackend)
+    assert set(BACKENDS) == {"venv"}
+
+
+def test_unknown_backend_is_a_usage_error_listing_the_known():
+    with pytest.raises(UsageError, match="unknown backend 'conda'; available: venv"):
+        get_backend("conda")
+
+
+# ---- relocate ----------------------------------------------------------------------------
+
+@pytest.fixture
+def staged_tree(tmp_path):
+    old, new = tmp_path / "staging" / "myenv@x", tmp_path / "envs" / "myenv"
+    (old / "bin").mkdir(parents=True)
+    site = old / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    return old, new, site
+
+
+def test_relocate_rewrites_a_script_shebang(staged_tree):
+    old, new, _ = staged_tree
+    script = old / "bin" / "tool"
+    script.write_text(f"#!{old}/bin/python\nimport sys\n")
+    script.chmod(0o755)
+    assert relocate(old, old, new) == 1
+    assert script.read_text() == f"#!{new}/bin/python\nimport sys\n"
+
+
+def test_relocate_keeps_the_file_mode(staged_tree):
+    old, new, _ = staged_tree
+    script = old / "bin" / "tool"
+    script.write_text(f"#!{old}/bin/python\n")
+    script.chmod(0o750)
+    relocate(old, old, new)
+    assert stat.S_IMODE(script.stat().st_mode) == 0o750
+
+
+def test_relocate_rewrites_pth_files(staged_tree):
+    old, new, site = staged_tree
+    pth = site / "__editable__.pkg.pth"
+    pth.write_text(f"{old}/src\n")
+    relocate(old, old, new)
+    assert pth.read_text() == f"{new}/src\n"
+
+
+def test_relocate_leaves_other_files_alone(staged_tree):
+    old, new, _ = staged_tree
+    other = old / "bin" / "plain"
+    other.write_text("#!/usr/bin/env python3\n")
+    link = old / "bin" / "python"
+    os.symlink(sys.executable, link)
+    assert relocate(old, old, new) == 0
+    assert other.read_text() == "#!/usr/bin/env python3\n"
+    assert os.readlink(link) == sys.executable
+
+
+def test_relocate_leaves_no_temporary_files(staged_tree):
+    old, new, _ = staged_tree
+    (old / "bin" / "tool").write_text(f"#!{old}/bin/python\n")
+    relocate(old, old, new)
+    assert sorted(p.name for p in (old / "bin").iterdir()) == ["tool"]
+
+
+def test_relocated_pip_script_runs_from_the_final_path(tmp_path, base_info):
+    # A console script pip writes in staging must run once the env is renamed into place.
+    staging, final = tmp_path / "staging", tmp_path / "envs" / "myenv"
+    final.parent.mkdir()
+    VenvBackend().create(base_info, staging, final, "myenv")
+    script = staging / "bin" / "where"
+    script.write_text(f"#!{staging}/bin/python\nimport sys\nprint(sys.prefix)\n")
+    script.chmod(0o755)
+    relocate(staging, staging, final)
+    os.rename(staging, final)
+    proc = subprocess.run([str(final / "bin" / "where")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(final)
+
+
+def make_wheel(directory: Path, name: str = "envmod_probe_pkg", version: str = "0.1") -> Path:
+    """A minimal pure-Python wheel, written by hand (no build tools, no index)."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {f"{name}.py": "VALUE = 42\n",
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: envmod-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+def test_bare_pip_installs_into_the_env_not_the_central_python(env, base_info, tmp_path):
+    if not base_info.has_pip:
+        pytest.skip("the base interpreter has no pip")
+    wheel = make_wheel(tmp_path)
+    central = Path(base_info.purelib) / "envmod_probe_pkg.py"
+    assert not central.exists()
+    run_env = {"PATH": f"{env / 'bin'}:/usr/bin:/bin", "PYTHONNOUSERSITE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+               "HOME": str(tmp_path)}
+    try:
+        proc = subprocess.run(["pip", "install", "--no-index", "--no-deps", str(wheel)], capture_output=True,
+                              text=True, timeout=120, env=run_env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert not central.exists()
+        assert (env / "lib" / f"python{base_info.short_version}" / "site-packages" / "envmod_probe_pkg.py").is_file()
+    finally:
+        if central.exists():   # the bug under test would have put it in the central Python: undo that
+            subprocess.run([base_info.executable, "-m", "pip", "uninstall", "-y", "envmod_probe_pkg"],
+                           capture_output=True)
