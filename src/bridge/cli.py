@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--module-type", choices=["lmod", "tcl"], help="modulefile syntax (default: that of the module system in use)")
     p.add_argument("--backend", default="venv", help="how the environment is made (default: venv)")
     p.add_argument("--force", action="store_true", help="replace an existing environment (the old one stays usable until the new one is complete)")
+    p.add_argument("--no-wheel-cache", dest="use_wheel_cache", action="store_false",
+                   help="compile even when a cached build links exactly the same central libraries")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
     p = command("list", "list environments")
@@ -92,7 +94,7 @@ def cmd_create(args) -> int:
     settings = _settings(args)
     request = CreateRequest(name=args.name, packages=args.packages, requirement_files=args.requirement_files,
                             python=args.python, description=args.description, module_type=args.module_type,
-                            force=args.force, backend=args.backend)
+                            force=args.force, backend=args.backend, use_wheel_cache=args.use_wheel_cache)
     record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable
     print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
@@ -154,6 +156,8 @@ def cmd_show(args) -> int:
     for pkg in record.packages:
         how = ("binary wheel" if pkg.install == "wheel" else
                f"compiled against {', '.join(pkg.built_against)}" if pkg.built_against else "built from source")
+        if pkg.cached_wheel:
+            how += " (reused from the wheel cache: same central libraries)"
         settings = " ".join(f"{k}={v}" for k, v in pkg.build_env.items())
         print(f"    {pkg.name} {pkg.version}{' (requested)' if pkg.requested else ''}: {how}"
               + (f" [{settings}]" if settings else ""))

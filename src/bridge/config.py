@@ -17,7 +17,7 @@ from .errors import ConfigError
 
 SITE_CONFIG = "/etc/envmod/config.yaml"
 MODULE_TYPES = ("lmod", "tcl")
-_KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir"}
+_KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_cache"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,13 @@ class Settings:
     module_type: str | None = None
     templates: Path | None = None
     build_rules: tuple[Path, ...] = ()
+    wheel_cache: Path | None = None    # None: <cache_dir>/wheels
     sources: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def wheel_cache_dir(self) -> Path:
+        """Wheels compiled against central libraries; a site may point a group at one shared dir."""
+        return self.wheel_cache or self.cache_dir / "wheels"
 
     @property
     def envs_dir(self) -> Path:
@@ -112,7 +118,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             continue
         sources.append(str(path))
         data = read_config_file(path)
-        for key in ("root", "cache_dir", "templates"):
+        for key in ("root", "cache_dir", "templates", "wheel_cache"):
             if key in data:
                 values[key] = _expand(data[key], str(path), key, environ)
         if "build_rules" in data:
@@ -120,6 +126,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if "module_type" in data:
             values["module_type"] = check_module_type(data["module_type"], str(path))
 
+    if environ.get("ENVMOD_WHEEL_CACHE"):
+        values["wheel_cache"] = _expand(environ["ENVMOD_WHEEL_CACHE"], "ENVMOD_WHEEL_CACHE", "wheel_cache", environ)
     if environ.get("ENVMOD_ROOT"):
         values["root"] = _expand(environ["ENVMOD_ROOT"], "ENVMOD_ROOT", "root", environ)
         sources.append("ENVMOD_ROOT")

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .errors import PlanError
+from .errors import BuildError, PlanError
 from .progress import Reporter
+from .pyinfo import PythonInfo
 from .rules import BuildRule, SourceBuild, canonical_name, resolve_rule
 from .stack import CentralStack
+from .wheelcache import CacheRequest, WheelCache
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Installed:
     from_wheel: bool
     requested: bool
     build: SourceBuild | None = None
+    cached: str | None = None          # the cached wheel reused instead of compiling
 
 
 @dataclass
@@ -40,28 +45,35 @@ class InstallResult:
     builds: list[SourceBuild] = field(default_factory=list)
 
 
-def pip_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def pip_environment(extra: Mapping[str, str] | None = None, find_links: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # The user's ~/.local must neither satisfy requirements nor receive packages.
     env.update({"PYTHONNOUSERSITE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"})
     env.pop("PIP_USER", None)
+    if find_links:
+        # Wheels compiled earlier in this create come first: a later build that needs one at
+        # build time (h5py with MPI needs mpi4py) then uses it instead of compiling it again.
+        env["PIP_FIND_LINKS"] = " ".join(filter(None, [find_links, env.get("PIP_FIND_LINKS")]))
     env.update(extra or {})
     return env
 
 
 class PipInstaller:
     def __init__(self, python: Path, reporter: Reporter, rules: Mapping[str, BuildRule],
-                 stack: CentralStack) -> None:
+                 stack: CentralStack, python_info: PythonInfo, wheel_cache: WheelCache | None = None) -> None:
         self.python = str(python)
         self.reporter = reporter
         self.rules = rules
         self.stack = stack
+        self.python_info = python_info
+        self.wheel_cache = wheel_cache
+        self.local_wheels: str | None = None
 
     def _pip(self, args: Sequence[str], label: str, env: Mapping[str, str] | None = None) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="envmod-pip-") as tmp:
             report = os.path.join(tmp, "report.json")
             self.reporter.run([self.python, "-m", "pip", "install", "--report", report, *args],
-                              label=label, env=pip_environment(env))
+                              label=label, env=pip_environment(env, self.local_wheels))
             try:
                 with open(report, encoding="utf-8") as fh:
                     return json.load(fh).get("install", [])
@@ -69,6 +81,14 @@ class PipInstaller:
                 return []
 
     def install(self, requirements: Sequence[str], requirement_files: Sequence[Path]) -> InstallResult:
+        with tempfile.TemporaryDirectory(prefix="envmod-wheels-") as local:
+            self.local_wheels = local
+            try:
+                return self._install(requirements, requirement_files)
+            finally:
+                self.local_wheels = None
+
+    def _install(self, requirements: Sequence[str], requirement_files: Sequence[Path]) -> InstallResult:
         reqs = list(requirements)
         for path in requirement_files:
             reqs += ["-r", str(path)]
@@ -86,12 +106,12 @@ class PipInstaller:
 
         result = InstallResult(builds=builds)
         built: dict[str, SourceBuild] = {}
+        cached: dict[str, str] = {}
         for build in builds:
             version = wanted[build.package]["metadata"]["version"]
-            self.reporter.step(f"compile {build.package} {version}",
-                               f"from source against {', '.join(build.module_names)}")
-            self._pip(["--no-binary", build.package, "--no-cache-dir", "--verbose",
-                       f"{build.package}=={version}"], label=f"compile {build.package}", env=build.env)
+            reused = self._compile(build, version)
+            if reused:
+                cached[build.package] = reused
             built[build.package] = build
         rest = [name for name in wanted if name not in built]
         if rest or requirement_files:
@@ -106,8 +126,43 @@ class PipInstaller:
             result.packages.append(Installed(
                 name=item["metadata"]["name"], version=item["metadata"]["version"],
                 from_wheel=url.endswith(".whl") and name not in built,
-                requested=name in requested, build=built.get(name)))
+                requested=name in requested, build=built.get(name), cached=cached.get(name)))
         return result
+
+    def _compile(self, build: SourceBuild, version: str) -> str | None:
+        """Install ``build.package`` compiled against its modules: from the wheel cache when a
+        cached build links exactly the libraries the modules provide now, else from source.
+        Returns the cached wheel's path when one was reused."""
+        request = CacheRequest(build.package, version, self.python_info.soabi, self.python_info.platform, build)
+        against = ", ".join(build.module_names)
+        wheel, why = self.wheel_cache.lookup(request) if self.wheel_cache else (None, "")
+        if wheel is not None:
+            self.reporter.step(f"reuse {build.package} {version}", f"{why} ({against})")
+            self._pip([str(wheel)], label=f"install {build.package}")
+            self._keep(wheel)
+            return str(wheel)
+        self.reporter.step(f"compile {build.package} {version}", f"from source against {against}"
+                           + (f"; {why}" if why else ""))
+        with tempfile.TemporaryDirectory(prefix="envmod-wheel-") as out:
+            self.reporter.run([self.python, "-m", "pip", "wheel", "--no-binary", build.package, "--no-deps",
+                               "--no-cache-dir", "--verbose", "--wheel-dir", out, f"{build.package}=={version}"],
+                              label=f"compile {build.package}", env=pip_environment(build.env, self.local_wheels))
+            wheels = sorted(Path(out).glob("*.whl"))
+            if not wheels:
+                raise BuildError(f"compile {build.package} produced no wheel", log=self.reporter.log_path and
+                                 str(self.reporter.log_path))
+            self._pip([str(wheels[0])], label=f"install {build.package}")
+            self._keep(wheels[0])
+            if self.wheel_cache is not None:
+                stored = self.wheel_cache.store(request, wheels[0], time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+                self.reporter.step(f"cache {build.package} {version}",
+                                   f"stored {stored}" if stored else "wheel cache not writable; not stored")
+        return None
+
+    def _keep(self, wheel: Path) -> None:
+        """Offer a wheel compiled (or reused) here to the builds that follow."""
+        if self.local_wheels:
+            shutil.copy2(wheel, self.local_wheels)
 
 
 def check_requirements(packages: Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ disk; on a terminal a status line shows the latest output, elsewhere a heartbeat
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -62,11 +63,18 @@ class Reporter:
         started = time.monotonic()
         tty = not self.quiet and self.stream.isatty()
         tail: list[str] = []
+        # Signals wait while the child starts, so an interruption always finds it to stop; the
+        # child itself starts with them unblocked, in a process group of its own so that
+        # stopping it stops pip *and* the build backends it runs.
+        stopping = {signal.SIGINT, signal.SIGTERM}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     errors="replace", env=dict(env) if env else None, cwd=cwd,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping))
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             raise BuildError(f"{label} could not start {argv[0]}: {exc.strerror}",
                              log=str(self.log_path) if self.log_path else None) from exc
 
@@ -81,6 +89,7 @@ class Reporter:
         reader.start()
         next_beat = started + self.heartbeat
         try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             while reader.is_alive():
                 reader.join(0.5)
                 now = time.monotonic()
@@ -93,12 +102,7 @@ class Reporter:
                     next_beat = now + self.heartbeat
             proc.wait()
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
             raise
         finally:
             if tty:
@@ -108,3 +112,29 @@ class Reporter:
             reason = next((t for t in reversed(tail) if "error" in t.lower()), tail[-1] if tail else "no output")
             raise BuildError(f"{label} failed (exit {proc.returncode}): {reason.strip()[:200]}",
                              log=str(self.log_path) if self.log_path else None)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop a command and everything it started: SIGTERM, then SIGKILL after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(grace)
+            # The leader is gone; its children may not be yet.
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+        else:
+            break
+    proc.wait()
+    # Children killed with the group may still be exiting; don't report back before they have.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            break
+        time.sleep(0.05)

@@ -46,6 +46,7 @@ class PackageRecord:
     requested: bool = False
     built_against: list[str] = field(default_factory=list)
     build_env: dict[str, str] = field(default_factory=dict)
+    cached_wheel: str | None = None   # compiled earlier against the same libraries, reused
 
 
 @dataclass

@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from . import __version__
 from .backends import get_backend
@@ -44,6 +44,7 @@ class CreateRequest:
     force: bool = False
     backend: str = "venv"
     module_name: str | None = None     # a front end that names modules itself (EasyBuild) sets it
+    use_wheel_cache: bool = True
 
 
 @dataclass
@@ -151,7 +152,12 @@ class CreateSession:
 
         if not (self.request.packages or self.request.requirement_files):
             return InstallResult()
-        installer = PipInstaller(python, self.reporter, plan.rules, plan.stack)
+        from .wheelcache import WheelCache
+
+        cache = None
+        if self.request.use_wheel_cache:
+            cache = WheelCache(self.settings.wheel_cache_dir, plan.stack.modules, plan.python.executable)
+        installer = PipInstaller(python, self.reporter, plan.rules, plan.stack, plan.python, cache)
         return installer.install(self.request.packages, self.request.requirement_files)
 
     def dependencies(self, plan: Plan, installed: "InstallResult") -> list[CentralModule]:
@@ -188,7 +194,8 @@ class CreateSession:
             packages=[PackageRecord(name=p.name, version=p.version, install="wheel" if p.from_wheel else "source",
                                     requested=p.requested,
                                     built_against=p.build.module_names if p.build else [],
-                                    build_env=dict(p.build.env) if p.build else {})
+                                    build_env=dict(p.build.env) if p.build else {},
+                                    cached_wheel=p.cached)
                       for p in installed.packages],
             requested=list(self.request.packages) + [f"-r {p}" for p in self.request.requirement_files],
         )
@@ -216,35 +223,44 @@ class CreateSession:
                 signal.signal(signal.SIGTERM, previous)
 
     def _create(self, name: str) -> EnvRecord:
-        r = self.reporter
         system, stack = self.discover()
         plan = self.plan(system, stack)
-        mods = ", ".join(f"{m.name} ({m.kind})" for m in stack.modules) or "no modules loaded"
-        r.step("discover", f"{system.name if system else 'no module system'}: {mods}")
-        r.step("python", f"{plan.python.executable} (Python {plan.python.version})"
-               + (f" from {plan.python_module.name}" if plan.python_module else ""))
+        self.report_plan(system, plan)
+        return self.stage_and_place(name, "create", lambda staging, final: self.build(plan, staging, final, system))
+
+    def report_plan(self, system: ModuleSystem | None, plan: Plan) -> None:
+        mods = ", ".join(f"{m.name} ({m.kind})" for m in plan.stack.modules) or "no modules loaded"
+        self.reporter.step("discover", f"{system.name if system else 'no module system'}: {mods}")
+        self.reporter.step("python", f"{plan.python.executable} (Python {plan.python.version})"
+                           + (f" from {plan.python_module.name}" if plan.python_module else ""))
+
+    def stage_and_place(self, name: str, action: str, populate: Callable[[Path, Path], EnvRecord]) -> EnvRecord:
+        """Run ``populate(staging, final)`` in a fresh staging dir, then put the env in place and
+        write its modulefiles last; on any failure or interruption nothing is put in place."""
+        r = self.reporter
         final = self.store.env_path(name)
-        staging = self.store.new_staging(name)
-        r.open_log(self.store.log_dir(name) / time.strftime("create-%Y%m%d-%H%M%S.log"))
+        staging: Path | None = self.store.new_staging(name)
+        r.open_log(self.store.log_dir(name) / time.strftime(f"{action}-%Y%m%d-%H%M%S.log"))
         replaced: Path | None = None
         try:
-            record = self.build(plan, staging, final, system)
+            record = populate(staging, final)
             write_record(record, staging)
             # From here on the env goes live: let no signal split putting it and its module in place.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 replaced = self.store.commit(name, staging)
                 staging = None
-                write_modulefile(record, plan.module_type, self.settings.modules_dir, self.settings.templates,
-                                 self.settings.cache_dir)
+                for module_type in record.module.files:
+                    write_modulefile(record, module_type, self.settings.modules_dir, self.settings.templates,
+                                     self.settings.cache_dir)
                 self._drop_stale_modulefiles(record, replaced)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-            r.step("module", f"{record.module.name} ({plan.module_type}) needs "
+            r.step("module", f"{record.module.name} ({', '.join(record.module.files)}) needs "
                    f"{', '.join(record.module.depends_on) or 'no central modules'}")
             return record
         except (KeyboardInterrupt, _TerminatedBySignal):
-            raise Interrupted(f"create of {name!r} interrupted; nothing was put in place",
+            raise Interrupted(f"{action} of {name!r} interrupted; nothing was put in place",
                               log=str(r.log_path)) from None
         except BuildError as exc:
             if exc.log is None:

@@ -128,8 +128,8 @@ def test_interrupted_create_leaves_nothing(site_env, sig):
     assert "interrupted; nothing was put in place" in err
     assert_nothing_left(root, "interrupted")
     # pip (whose command line names the package) went with envmod.
-    leftover = subprocess.run(["pgrep", "-f", str(SLOWPKG)], capture_output=True, text=True).stdout.split()
-    assert leftover == []
+    leftover = subprocess.run(["pgrep", "-af", str(SLOWPKG)], capture_output=True, text=True).stdout
+    assert leftover == ""
 
 
 def test_second_concurrent_create_of_same_name_fails_clearly(site_env):
