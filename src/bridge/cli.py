@@ -23,6 +23,8 @@ EXAMPLES = {
   module use $(envmod root)/modules; module load myenv/py3.11""",
     "list": "example:\n  envmod list\n  envmod list --json | jq '.[].module'",
     "show": "example:\n  envmod show myenv\n  envmod show myenv --json",
+    "check": "exit status: 0 healthy, 1 problems found, 2 could not check\nexample:\n  envmod check myenv\n  envmod check --all --json",
+    "rebuild": "example (after 'envmod check myenv' reported drift):\n  envmod rebuild myenv\n  module load openmpi/5.0.5; envmod rebuild myenv --from-loaded",
     "module": "example (write the Tcl modulefile for an Environment Modules site):\n  envmod module myenv --module-type tcl",
     "remove": "example:\n  envmod remove myenv --yes",
     "root": "example:\n  module use $(envmod root)/modules",
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--module-type", choices=["lmod", "tcl"], help="modulefile syntax (default: that of the module system in use)")
     p.add_argument("--backend", default="venv", help="how the environment is made (default: venv)")
     p.add_argument("--force", action="store_true", help="replace an existing environment (the old one stays usable until the new one is complete)")
+    p.add_argument("--keep-loaded", action="store_true",
+                   help="make the module load every module loaded now, not only those the env is proved to need")
     p.add_argument("--no-wheel-cache", dest="use_wheel_cache", action="store_false",
                    help="compile even when a cached build links exactly the same central libraries")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
@@ -67,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", "show an environment's record: Python, central modules, packages and how they were built")
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="the whole record as JSON")
+
+    p.add_argument("--all-links", action="store_true", help="also show libraries from the system (libc, ...)")
+
+    p = command("check", "re-verify environments against the site as it is now (after maintenance)")
+    p.add_argument("name", nargs="?", help="the environment (or --all)")
+    p.add_argument("--all", action="store_true", help="check every environment")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+
+    p = command("rebuild", "compile again what an environment compiled against the site, against the site as it is now")
+    p.add_argument("name")
+    p.add_argument("--from-loaded", action="store_true",
+                   help="build against the modules loaded in this shell (e.g. a replacement MPI) instead of the recorded ones")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
     p = command("module", "write an environment's modulefile again from its record")
     p.add_argument("name")
@@ -94,7 +111,8 @@ def cmd_create(args) -> int:
     settings = _settings(args)
     request = CreateRequest(name=args.name, packages=args.packages, requirement_files=args.requirement_files,
                             python=args.python, description=args.description, module_type=args.module_type,
-                            force=args.force, backend=args.backend, use_wheel_cache=args.use_wheel_cache)
+                            force=args.force, backend=args.backend, use_wheel_cache=args.use_wheel_cache,
+                            keep_loaded=args.keep_loaded)
     record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable
     print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
@@ -161,6 +179,47 @@ def cmd_show(args) -> int:
         settings = " ".join(f"{k}={v}" for k, v in pkg.build_env.items())
         print(f"    {pkg.name} {pkg.version}{' (requested)' if pkg.requested else ''}: {how}"
               + (f" [{settings}]" if settings else ""))
+    if record.links or record.requirements:
+        from .evidence import format_evidence
+
+        print(f"  {'evidence:':13} (env file → library → provider; Python package → provider)")
+        for line in format_evidence(record.links, record.requirements, include_system=args.all_links,
+                                    env_prefix=record.prefix):
+            print(f"    {line}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .check import check_env, combined_exit_code, format_report
+    from .errors import NoModuleSystem
+    from .modsys import detect_module_system
+    from .store import Store
+
+    if bool(args.name) == bool(args.all):
+        raise UsageError("name one environment, or pass --all")
+    store = Store(_settings(args))
+    try:
+        system = detect_module_system()
+    except NoModuleSystem:
+        system = None
+    names = store.names() if args.all else [args.name]
+    reports = [check_env(store.load(name), system) for name in names]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports] if args.all else reports[0].to_dict(), indent=2))
+    else:
+        print("\n".join(format_report(r) for r in reports) if reports else "no environments to check")
+    return combined_exit_code(reports) if reports else 0
+
+
+def cmd_rebuild(args) -> int:
+    from .progress import Reporter
+    from .rebuild import RebuildSession
+
+    record = RebuildSession(args.name, _settings(args), Reporter(quiet=args.quiet), from_loaded=args.from_loaded).run()
+    rebuilt = [p for p in record.packages if p.install == "source" and p.built_against]
+    print(f"rebuilt {record.name}: " + (", ".join(f"{p.name} {p.version} against {', '.join(p.built_against)}"
+                                                  for p in rebuilt) or "nothing needed compiling"))
+    print(f"{record.module.name} now loads {', '.join(record.module.depends_on) or 'no central modules'}")
     return 0
 
 
@@ -220,7 +279,7 @@ def cmd_root(args) -> int:
     return 0
 
 
-COMMANDS = {"create": cmd_create, "list": cmd_list, "show": cmd_show, "module": cmd_module,
+COMMANDS = {"create": cmd_create, "list": cmd_list, "show": cmd_show, "check": cmd_check, "rebuild": cmd_rebuild, "module": cmd_module,
             "remove": cmd_remove, "root": cmd_root}
 
 

@@ -129,16 +129,27 @@ class PipInstaller:
                 requested=name in requested, build=built.get(name), cached=cached.get(name)))
         return result
 
-    def _compile(self, build: SourceBuild, version: str) -> str | None:
+    def rebuild(self, builds: Sequence[tuple[SourceBuild, str]]) -> dict[str, str | None]:
+        """Compile installed packages again in place (same versions) against ``build.modules``;
+        returns the cached wheel reused for each, if any."""
+        with tempfile.TemporaryDirectory(prefix="envmod-wheels-") as local:
+            self.local_wheels = local
+            try:
+                return {build.package: self._compile(build, version, reinstall=True) for build, version in builds}
+            finally:
+                self.local_wheels = None
+
+    def _compile(self, build: SourceBuild, version: str, reinstall: bool = False) -> str | None:
         """Install ``build.package`` compiled against its modules: from the wheel cache when a
         cached build links exactly the libraries the modules provide now, else from source.
         Returns the cached wheel's path when one was reused."""
         request = CacheRequest(build.package, version, self.python_info.soabi, self.python_info.platform, build)
         against = ", ".join(build.module_names)
         wheel, why = self.wheel_cache.lookup(request) if self.wheel_cache else (None, "")
+        again = ["--force-reinstall", "--no-deps"] if reinstall else []
         if wheel is not None:
             self.reporter.step(f"reuse {build.package} {version}", f"{why} ({against})")
-            self._pip([str(wheel)], label=f"install {build.package}")
+            self._pip([*again, str(wheel)], label=f"install {build.package}")
             self._keep(wheel)
             return str(wheel)
         self.reporter.step(f"compile {build.package} {version}", f"from source against {against}"
@@ -151,7 +162,7 @@ class PipInstaller:
             if not wheels:
                 raise BuildError(f"compile {build.package} produced no wheel", log=self.reporter.log_path and
                                  str(self.reporter.log_path))
-            self._pip([str(wheels[0])], label=f"install {build.package}")
+            self._pip([*again, str(wheels[0])], label=f"install {build.package}")
             self._keep(wheels[0])
             if self.wheel_cache is not None:
                 stored = self.wheel_cache.store(request, wheels[0], time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))

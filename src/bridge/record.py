@@ -105,6 +105,7 @@ class EnvRecord:
     requested: list[str] = field(default_factory=list)
     links: list[LinkEvidence] = field(default_factory=list)
     requirements: list[RequirementEvidence] = field(default_factory=list)
+    rebuilt: list[Provenance] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -137,6 +138,7 @@ class EnvRecord:
                 requested=list(data.get("requested") or []),
                 links=[_build(LinkEvidence, e) for e in data.get("links") or []],
                 requirements=[_build(RequirementEvidence, e) for e in data.get("requirements") or []],
+                rebuilt=[_build(Provenance, e) for e in data.get("rebuilt") or []],
                 schema=schema,
             )
         except (KeyError, TypeError) as exc:

@@ -45,6 +45,7 @@ class CreateRequest:
     backend: str = "venv"
     module_name: str | None = None     # a front end that names modules itself (EasyBuild) sets it
     use_wheel_cache: bool = True
+    keep_loaded: bool = False          # depend on every loaded module, not only on the evidence
 
 
 @dataclass
@@ -160,18 +161,37 @@ class CreateSession:
         installer = PipInstaller(python, self.reporter, plan.rules, plan.stack, plan.python, cache)
         return installer.install(self.request.packages, self.request.requirement_files)
 
-    def dependencies(self, plan: Plan, installed: "InstallResult") -> list[CentralModule]:
-        """For now: the Python module plus the modules compiled code was built against (and any
-        compiler module loaded for those builds), in the order the user loaded them."""
-        wanted = {m.name for build in installed.builds for m in build.modules}
-        if installed.builds:
-            wanted |= {m.name for m in plan.stack.of_kind("compiler")}
-        if plan.python_module is not None:
-            wanted.add(plan.python_module.name)
-        return [m for m in plan.stack.modules if m.name in wanted]
+    def dependencies(self, plan: Plan, links: Sequence, requirements: Sequence) -> list[CentralModule]:
+        """The modules the env's module loads: the Python's, plus every module providing a
+        library the env links or a Python package an installed package requires (evidence from
+        the scan), in load order. ``keep_loaded`` keeps every loaded module instead."""
+        if self.request.keep_loaded:
+            return list(plan.stack.modules)
+        from .evidence import required_modules
+
+        names = required_modules(links, requirements,
+                                 plan.python_module.name if plan.python_module else None,
+                                 order=[m.name for m in plan.stack.modules])
+        by_name = {m.name: m for m in plan.stack.modules}
+        return [by_name[n] for n in names if n in by_name]
+
+    def scan(self, plan: Plan, target: Path, final: Path) -> tuple[list, list]:
+        """What the env really links, and which central packages its packages require."""
+        from .evidence import scan_links, scan_requirements
+
+        links = scan_links(target, plan.stack.modules, plan.python.executable, as_prefix=final)
+        requirements = scan_requirements(target, plan.stack.modules, plan.python)
+        providers = sorted({f"{e.provider} ({e.soname or e.needs})" for e in links
+                            if e.provider not in ("system", "env", "missing") and e.via is None})
+        missing = sorted({e.needs for e in links if e.provider == "missing"})
+        self.reporter.step("scan", f"{len({e.file for e in links})} compiled files link "
+                           + (", ".join(providers) or "no central libraries")
+                           + (f"; NOT FOUND: {', '.join(missing)}" if missing else ""))
+        return links, requirements
 
     def make_record(self, plan: Plan, prefix: Path, version: str, installed: "InstallResult",
-                    deps: list[CentralModule], system: ModuleSystem | None) -> EnvRecord:
+                    deps: list[CentralModule], system: ModuleSystem | None,
+                    links: Sequence = (), requirements: Sequence = ()) -> EnvRecord:
         python = plan.python
         return EnvRecord(
             name=self.request.name, backend=self.request.backend, prefix=str(prefix),
@@ -198,6 +218,7 @@ class CreateSession:
                                     cached_wheel=p.cached)
                       for p in installed.packages],
             requested=list(self.request.packages) + [f"-r {p}" for p in self.request.requirement_files],
+            links=list(links), requirements=list(requirements),
         )
 
     # ---- the whole pipeline ------------------------------------------------------------
@@ -285,8 +306,9 @@ class CreateSession:
         installed = self.install(plan, backend.python(target))
         if target != final:
             relocate(target, target, final)
-        deps = self.dependencies(plan, installed)
-        record = self.make_record(plan, final, version, installed, deps, system)
+        links, requirements = self.scan(plan, target, final) if installed.packages else ([], [])
+        deps = self.dependencies(plan, links, requirements)
+        record = self.make_record(plan, final, version, installed, deps, system, links, requirements)
         module_path = modulefile_path(self.settings.modules_dir, record, plan.module_type)
         record.module.files = {plan.module_type: str(module_path)}
         return record

@@ -60,7 +60,7 @@ def module_context(record: EnvRecord) -> dict[str, Any]:
         f"  loads:      {', '.join(record.module.depends_on) or 'no central modules'}",
         f"  record:     {record.path}",
         "",
-        f"  'envmod show {record.name}' describes it.",
+        f"  'envmod show {record.name}' describes it; 'envmod check {record.name}' verifies it against the site.",
     ]
     prefix = record.prefix
     return {

@@ -1,0 +1,164 @@
+"""``envmod rebuild``: after the site changed, compile again only what was compiled against it.
+
+The packages rebuilt are those compiled against central modules, plus any package owning a
+compiled file whose linked libraries no longer resolve as recorded. They are compiled against
+the env's modules as the site defines them *now* (or, with ``from_loaded``, against the modules
+loaded in the shell, e.g. a replacement MPI), in a copy of the env; the record, the evidence and
+the modulefiles are refreshed, and the copy replaces the env atomically, as a create does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Mapping
+
+from .errors import PlanError
+from .evidence import scan_links
+from .modsys import ModuleSystem, detect_module_system
+from .names import validate_env_name
+from .progress import Reporter
+from .pyinfo import interrogate
+from .record import CentralModuleRecord, EnvRecord, Provenance, PythonRecord
+from .rules import SourceBuild, canonical_name, load_rules, resolve_rule
+from .session import CreateRequest, CreateSession, Plan, _read_version, _user, microarchitecture
+from .stack import CentralStack, find_central_python
+from .config import Settings
+from . import __version__
+
+
+def owners_of(prefix: Path, files: set[str]) -> set[str]:
+    """Distributions (canonical names) whose RECORD lists any of ``files`` (env-relative)."""
+    owners: set[str] = set()
+    for record in prefix.glob("lib/python*/site-packages/*.dist-info/RECORD"):
+        site = record.parent.parent
+        name = record.parent.name.rsplit("-", 1)[0]
+        for line in record.read_text(errors="replace").splitlines():
+            rel = os.path.relpath(os.path.normpath(site / line.split(",", 1)[0]), prefix)
+            if rel in files:
+                owners.add(canonical_name(name))
+                break
+    return owners
+
+
+def broken_files(record: EnvRecord, now: list) -> set[str]:
+    """Env files whose needs no longer resolve to the same SONAME from the same provider."""
+    was = {(e.file, e.needs, e.via): (e.provider, e.soname) for e in record.links}
+    return {e.file for e in now if e.provider == "missing"
+            or was.get((e.file, e.needs, e.via), (e.provider, e.soname)) != (e.provider, e.soname)}
+
+
+class RebuildSession(CreateSession):
+    def __init__(self, name: str, settings: Settings, reporter: Reporter | None = None,
+                 environ: Mapping[str, str] | None = None, from_loaded: bool = False) -> None:
+        super().__init__(CreateRequest(name=validate_env_name(name)), settings, reporter, environ)
+        self.from_loaded = from_loaded
+
+    def run(self) -> EnvRecord:
+        name = self.request.name
+        with self.store.lock(name, "rebuilding it"):
+            record = self.store.load(name)
+            system, stack = self.stack_now(record)
+            return self.stage_and_place(name, "rebuild", lambda staging, final: self._rebuild(record, system, stack,
+                                                                                                staging, final))
+
+    def stack_now(self, record: EnvRecord) -> tuple[ModuleSystem | None, CentralStack]:
+        """The env's central modules as the site defines them now (or the loaded ones)."""
+        if self.from_loaded:
+            return self.discover()
+        from .check import query_module
+
+        system = detect_module_system(self.environ)
+        wanted = set(record.module.depends_on) | {m for p in record.packages for m in p.built_against}
+        modules = []
+        for m in record.central_modules:
+            if m.name not in wanted:
+                continue
+            now = query_module(system, m.name, self.environ)
+            if not now.available or now.module is None:
+                raise PlanError(f"module {m.name}, which {record.name} was built against, is not available now"
+                                f" ({now.message or 'the module tool cannot show it'})",
+                                hint=f"load its replacement and run 'envmod rebuild {record.name} --from-loaded'")
+            modules.append(now.module)
+        return system, CentralStack(system, tuple(modules))
+
+    def _rebuild(self, record: EnvRecord, system: ModuleSystem | None, stack: CentralStack,
+                 staging: Path, final: Path) -> EnvRecord:
+        r = self.reporter
+        r.step("discover", ", ".join(f"{m.name} ({m.kind})" for m in stack.modules) or "no modules")
+        exe, python_module = find_central_python(stack, self.environ, None) if stack.of_kind("python") \
+            else (record.python.executable, None)
+        python = interrogate(exe, self.cache)
+        if python.short_version != ".".join(record.python.version.split(".")[:2]):
+            raise PlanError(f"{record.name} runs Python {record.python.version} but the site now gives "
+                            f"{python.version}: its packages cannot be rebuilt in place",
+                            hint=f"recreate it with 'envmod create {record.name} --force ...'")
+        shutil.copytree(final, staging, symlinks=True, dirs_exist_ok=True)
+        self._repoint_python(staging, python.executable)
+        rules = load_rules(self.settings.build_rules)
+        now = scan_links(staging, stack.modules, python.executable, as_prefix=final)
+        broken = owners_of(staging, broken_files(record, now))
+        compiled = {canonical_name(p.name) for p in record.packages if p.install == "source" and p.built_against}
+        targets = [p for p in record.packages if canonical_name(p.name) in compiled | broken]
+        r.step("plan", ", ".join(f"{p.name} {p.version}" for p in targets) or "nothing was compiled against the site")
+        builds = []
+        for p in targets:
+            rule = rules.get(canonical_name(p.name))
+            build = resolve_rule(rule, stack) if rule else SourceBuild(canonical_name(p.name), (), {})
+            builds.append((build, p.version))
+        plan = Plan(self.request, stack, python, python_module, record.module.type, rules)
+        from .install import PipInstaller
+        from .wheelcache import WheelCache
+
+        cache = WheelCache(self.settings.wheel_cache_dir, stack.modules, python.executable)
+        reused = PipInstaller(staging / "bin" / "python", r, rules, stack, python, cache).rebuild(builds)
+        from .backends.venv import relocate
+
+        relocate(staging, staging, final)
+        version = _read_version(staging / "bin" / "python")
+        links, requirements = self.scan(plan, staging, final)
+        deps = self.dependencies(plan, links, requirements)
+        rebuilt = {b.package: b for b, _ in builds}
+        for p in record.packages:
+            build = rebuilt.get(canonical_name(p.name))
+            if build is not None:
+                p.install, p.built_against, p.build_env = "source", build.module_names, dict(build.env)
+                p.cached_wheel = reused.get(build.package)
+        record.python = PythonRecord(version=version, executable=python.executable,
+                                     module=python_module.name if python_module else record.python.module,
+                                     implementation=python.implementation, soabi=python.soabi, platform=python.platform)
+        old = {m.name: m for m in record.central_modules}
+        record.central_modules = [CentralModuleRecord(name=m.name, kind=m.kind, modulefile=m.modulefile,
+                                                      version=m.version, prefix=m.prefix, facts=dict(m.facts))
+                                  for m in stack.modules] + [m for n, m in old.items()
+                                                            if n not in {s.name for s in stack.modules}]
+        record.module.depends_on = [m.name for m in deps]
+        record.links, record.requirements = links, requirements
+        record.rebuilt.append(Provenance(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=_user(),
+                                         host=os.uname().nodename, envmod_version=__version__,
+                                         microarchitecture=microarchitecture(self.cache),
+                                         module_system=system.name if system else None,
+                                         log=str(r.log_path) if r.log_path else None))
+        return record
+
+    @staticmethod
+    def _repoint_python(prefix: Path, executable: str) -> None:
+        """A moved central Python (same version): point the venv at where it is now."""
+        link = prefix / "bin" / "python"
+        if os.path.realpath(link) == os.path.realpath(executable):
+            return
+        cfg = prefix / "pyvenv.cfg"
+        lines = []
+        for line in cfg.read_text().splitlines():
+            key = line.split("=", 1)[0].strip()
+            if key == "home":
+                line = f"home = {os.path.dirname(executable)}"
+            elif key == "executable":
+                line = f"executable = {os.path.realpath(executable)}"
+            lines.append(line)
+        cfg.write_text("\n".join(lines) + "\n")
+        link.unlink()
+        os.symlink(executable, link)
+
