@@ -16,6 +16,13 @@ fi
 
 bash "$REPO/ci/site.sh"
 
+# A second MPI, as real sites have: the tests swap it in behind a module to prove envmod never
+# reuses a build made against another MPI.
+if ! dpkg -s libmpich-dev >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libmpich-dev >/dev/null
+fi
+
 VENV="$REPO/.venv"
 if [ ! -x "$VENV/bin/envmod" ] || [ "$REPO/pyproject.toml" -nt "$VENV/.envmod-installed" ]; then
     /usr/bin/python3 -m venv "$VENV"

@@ -19,15 +19,7 @@ def lua_string(value: object) -> str:
     digit cannot extend them); non-ASCII text passes through as UTF-8, which Lua copies
     byte for byte.
     """
-    out = []
-    for ch in str(value):
-        if ch in _LUA_ESCAPES:
-            out.append(_LUA_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\{ord(ch):03d}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+    return _quoted(value, _LUA_ESCAPES, "\\{:03d}")
 
 
 # In a Tcl double-quoted word, $ [ ] \ and " are special; braces are not, but escaping
@@ -40,12 +32,18 @@ _TCL_ESCAPES = {
 
 def tcl_string(value: object) -> str:
     """A Tcl double-quoted word for ``value`` with no substitution left in it."""
+    return _quoted(value, _TCL_ESCAPES, "\\x{:02x}")
+
+
+def _quoted(value: object, escapes: dict[str, str], control: str) -> str:
+    """``value`` between double quotes, with ``escapes`` applied and other control characters
+    written as ``control`` formatted with their code."""
     out = []
     for ch in str(value):
-        if ch in _TCL_ESCAPES:
-            out.append(_TCL_ESCAPES[ch])
+        if ch in escapes:
+            out.append(escapes[ch])
         elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
+            out.append(control.format(ord(ch)))
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
