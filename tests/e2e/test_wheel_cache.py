@@ -28,6 +28,8 @@ def wrap_mpich(prefix: Path) -> None:
     (prefix / "lib").mkdir()
     for tool in ("mpicc", "mpicxx", "mpirun", "mpiexec"):
         os.symlink(f"/usr/bin/{tool}.mpich", prefix / "bin" / tool)
+    for helper in Path("/usr/bin").glob("hydra_*"):   # mpiexec looks for its proxy beside itself
+        os.symlink(helper, prefix / "bin" / helper.name)
     for lib in Path(MULTIARCH).glob("libmpich*.so*"):
         os.symlink(lib, prefix / "lib" / lib.name)
 
