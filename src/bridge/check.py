@@ -1,0 +1,570 @@
+"""``envmod check``: re-verify an env against the live site.
+
+Sites change under their users: modules are retired, rebuilt against another library, moved.
+`check_env` takes an env's record (the evidence written when it was created) and asks the real
+module tool and the real file system what is true now:
+
+* every central module the env's modulefile loads is still available, and what it resolves to
+  (modulefile, prefix);
+* every library the env's files needed still resolves, with the modules' *current*
+  ``LD_LIBRARY_PATH``, to the same SONAME from the same provider (a changed target is reported);
+* the Python the env runs on is still there, with the same version;
+* every central package the env's packages require is still provided;
+* no central module's ``PYTHONPATH`` hides a version the env installed itself.
+
+Each problem is a `Finding` with a severity, what it concerns, what is wrong and what to do.
+`CheckReport.exit_code`: 0 healthy (notes only), 1 problems found, 2 could not check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from .elf import ElfError, read_elf
+from .errors import EnvmodError
+from .evidence import (
+    ENV,
+    MISSING,
+    SYSTEM,
+    Scanner,
+    env_elf_files,
+    library_stem,
+    canonical,
+    central_package_dirs,
+    display_path,
+    distributions_in,
+    env_site_packages,
+    module_lib_dirs,
+)
+from .modsys import LoadedModule, ModuleEffect, ModuleSystem
+from .record import CentralModuleRecord, EnvRecord, LinkEvidence
+from .stack import CentralModule, describe_module, load_kind_table
+
+ERROR, WARNING, NOTE = "error", "warning", "note"
+SEVERITIES = (ERROR, WARNING, NOTE)
+#: How the advice names the command that rebuilds an env against the site as it is now.
+REBUILD = "envmod rebuild {name}"
+
+
+class CannotCheck(EnvmodError):
+    """The env could not be checked at all (no module tool, tool not working)."""
+
+    exit_code = 2
+
+
+@dataclass
+class Finding:
+    severity: str          # "error" (broken), "warning" (likely to misbehave), "note" (changed, harmless)
+    what: str              # what it concerns: "module openmpi/4.1.4", "library libmpi.so.40", "python"
+    detail: str            # what is wrong, with the facts
+    advice: str            # what to do about it
+    code: str = ""         # stable identifier: module-missing, library-provider-changed, ...
+    files: list[str] = field(default_factory=list)   # env files concerned (libraries)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CheckReport:
+    env: str
+    prefix: str
+    module_system: str | None
+    findings: list[Finding] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+    #: Why the env could not be checked (exit code 2), or None.
+    unchecked: str | None = None
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity in (ERROR, WARNING)]
+
+    @property
+    def status(self) -> str:
+        if self.unchecked:
+            return "unchecked"
+        return "problems" if self.problems else "healthy"
+
+    @property
+    def exit_code(self) -> int:
+        return {"healthy": 0, "problems": 1, "unchecked": 2}[self.status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "prefix": self.prefix, "status": self.status, "exit_code": self.exit_code,
+                "module_system": self.module_system, "unchecked": self.unchecked, "checked": dict(self.checked),
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def combined_exit_code(reports: Iterable[CheckReport]) -> int:
+    """For ``envmod check --all``: the worst of the envs' exit codes."""
+    return max((r.exit_code for r in reports), default=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# asking the module tool
+
+
+@dataclass
+class ModuleNow:
+    """What the module tool says about one module name now."""
+
+    name: str
+    available: bool
+    modulefile: str | None = None
+    effect: ModuleEffect | None = None
+    module: CentralModule | None = None
+    message: str | None = None       # the tool's words when the module is not usable
+    broken: bool = False             # it exists, but the tool fails to show it
+
+
+_NOT_FOUND = re.compile(r"Failed to find|Unable to locate a modulefile|unknown module|"
+                        r"following module\(s\) are unknown|No module\(s\) or extension\(s\) found|"
+                        r"hidden|forbidden", re.I)
+
+
+def _tool_message(text: str) -> str:
+    """The tool's complaint in one line (Lmod wraps it and adds a 'Try: module spider' hint)."""
+    lines = []
+    for ln in text.splitlines():
+        ln = ln.strip()
+        if ln.startswith("Try:"):
+            break
+        if ln and ln != "test 0 = 1;":
+            lines.append(ln)
+    return " ".join(lines[:4]) or "no output"
+
+
+def _error_message(text: str) -> str:
+    """The error line of a failing modulefile (after the tools' rulers and headers)."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    for i, ln in enumerate(lines):
+        m = re.search(r"(?:Module ERROR|Lmod has detected the following error):\s*(.*)", ln)
+        if m:
+            out = [m.group(1)] if m.group(1) else []
+            for more in lines[i + 1:i + 5]:
+                if not more or more.startswith(("Please", "While processing", "while executing", "(file")):
+                    break
+                out.append(more)
+            return " ".join(out) or ln
+    return _tool_message(text)
+
+
+def query_module(system: ModuleSystem, name: str, environ: Mapping[str, str]) -> ModuleNow:
+    """``module show NAME`` through the real tool: available or not, its modulefile and effect.
+
+    Raises `CannotCheck` when the tool itself cannot run.
+    """
+    try:
+        proc = system.run(["show", name], environ)
+    except OSError as exc:
+        raise CannotCheck(f"cannot run {system.name} ({system.command}): {exc.strerror or exc}") from exc
+    effects = system.parse_show(proc.stderr)
+    text = proc.stderr + proc.stdout
+    failed = proc.returncode != 0 or "test 0 = 1" in proc.stdout or re.search(
+        r"Module ERROR|Lmod has detected the following error", text)
+    if failed and not effects and _NOT_FOUND.search(text):
+        return ModuleNow(name, False, message=_tool_message(proc.stderr or proc.stdout))
+    if failed:
+        # The tool works (see ensure_tool_works) but cannot evaluate this one: a broken modulefile.
+        return ModuleNow(name, False, next(iter(effects), None), broken=True,
+                         message=_error_message(proc.stderr or proc.stdout))
+    if effects:
+        path, effect = next(iter(effects.items()))
+        described = describe_module(LoadedModule(name, path), effect, load_kind_table())
+        return ModuleNow(name, True, path, effect, described)
+    if _NOT_FOUND.search(text):
+        return ModuleNow(name, False, message=_tool_message(text))
+    raise CannotCheck(f"'module show {name}' with {system.name} printed nothing envmod understands: "
+                      f"{_tool_message(text)}")
+
+
+def ensure_tool_works(system: ModuleSystem, environ: Mapping[str, str]) -> None:
+    """Raise `CannotCheck` unless the module tool answers ``--version``: a tool that cannot run
+    must not make every module look missing."""
+    try:
+        proc = system.run(["--version"], environ)
+    except OSError as exc:
+        raise CannotCheck(f"cannot run {system.name} ({system.command}): {exc.strerror or exc}") from exc
+    out = proc.stderr + proc.stdout
+    if proc.returncode != 0 or not re.search(r"Modules|Lmod|Version|Release", out, re.I):
+        raise CannotCheck(f"{system.name} ({system.command}) does not work: {_tool_message(out)}")
+
+
+def available_versions(system: ModuleSystem, family: str, environ: Mapping[str, str]) -> list[str]:
+    """The module names ``module avail -t FAMILY`` lists (for advice; empty on any failure)."""
+    try:
+        proc = system.run(["avail", "-t", family], environ)
+    except OSError:
+        return []
+    names = []
+    for line in (proc.stderr + "\n" + proc.stdout).splitlines():
+        item = line.strip()
+        item = re.sub(r"\s*\((default|D|L|H)\)$|\(@[^)]*\)$", "", item).rstrip("/")
+        if item.lower().startswith(family.lower() + "/") and " " not in item and item not in names:
+            names.append(item)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_modules(record: EnvRecord, system: ModuleSystem, environ: Mapping[str, str],
+                   findings: list[Finding]) -> dict[str, ModuleNow]:
+    now: dict[str, ModuleNow] = {}
+    rebuild = REBUILD.format(name=record.name)
+    for name in record.module.depends_on:
+        was: CentralModuleRecord | None = record.central_module(name)
+        q = query_module(system, name, environ)
+        now[name] = q
+        if q.broken:
+            findings.append(Finding(
+                ERROR, f"module {name}", f"{system.name} cannot read it: {q.message}",
+                "loading this env's module will fail too; tell your site", "module-broken"))
+            continue
+        if not q.available:
+            family = name.split("/", 1)[0]
+            others = [n for n in available_versions(system, family, environ) if n != name]
+            findings.append(Finding(
+                ERROR, f"module {name}",
+                f"no longer available from {system.name}"
+                + (f" (it was {was.modulefile})" if was and was.modulefile else "")
+                + (f": {q.message}" if q.message else ""),
+                (f"the site now has {', '.join(others)}; " if others else "ask your site what replaced it; ")
+                + f"loading this env's module will fail. Rebuild the env against what the site provides now "
+                  f"({rebuild})", "module-missing"))
+            continue
+        if was is None:
+            continue
+        if was.modulefile and not _same_file(q.modulefile, was.modulefile):
+            findings.append(Finding(
+                NOTE, f"module {name}", f"now resolves to {q.modulefile} (was {was.modulefile})",
+                "nothing to do if the libraries below still check out; the env loads the module by name",
+                "module-moved"))
+        cur = q.module
+        if cur is not None and was.prefix and cur.prefix and os.path.normpath(cur.prefix) != os.path.normpath(was.prefix):
+            findings.append(Finding(
+                WARNING, f"module {name}", f"now points to {cur.prefix} (was {was.prefix})",
+                f"the software behind the name changed; see the library findings, and rebuild if any ({rebuild})",
+                "module-prefix-changed"))
+        if cur is not None and was.kind and cur.kind != was.kind and cur.kind != "other":
+            findings.append(Finding(
+                WARNING, f"module {name}", f"now looks like a {cur.kind} module (was {was.kind})",
+                f"check what the site put behind this name; rebuild if needed ({rebuild})", "module-kind-changed"))
+    return now
+
+
+def _check_python(record: EnvRecord, now: Mapping[str, ModuleNow], findings: list[Finding]):
+    """The PythonInfo of the recorded interpreter if it still works, else None."""
+    from .pyinfo import interrogate
+
+    exe = record.python.executable
+    rebuild = REBUILD.format(name=record.name)
+    module_python = None
+    q = now.get(record.python.module or "")
+    if q is not None and q.module is not None:
+        module_python = q.module.facts.get("python") or q.module.find_executable("python3")
+    offer = ""
+    if module_python and not _same_file(module_python, exe):
+        offer = f"{record.python.module} now provides {module_python}; "
+    if not os.path.exists(exe):
+        findings.append(Finding(
+            ERROR, "python", f"the env's Python {exe} (Python {record.python.version}) is gone",
+            f"{offer}the env cannot start; rebuild it over the site's current Python ({rebuild})",
+            "python-missing"))
+        return None
+    try:
+        info = interrogate(exe)
+    except EnvmodError as exc:
+        findings.append(Finding(ERROR, "python", f"{exe} no longer works: {exc.one_line()}",
+                                f"{offer}rebuild the env ({rebuild})", "python-broken"))
+        return None
+    if info.version != record.python.version:
+        same_minor = info.version.split(".")[:2] == record.python.version.split(".")[:2]
+        findings.append(Finding(
+            WARNING if same_minor else ERROR, "python",
+            f"{exe} is now Python {info.version} (the env was made with {record.python.version})",
+            ("a bugfix release keeps the ABI; compiled packages should still import, but rebuild to be sure "
+             if same_minor else "compiled packages will not import under another minor version; rebuild ")
+            + f"({rebuild})", "python-version-changed"))
+    elif module_python and not _same_file(module_python, exe):
+        findings.append(Finding(
+            NOTE, "python", f"{record.python.module} now provides {module_python}; this env keeps using {exe}",
+            "nothing to do while the old Python stays installed", "python-module-changed"))
+    return info
+
+
+def _chain(e: LinkEvidence) -> str:
+    return f"{e.via} → {e.needs}" if e.via else e.needs
+
+
+def _now_provides(module: CentralModule | None, needs: str) -> list[str]:
+    """Libraries with the same stem (libmpi.so.*) that a module's lib dirs hold now."""
+    if module is None:
+        return []
+    stem = library_stem(needs)
+    found: list[str] = []
+    for d in module_lib_dirs(module):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in sorted(names):
+            if library_stem(n) == stem and re.search(r"\.so\.\d+$", n) and n != needs and n not in found:
+                found.append(n)
+    return found
+
+
+def _check_links(record: EnvRecord, modules_now: Sequence[CentralModule], python_ok: bool,
+                 now: Mapping[str, ModuleNow], findings: list[Finding]) -> dict[str, int]:
+    prefix = record.prefix
+    rebuild = REBUILD.format(name=record.name)
+    python = record.python.executable if python_ok else None
+    scanner = Scanner(modules_now, prefix, python)
+    by_file: dict[str, list[LinkEvidence]] = {}
+    for e in record.links:
+        by_file.setdefault(e.file, []).append(e)
+    groups: dict[tuple, list[str]] = {}
+    details: dict[tuple, tuple] = {}
+    missing_files: list[str] = []
+    for rel, recorded in by_file.items():
+        path = os.path.join(prefix, rel)
+        try:
+            info = read_elf(path)
+        except (OSError, ElfError):
+            info = None
+        if info is None:
+            missing_files.append(rel)
+            continue
+        try:
+            current = {(edge.via_name, edge.needs): (edge.path, provider, soname)
+                       for edge, provider, soname in scanner.file_links(info)}
+        except (OSError, ElfError):
+            missing_files.append(rel)
+            continue
+        for e in recorded:
+            cur = current.get((e.via, e.needs))
+            if cur is None:
+                continue    # an indirect need whose library is no longer loaded: its own change is reported
+            cpath, cprov, csoname = cur
+            if cprov == MISSING:
+                code = "library-missing"
+            elif cprov != e.provider:
+                code = "library-provider-changed"
+            elif e.soname and csoname and csoname != e.soname:
+                code = "library-soname-changed"
+            elif e.path and cpath and not _same_file(cpath, e.path):
+                code = "library-moved"
+            elif e.sha256 and cprov not in (SYSTEM, ENV) and scanner.sha256(cpath) != e.sha256:
+                code = "library-changed"
+            else:
+                continue
+            if code == "library-moved" and e.sha256 and scanner.sha256(cpath) != e.sha256:
+                code = "library-changed"
+            key = (code, e.via, e.needs, e.path, e.provider, cpath, cprov, csoname)
+            groups.setdefault(key, []).append(rel)
+            details[key] = (e, cur)
+    # One finding per cause: the libraries that changed the same way from the same provider (libmpi
+    # and the libopen-* it pulls in) are one problem, named by the env's direct need.
+    clusters: dict[tuple, list[tuple]] = {}
+    for key in groups:
+        code, _via, _needs, _old_path, old_prov, _cpath, cprov, _csoname = key
+        clusters.setdefault((code, old_prov, cprov if code != "library-moved" else None), []).append(key)
+    for keys in clusters.values():
+        keys.sort(key=lambda k: (k[1] is not None, ))      # direct needs first
+        code, via, needs, old_path, old_prov, cpath, cprov, csoname = keys[0]
+        e, _ = details[keys[0]]
+        files = sorted({f for k in keys for f in groups[k]})
+        shown = sorted({display_path(f) for f in files})
+        who = shown[0] + (f" and {len(shown) - 1} more" if len(shown) > 1 else "")
+        also = list(dict.fromkeys(k[2] for k in keys[1:] if k[2] != needs))
+        likewise = f"; likewise {', '.join(also)}" if also else ""
+        what = f"library {_chain(e)}"
+        origin = f"from {old_prov}" if old_prov not in (SYSTEM, ENV, MISSING) else f"({old_prov})"
+        provider_now = cprov if cprov not in (SYSTEM, ENV) else {"system": "a system directory", "env": "this env"}[cprov]
+        gone = old_prov in now and not now[old_prov].available
+        if code == "library-missing":
+            detail = f"needed by {who}, was {old_path} {origin}; it no longer resolves{likewise}"
+            if gone:
+                detail += f" ({old_prov} is not available)"
+            advice = f"the env's compiled code cannot load; rebuild against the site's current modules ({rebuild})"
+            sev = ERROR
+        elif code == "library-provider-changed":
+            detail = (f"needed by {who}, now comes from {provider_now} ({cpath}) instead of {old_prov} "
+                      f"({old_path}){likewise}")
+            if gone:
+                detail += f"; {old_prov} is not available"
+            alt = _now_provides(now[old_prov].module if old_prov in now else None, needs)
+            if alt:
+                detail += f"; {old_prov} now provides {', '.join(alt)} instead"
+            advice = ("the library the code was built against is now found outside its module, so it may "
+                      f"not match what the module's tools use; rebuild ({rebuild})")
+            sev = ERROR
+        elif code == "library-soname-changed":
+            detail = (f"needed by {who}, {needs} now resolves to {cpath} whose SONAME is {csoname} "
+                      f"(was {e.soname}){likewise}")
+            advice = f"a different ABI behind the same name; rebuild ({rebuild})"
+            sev = ERROR
+        elif code == "library-changed":
+            detail = (f"needed by {who}, from {old_prov}: the file changed"
+                      + (f" and moved to {cpath} (was {old_path})" if not _same_file(cpath, old_path) else f" ({cpath})")
+                      + likewise)
+            advice = ("same SONAME, so it should still load; if the code misbehaves, rebuild "
+                      f"({rebuild})")
+            sev = WARNING
+        else:   # library-moved, same content
+            detail = (f"needed by {who}, from {old_prov}: now found at {cpath} (was {old_path}), same file "
+                      f"content{likewise}")
+            advice = "nothing to do"
+            sev = NOTE
+        findings.append(Finding(sev, what, detail, advice, code, files))
+    if missing_files:
+        shown = sorted(display_path(f) for f in missing_files)
+        findings.append(Finding(
+            ERROR, "env files", f"{len(shown)} compiled file(s) recorded in the env are gone or unreadable: "
+            + ", ".join(shown[:5]) + (" ..." if len(shown) > 5 else ""),
+            f"the env was changed by hand; rebuild it ({rebuild})", "file-missing", sorted(missing_files)))
+    return {"files": len(by_file), "links": len(record.links)}
+
+
+def _python_info_now(record: EnvRecord, info):
+    if info is not None:
+        return info
+    from .pyinfo import PythonInfo
+
+    p = record.python
+    return PythonInfo(version=p.version, implementation=p.implementation, executable=p.executable,
+                      prefix="", base_prefix="", platform=p.platform, soabi=p.soabi, purelib="", has_pip=False)
+
+
+def _check_requirements(record: EnvRecord, modules_now: Sequence[CentralModule], pyinfo,
+                        findings: list[Finding]) -> None:
+    if not record.requirements:
+        return
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    dirs = [(d, name, distributions_in(d)) for d, name in central_package_dirs(modules_now, pyinfo)]
+    rebuild = REBUILD.format(name=record.name)
+    for r in record.requirements:
+        try:
+            req = Requirement(r.requires)
+        except InvalidRequirement:
+            continue
+        want = canonical(req.name)
+        hit = next(((d, name, ds[want]) for d, name, ds in dirs if want in ds), None)
+        if hit is None:
+            findings.append(Finding(
+                ERROR, f"package {req.name}",
+                f"required by {r.package} ({r.requires}), was provided by {r.provider} ({r.location}); "
+                "no central module provides it now",
+                f"install it into the env or rebuild ({rebuild})", "requirement-missing"))
+            continue
+        d, provider, dist = hit
+        if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
+            findings.append(Finding(
+                ERROR, f"package {req.name}",
+                f"required by {r.package} ({r.requires}); {provider} now provides {dist.version}, which does not satisfy it",
+                f"rebuild the env so pip installs a matching version into it ({rebuild})", "requirement-unsatisfied"))
+        elif provider != r.provider:
+            findings.append(Finding(
+                WARNING, f"package {req.name}",
+                f"required by {r.package}: now provided by {provider} ({dist.path}) instead of {r.provider}",
+                f"the env's module loads {r.provider}; rebuild to record the new provider ({rebuild})",
+                "requirement-provider-changed"))
+
+
+def _check_shadowing(record: EnvRecord, modules_now: Sequence[CentralModule], pyinfo,
+                     findings: list[Finding]) -> int:
+    short = ".".join(record.python.version.split(".")[:2])
+    mine: dict[str, Any] = {}
+    for d in env_site_packages(record.prefix, short):
+        for name, dist in distributions_in(d).items():
+            mine.setdefault(name, dist)
+    # PYTHONPATH entries come before the env's site-packages on sys.path: later-loaded first.
+    seen: set[str] = set()
+    for module in reversed(list(modules_now)):
+        for entry in module.paths.get("PYTHONPATH", ()):
+            for name, dist in distributions_in(entry).items():
+                if name in seen or name not in mine:
+                    continue
+                seen.add(name)
+                own = mine[name]
+                if own.version == dist.version:
+                    continue
+                findings.append(Finding(
+                    WARNING, f"package {name}",
+                    f"{module.name} puts {name} {dist.version} on PYTHONPATH ({entry}), which hides the "
+                    f"{name} {own.version} installed in this env",
+                    f"'import {name}' gets the module's version; ask your site to move it out of PYTHONPATH, "
+                    f"or unset PYTHONPATH entries of {module.name} after loading the env", "package-shadowed"))
+    return len(mine)
+
+
+def check_env(record: EnvRecord, module_system: ModuleSystem | None, environ: Mapping[str, str] | None = None
+              ) -> CheckReport:
+    """Check one env against the live site (see the module docstring). Never raises for a
+    problem with the env; a tool that cannot run yields an ``unchecked`` report (exit code 2)."""
+    environ = dict(os.environ if environ is None else environ)
+    report = CheckReport(record.name, record.prefix, module_system.name if module_system else None)
+    findings = report.findings
+    if not os.path.isdir(record.prefix):
+        report.unchecked = f"the env's directory {record.prefix} does not exist"
+        return report
+    if module_system is None and record.module.depends_on:
+        report.unchecked = ("no module system is initialised, so the modules this env loads "
+                            f"({', '.join(record.module.depends_on)}) cannot be asked")
+        return report
+    try:
+        if module_system is not None:
+            ensure_tool_works(module_system, environ)
+        now = _check_modules(record, module_system, environ, findings) if module_system else {}
+    except CannotCheck as exc:
+        report.unchecked = exc.one_line()
+        report.findings.clear()
+        return report
+    modules_now = [q.module for q in now.values() if q.available and q.module is not None]
+    info = _check_python(record, now, findings)
+    report.checked["modules"] = len(now)
+    report.checked.update(_check_links(record, modules_now, info is not None, now, findings))
+    pyinfo = _python_info_now(record, info)
+    _check_requirements(record, modules_now, pyinfo, findings)
+    report.checked["requirements"] = len(record.requirements)
+    report.checked["packages"] = _check_shadowing(record, modules_now, pyinfo, findings)
+    if not record.links and next(env_elf_files(record.prefix), None) is not None:
+        findings.append(Finding(
+            NOTE, "evidence", "the record holds no link evidence (made by an older envmod), so the env's "
+            "compiled files were not checked against the libraries they were built with",
+            f"rebuild once to record it ({REBUILD.format(name=record.name)})", "no-evidence"))
+    order = {ERROR: 0, WARNING: 1, NOTE: 2}
+    findings.sort(key=lambda f: order.get(f.severity, 3))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# human output
+
+
+def format_report(report: CheckReport) -> str:
+    """What ``envmod check NAME`` prints: a verdict line, then each finding with its advice."""
+    if report.unchecked:
+        return f"{report.env}: could not check: {report.unchecked}"
+    counts = report.checked
+    scope = (f"{counts.get('modules', 0)} modules, {counts.get('links', 0)} library needs of "
+             f"{counts.get('files', 0)} files, {counts.get('requirements', 0)} central requirements")
+    problems = report.problems
+    head = (f"{report.env}: healthy ({scope})" if not problems else
+            f"{report.env}: {len(problems)} problem{'s' if len(problems) != 1 else ''} ({scope})")
+    lines = [head]
+    for f in report.findings:
+        lines.append(f"  {f.severity:7} {f.what}: {f.detail}")
+        lines.append(f"  {'':7} → {f.advice}")
+    return "\n".join(lines)
