@@ -234,6 +234,11 @@ def cmd_module(args) -> int:
     with store.lock(args.name, "rewriting its module"):
         record = store.load(args.name)
         module_type = check_module_type(args.module_type or record.module.type)
+        if module_type != record.module.type:
+            # Spack names a spec's Lmod and Tcl modules differently: use the target type's names
+            from .spack_stack import with_module_type
+
+            record = with_module_type(record, module_type)
         path = write_modulefile(record, module_type, settings.modules_dir, settings.templates, settings.cache_dir)
         record.module.files[module_type] = str(path)
         record.module.type = module_type

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -99,8 +100,17 @@ class PipInstaller:
         wanted = {canonical_name(item["metadata"]["name"]): item for item in plan}
         requested = {canonical_name(item["metadata"]["name"]) for item in plan if item.get("requested")}
         builds = [resolve_rule(self.rules[name], self.stack) for name in wanted if name in self.rules]
-        # Build MPI bindings before packages that may use them at build time.
-        builds.sort(key=lambda b: "mpi" not in [m.kind for m in b.modules])
+        needed = sorted({n for b in builds for n in b.build_with if n not in wanted})
+        if needed:
+            # A build needs another rule package of this env (h5py with MPI imports mpi4py).
+            for item in self._pip(["--dry-run", "--quiet", *needed], label="resolve"):
+                name = canonical_name(item["metadata"]["name"])
+                wanted[name] = item
+                if name in self.rules:
+                    builds.append(resolve_rule(self.rules[name], self.stack))
+        # What other builds use comes first, then MPI bindings, then the rest.
+        used = {n for b in builds for n in b.build_with}
+        builds.sort(key=lambda b: (b.package not in used, "mpi" not in [m.kind for m in b.modules]))
         summary = ", ".join(f"{canonical_name(i['metadata']['name'])} {i['metadata']['version']}" for i in plan)
         self.reporter.step("resolve", summary or "everything requested is already provided")
 
@@ -155,9 +165,13 @@ class PipInstaller:
         self.reporter.step(f"compile {build.package} {version}", f"from source against {against}"
                            + (f"; {why}" if why else ""))
         with tempfile.TemporaryDirectory(prefix="envmod-wheel-") as out:
-            self.reporter.run([self.python, "-m", "pip", "wheel", "--no-binary", build.package, "--no-deps",
-                               "--no-cache-dir", "--verbose", "--wheel-dir", out, f"{build.package}=={version}"],
-                              label=f"compile {build.package}", env=pip_environment(build.env, self.local_wheels))
+            if build.build_with:
+                self._wheel_in_build_env(build, version, Path(out))
+            else:
+                self.reporter.run([self.python, "-m", "pip", "wheel", "--no-binary", build.package, "--no-deps",
+                                   "--no-cache-dir", "--verbose", "--wheel-dir", out, f"{build.package}=={version}"],
+                                  label=f"compile {build.package}",
+                                  env=pip_environment(build.env, self.local_wheels))
             wheels = sorted(Path(out).glob("*.whl"))
             if not wheels:
                 raise BuildError(f"compile {build.package} produced no wheel", log=self.reporter.log_path and
@@ -170,10 +184,64 @@ class PipInstaller:
                                    f"stored {stored}" if stored else "wheel cache not writable; not stored")
         return None
 
+    def _wheel_in_build_env(self, build: SourceBuild, version: str, out: Path) -> None:
+        """Compile in a throwaway env over the central Python holding the sdist's declared build
+        requirements and this env's own builds of ``build.build_with`` (pip's isolated build would
+        fetch, and compile, whatever version the package pins for its build instead)."""
+        from .backends.venv import VenvBackend
+
+        with tempfile.TemporaryDirectory(prefix="envmod-build-") as tmp:
+            work = Path(tmp)
+            # pip prepares the sdist's metadata to download it; with the build's knobs (HDF5_MPI
+            # set by a module, say) that alone would compile the pinned build requirements.
+            quiet = {k: v for k, v in pip_environment().items() if k not in build.env}
+            self.reporter.run([self.python, "-m", "pip", "download", "--no-deps", "--no-binary", build.package,
+                               "--no-cache-dir", "--dest", str(work / "sdist"), f"{build.package}=={version}"],
+                              label=f"download {build.package}", env=quiet)
+            sdist = next((work / "sdist").iterdir())
+            requires = [r for r in build_requirements(sdist) if requirement_name(r) not in build.build_with]
+            own = [str(w) for w in Path(self.local_wheels or work).glob("*.whl")
+                   if canonical_name(w.name.split("-")[0]) in build.build_with]
+            VenvBackend().create(self.python_info, work / "env", work / "env", f"build-{build.package}")
+            python = str(work / "env" / "bin" / "python")
+            self.reporter.run([python, "-m", "pip", "install", *requires, *own],
+                              label=f"prepare {build.package} build", env=pip_environment())
+            self.reporter.run([python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-cache-dir",
+                               "--verbose", "--wheel-dir", str(out), str(sdist)],
+                              label=f"compile {build.package}", env=pip_environment(build.env))
+
     def _keep(self, wheel: Path) -> None:
         """Offer a wheel compiled (or reused) here to the builds that follow."""
         if self.local_wheels:
             shutil.copy2(wheel, self.local_wheels)
+
+
+def requirement_name(text: str) -> str:
+    return canonical_name(re.split(r"[\s<>=!~;\[(@]", text.strip(), maxsplit=1)[0])
+
+
+def build_requirements(sdist: Path) -> list[str]:
+    """``[build-system] requires`` of an sdist's pyproject.toml (setuptools if it has none)."""
+    import tarfile
+    import zipfile
+
+    text = None
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as zf:
+            names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/pyproject.toml")]
+            text = zf.read(names[0]).decode() if names else None
+    else:
+        with tarfile.open(sdist) as tf:
+            member = next((m for m in tf.getmembers() if m.name.count("/") == 1
+                           and m.name.endswith("/pyproject.toml")), None)
+            text = tf.extractfile(member).read().decode() if member else None
+    if text is None:
+        return ["setuptools>=40.8.0", "wheel"]
+    try:
+        import tomllib
+    except ModuleNotFoundError:       # Python < 3.11
+        import tomli as tomllib
+    return list(tomllib.loads(text).get("build-system", {}).get("requires", ["setuptools>=40.8.0", "wheel"]))
 
 
 def check_requirements(packages: Sequence[str]) -> list[str]:

@@ -37,6 +37,9 @@ class SourceBuild:
     package: str
     modules: tuple[CentralModule, ...]
     env: Mapping[str, str]
+    # Packages compiled here that the build must use instead of what pip's isolated build
+    # environment would fetch (h5py with MPI pins an old mpi4py for its build).
+    build_with: tuple[str, ...] = ()
 
     @property
     def module_names(self) -> list[str]:
@@ -94,10 +97,12 @@ def resolve_rule(rule: BuildRule, stack: CentralStack) -> SourceBuild:
     """Fill ``rule`` in from the loaded modules, or say which module is missing."""
     against = list(rule.against)
     env = dict(rule.env)
+    build_with: list[str] = []
     for variant in rule.when:
         if _fact(stack, str(variant["if"])):
             against += [k for k in variant.get("against", []) if k not in against]
             env.update({str(k): str(v) for k, v in (variant.get("env") or {}).items()})
+            build_with += [canonical_name(str(p)) for p in variant.get("build_with", [])]
     modules = []
     for kind in against:
         module = stack.first(kind)
@@ -116,4 +121,5 @@ def resolve_rule(rule: BuildRule, stack: CentralStack) -> SourceBuild:
                             hint="the module should set a *_ROOT/*_DIR variable or put its tools on PATH")
         return str(value)
 
-    return SourceBuild(rule.package, tuple(modules), {k: _FIELD.sub(fill, v) for k, v in env.items()})
+    return SourceBuild(rule.package, tuple(modules), {k: _FIELD.sub(fill, v) for k, v in env.items()},
+                       tuple(build_with))

@@ -26,8 +26,9 @@ What a CentralModule of a Spack spec holds:
   Python keeps ``/usr/bin``, which is where its interpreter is;
 * ``facts``: ``python``/``mpicc``/``parallel`` for the build rules, and the Spack evidence:
   ``spack_hash`` (the full DAG hash, so a check can tell that a module now points at another
-  build), ``spack_spec``, ``spack_prefix``, ``spack_external``, ``spack_module_names`` (the
-  spec's module name for every module type the site writes), ``spack_modulepath`` and
+  build), ``spack_spec``, ``spack_prefix``, ``spack_external``, ``spack_modules`` (the spec's
+  module name, file and MODULEPATH dir for every module type the site writes, so the env's
+  module can be rewritten in the other type), ``spack_modulepath`` and
   ``spack_unlocks`` (the Lmod hierarchy), and for system externals ``libraries``: the real
   files behind the specific lib dirs (Debian's ``openmpi/lib/libmpi.so`` is a link to
   ``/usr/lib/x86_64-linux-gnu/libmpi.so.40``), which is what a library scanner resolves to.
@@ -91,7 +92,8 @@ class SpackModule:
     path: str
     modulepath: str                                   # the MODULEPATH dir that makes use_name loadable
     unlocks: tuple[str, ...] = ()                     # dirs loading it adds to MODULEPATH (Lmod hierarchy)
-    names: Mapping[str, str] = field(default_factory=dict)    # module type -> use_name, every type written
+    #: every module type the site writes -> {"name", "modulefile", "modulepath"} of this spec's module
+    names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def modulepath_of(path: str, use_name: str) -> str:
@@ -296,7 +298,7 @@ def central_module(spec: SpecFacts, module: SpackModule, role: str, *, fs: _Fs |
         "spack_spec": spec.short_spec,
         "spack_prefix": spec.prefix,
         "spack_external": spec.external,
-        "spack_module_names": dict(sorted((module.names or {}).items())),
+        "spack_modules": {kind: dict(entry) for kind, entry in sorted((module.names or {}).items())},
         "spack_modulepath": module.modulepath,
     })
     if module.unlocks:
@@ -461,8 +463,8 @@ class SpackCreateSession(CreateSession):
     """A create over a Spack-described stack: the env's module loads its central modules in the
     order the Lmod hierarchy needs, adding any module that opens a subtree one of them is in."""
 
-    def dependencies(self, plan: Plan, installed) -> list[CentralModule]:
-        return load_order(plan.stack, super().dependencies(plan, installed))
+    def dependencies(self, plan: Plan, *evidence, **options) -> list[CentralModule]:
+        return load_order(plan.stack, super().dependencies(plan, *evidence, **options))
 
 
 def root_modulepaths(stack: CentralStack, modules: Sequence[str]) -> list[str]:
@@ -477,6 +479,24 @@ def root_modulepaths(stack: CentralStack, modules: Sequence[str]) -> list[str]:
     return out
 
 
+def record_modulepaths(record: EnvRecord) -> list[str]:
+    """The MODULEPATH dirs the modules an env loads need (the site's Core dir, not the subtrees
+    its MPI opens), from the record alone: what ``check`` adds so the names resolve."""
+    opened = {os.path.normpath(d) for m in record.central_modules for d in m.facts.get("spack_unlocks") or ()}
+    out: list[str] = []
+    for name in record.module.depends_on:
+        central = record.central_module(name)
+        where = central.facts.get("spack_modulepath") if central else None
+        if where and os.path.normpath(where) not in opened and where not in out:
+            out.append(where)
+    return out
+
+
+def _spack_module(central, module_type: str) -> Mapping[str, str] | None:
+    entry = (central.facts.get("spack_modules") or {}).get(module_type)
+    return entry if isinstance(entry, Mapping) and entry.get("name") else None
+
+
 def depends_on_for(record: EnvRecord, module_type: str) -> list[str]:
     """The env's ``depends_on`` in Spack's names for ``module_type`` (Lmod and Tcl names of a spec
     differ: ``openmpi/4.1.4-d2lqwco`` and ``openmpi/4.1.4-none-none-d2lqwco``). A name with no
@@ -484,19 +504,20 @@ def depends_on_for(record: EnvRecord, module_type: str) -> list[str]:
     out = []
     for name in record.module.depends_on:
         central = record.central_module(name)
-        names = (central.facts.get("spack_module_names") or {}) if central else {}
-        out.append(names.get(module_type) or name)
+        entry = _spack_module(central, module_type) if central else None
+        out.append(entry["name"] if entry else name)
     return out
 
 
 def with_module_type(record: EnvRecord, module_type: str) -> EnvRecord:
     """``record`` with its central module names switched to ``module_type``'s Spack names, when the
     record knows them, so ``envmod module NAME --module-type tcl`` writes loadable names."""
-    renamed = {}
+    renamed, entries = {}, {}
     for central in record.central_modules:
-        new = (central.facts.get("spack_module_names") or {}).get(module_type)
-        if new and new != central.name:
-            renamed[central.name] = new
+        entry = _spack_module(central, module_type)
+        if entry and entry["name"] != central.name:
+            renamed[central.name] = entry["name"]
+            entries[central.name] = entry
     if not renamed:
         return record
     record.module.depends_on = [renamed.get(n, n) for n in record.module.depends_on]
@@ -504,10 +525,16 @@ def with_module_type(record: EnvRecord, module_type: str) -> EnvRecord:
         record.python.module = renamed[record.python.module]
     for central in record.central_modules:
         if central.name in renamed:
-            new = renamed[central.name]
+            entry = entries[central.name]
+            new = entry["name"]
             central.name, central.version = new, new.split("/", 1)[1] if "/" in new else None
+            central.modulefile = entry.get("modulefile") or central.modulefile
+            if entry.get("modulepath"):
+                central.facts["spack_modulepath"] = entry["modulepath"]
     for package in record.packages:
         package.built_against = [renamed.get(n, n) for n in package.built_against]
+    for evidence in [*getattr(record, "links", ()), *getattr(record, "requirements", ())]:
+        evidence.provider = renamed.get(evidence.provider, evidence.provider)
     return record
 
 
@@ -560,7 +587,12 @@ def module_from_index(spec: SpecFacts, module_type: str, indexes: Mapping[str, A
         raise DiscoveryError(f"Spack wrote no {module_type} module for {spec.short_spec} in {index.root}",
                              hint=f"the site should run 'spack module {module_type} refresh' "
                              "(a plain 'spack install' does not update module-index.yaml)")
-    names = {kind: idx.use_name(spec.dag_hash) for kind, idx in indexes.items() if idx.use_name(spec.dag_hash)}
+    names = {}
+    for kind, idx in indexes.items():
+        other = idx.module_for(spec.dag_hash)
+        if other is not None:
+            names[kind] = {"name": other.use_name, "modulefile": str(other.path),
+                           "modulepath": modulepath_of(str(other.path), other.use_name)}
     path = str(entry.path)
     return SpackModule(use_name=entry.use_name, path=path, modulepath=modulepath_of(path, entry.use_name),
                        unlocks=unlocks_from_modulefile(path), names=names)
