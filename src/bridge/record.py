@@ -6,8 +6,6 @@ environments only through this module, so they all agree on what an environment 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -170,17 +168,9 @@ def dump_record(record: EnvRecord) -> str:
 
 def write_record(record: EnvRecord, directory: Path | None = None) -> Path:
     """Write atomically into ``directory`` (default: the env's prefix)."""
-    target = Path(directory or record.prefix) / RECORD_FILE
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".envmod-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dump_record(record))
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    from .fsutil import atomic_write_text
+
+    return atomic_write_text(Path(directory or record.prefix) / RECORD_FILE, dump_record(record))
 
 
 def read_record(path: Path) -> EnvRecord:

@@ -8,12 +8,12 @@ this module only computes what they show.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..fsutil import atomic_write_text
 from ..record import EnvRecord
 from .templating import make_environment
 
@@ -93,14 +93,4 @@ def write_modulefile(record: EnvRecord, module_type: str, modules_dir: Path,
     text = render_modulefile(record, module_type, site_templates, cache_dir)
     target = modulefile_path(modules_dir, record, module_type)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic_write_text(target, text, 0o644)
