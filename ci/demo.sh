@@ -15,13 +15,13 @@ trap 'rm -rf "$WORK"' EXIT
 bash --noprofile --norc -euo pipefail <<SCRIPT
 source "$REPO/ci/modules.sh"
 use_${ENVMOD_DEMO_MODULES:-lmod}
-set -x
-module load python/3.11 openmpi/4.1.4 hdf5/1.10.8
-envmod create myenv --with mpi4py h5py --description "demo: mpi4py + parallel h5py" --force
-module purge
-module use "\$(envmod root)/modules"
-module load myenv/py3.11
-module list
-mpirun -n 2 python "$REPO/ci/demo.py" "$WORK/demo.h5"
-envmod show myenv
+step() { echo "\$ \$*"; "\$@"; }
+step module load python/3.11 openmpi/4.1.4 hdf5/1.10.8
+step envmod create myenv --with mpi4py h5py --description "demo: mpi4py + parallel h5py" --force
+step module purge
+step module use "\$(envmod root)/modules"
+step module load myenv/py3.11
+step module list
+step mpirun -n 2 python "$REPO/ci/demo.py" "$WORK/demo.h5" </dev/null   # mpirun reads stdin: keep it off this script
+step envmod show myenv
 SCRIPT
