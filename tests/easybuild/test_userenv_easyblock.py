@@ -1,0 +1,377 @@
+"""Fast tests of the UserEnv easyblock with a real EasyBuild, in EasyBuild's module-only style.
+
+Each test runs the real ``eb`` (or a few lines under EasyBuild's Python) against small fake
+dependency modules (Python, OpenMPI, HDF5 as Lua modules in a temporary MODULEPATH), so nothing
+is compiled and no central site is needed: ``--module-only --force`` runs the ready, prepare and
+module steps, ``-x`` prints every step. The end-to-end build is in test_userenv_eb_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge.record import (
+    CentralModuleRecord,
+    EnvRecord,
+    ModuleRecord,
+    PackageRecord,
+    Provenance,
+    PythonRecord,
+    read_record,
+    write_record,
+)
+from tests.easybuild.easybuild_site import EASYBLOCK, EXAMPLES, REPO, EasyBuild, Result, find_easybuild, run
+
+pytestmark = pytest.mark.easybuild
+
+DEPS = {"Python/3.11.2": ("PYTHON", "3.11.2"), "OpenMPI/4.1.4": ("OPENMPI", "4.1.4"), "HDF5/1.10.8": ("HDF5", "1.10.8")}
+
+
+@pytest.fixture(scope="module")
+def easybuild() -> EasyBuild:
+    found = find_easybuild()
+    probe = subprocess.run([found.python, "-c", "import yaml, jinja2, packaging, archspec"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    if probe.returncode != 0:
+        pytest.skip(f"the Python running EasyBuild ({found.python}) lacks envmod's dependencies: "
+                    f"{probe.stderr.strip().splitlines()[-1:]}; run 'bash ci/eb-site.sh'")
+    return found
+
+
+@pytest.fixture(scope="module")
+def fake_stack(tmp_path_factory) -> Path:
+    """Lua modules standing in for the central Python, OpenMPI and HDF5 (nothing behind them)."""
+    base = tmp_path_factory.mktemp("fake-stack")
+    for name, (upper, version) in DEPS.items():
+        prefix = base / "software" / name
+        (prefix / "bin").mkdir(parents=True)
+        if upper == "PYTHON":
+            (prefix / "bin/python3").symlink_to("/usr/bin/python3")
+        modfile = base / "modules/all" / f"{name}.lua"
+        modfile.parent.mkdir(parents=True, exist_ok=True)
+        modfile.write_text(textwrap.dedent(f"""\
+            local root = "{prefix}"
+            prepend_path("PATH", pathJoin(root, "bin"))
+            setenv("EBROOT{upper}", root)
+            setenv("EBVERSION{upper}", "{version}")
+            """))
+    return base / "modules/all"
+
+
+class EbRun:
+    def __init__(self, easybuild: EasyBuild, modules: Path, work: Path) -> None:
+        self.easybuild = easybuild
+        self.modules = modules
+        self.work = work
+        self.prefix = work / "eb"
+        self.envmod_root = work / "envmod-root"
+
+    @property
+    def installdir(self) -> Path:
+        return self.prefix / "software/MyEnv/1.0"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = self.easybuild.environment(
+            MODULEPATH=str(self.modules), ENVMOD_ROOT=str(self.envmod_root), ENVMOD_LIBRARY=str(REPO / "src"),
+            XDG_CACHE_HOME=str(self.work / "cache"), HOME=str(self.work))
+        env.pop("EASYBUILD_CONFIGFILES", None)      # no site configuration: everything below the test's prefix
+        if os.geteuid() == 0:
+            env["EASYBUILD_ALLOW_USE_AS_ROOT_AND_ACCEPT_CONSEQUENCES"] = "1"
+        env.update(extra)
+        return env
+
+    def eb(self, *args: str, syntax: str = "Lua", easyblock: Path = EASYBLOCK, **extra: str) -> Result:
+        script = ('source /usr/share/lmod/lmod/init/bash\n'
+                  'exec "$EB" "$@"\n')
+        argv = ["bash", "--noprofile", "--norc", "-c", script, "eb",
+                f"--prefix={self.prefix}", "--modules-tool=Lmod", f"--module-syntax={syntax}",
+                f"--include-easyblocks={easyblock}", "--robot-paths=", *args]
+        return run(argv, self.env(EB=self.easybuild.eb, **extra), cwd=str(self.work), timeout=300)
+
+    def module_file(self, syntax: str = "Lua") -> Path:
+        return self.prefix / "modules/all/MyEnv" / ("1.0.lua" if syntax == "Lua" else "1.0")
+
+
+@pytest.fixture
+def ebrun(easybuild, fake_stack, tmp_path) -> EbRun:
+    return EbRun(easybuild, fake_stack, tmp_path)
+
+
+def fake_env(installdir: Path, name: str = "MyEnv-1.0") -> EnvRecord:
+    """What an earlier full build left: the venv's python and its record (module fields stale)."""
+    (installdir / "bin").mkdir(parents=True)
+    (installdir / "bin/python").symlink_to("/usr/bin/python3")
+    (installdir / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = true\n")
+    (installdir / "lib/python3.11/site-packages").mkdir(parents=True)
+    record = EnvRecord(
+        name=name, backend="venv", prefix=str(installdir),
+        python=PythonRecord(version="3.11.2", executable="/central/bin/python3", module="Python/3.11.2"),
+        module=ModuleRecord(name="stale/0", type="tcl", depends_on=[], files={"tcl": "/nowhere/stale"}),
+        created=Provenance(at="2026-01-01T00:00:00Z", by="someone", host="h", envmod_version="0"),
+        central_modules=[CentralModuleRecord(name="OpenMPI/4.1.4", kind="mpi")],
+        packages=[PackageRecord(name="mpi4py", version="4.1.2", install="source", requested=True,
+                                built_against=["OpenMPI/4.1.4"])],
+        requested=["mpi4py"])
+    write_record(record, installdir)
+    return record
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+
+def test_eb_avail_easyconfig_params_documents_the_custom_parameters(ebrun):
+    out = ebrun.eb("-a", "-e", "UserEnv").check().stdout
+    custom = out.split("EASYBLOCK-SPECIFIC", 1)[1].split("TOOLCHAIN", 1)[0]
+    params = {line.split("*", 1)[0]: line for line in custom.splitlines() if "*" in line}
+    assert sorted(params) == ["backend", "compile_against_stack", "envmod_register", "packages", "requirements",
+                              "sanity_imports", "system_site_packages"]
+    assert "envmod's build-rule table" in params["compile_against_stack"]
+    assert params["system_site_packages"].endswith("[default: True]")
+    assert params["backend"].endswith('[default: "venv"]')
+
+
+# ---- module-only: the module EasyBuild writes, with envmod's extras ----------------------------
+
+def test_module_only_writes_lua_module_with_dependencies_and_envmod_extras(ebrun):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    text = ebrun.module_file().read_text()
+    for dep in DEPS:
+        assert f'depends_on("{dep}")' in text
+    assert 'prepend_path("PATH", pathJoin(root, "bin"))' in text
+    assert 'setenv("VIRTUAL_ENV", root)' in text
+    assert 'setenv("PYTHONNOUSERSITE", "1")' in text
+    assert 'setenv("ENVMOD_ENV", "MyEnv-1.0")' in text
+    assert 'setenv("ENVMOD_RECORD", pathJoin(root, "envmod.yaml"))' in text
+    assert 'family("envmod")' in text
+    # a venv finds its own site-packages and reaches libraries through RPATHs
+    for var in ("PYTHONPATH", "EBPYTHONPREFIXES", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "CMAKE_PREFIX_PATH"):
+        assert f'"{var}"' not in text, var
+
+
+def test_module_only_keeps_the_record_in_step_and_registers_with_envmod(ebrun):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    record = read_record(ebrun.installdir / "envmod.yaml")
+    assert record.module.name == "MyEnv/1.0"
+    assert record.module.type == "lmod"
+    assert record.module.files == {"lmod": str(ebrun.module_file())}
+    assert record.module.depends_on == list(DEPS)
+    assert record.packages[0].built_against == ["OpenMPI/4.1.4"]      # the rest is untouched
+    link = ebrun.envmod_root / "envs/MyEnv-1.0"
+    assert link.is_symlink() and link.resolve() == ebrun.installdir.resolve()
+
+    from bridge.config import load_settings
+    from bridge.store import Store
+
+    store = Store(load_settings({"ENVMOD_ROOT": str(ebrun.envmod_root), "HOME": str(ebrun.work)}))
+    assert store.names() == ["MyEnv-1.0"]
+    assert store.load("MyEnv-1.0").module.files["lmod"] == str(ebrun.module_file())
+
+
+def test_module_only_again_leaves_the_install_dir_alone(ebrun):
+    fake_env(ebrun.installdir)
+    marker = ebrun.installdir / "lib/python3.11/site-packages/marker.py"
+    marker.write_text("x = 1\n")
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    first = ebrun.module_file().stat().st_mtime_ns
+    result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--rebuild", "--skip-sanity-check").check()
+    assert "COMPLETED" in result.stdout
+    assert marker.read_text() == "x = 1\n"
+    assert ebrun.module_file().stat().st_mtime_ns >= first
+
+
+def test_module_only_tcl_has_the_family_guard(ebrun):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force", syntax="Tcl").check()
+    text = ebrun.module_file("Tcl").read_text()
+    assert "if {[info commands family] ne {}} {\n    family envmod\n}" in text
+    assert "$::env(ENVMOD_ENV) ne {MyEnv-1.0}" in text
+    assert 'setenv\tVIRTUAL_ENV\t\t"$root"' in text or 'setenv VIRTUAL_ENV "$root"' in text or "VIRTUAL_ENV" in text
+    for dep in DEPS:
+        assert dep in text
+    assert read_record(ebrun.installdir / "envmod.yaml").module.type == "tcl"
+
+
+def test_module_loads_its_dependencies_in_lmod_and_swaps_envmod_envs(ebrun, fake_stack):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    other = ebrun.work / "other-modules/otherenv/py3.11.lua"
+    other.parent.mkdir(parents=True)
+    other.write_text('family("envmod")\nsetenv("ENVMOD_ENV", "otherenv")\n')
+    script = f"""
+source /usr/share/lmod/lmod/init/bash
+module use {fake_stack} {ebrun.prefix}/modules/all {other.parent.parent}
+module load MyEnv/1.0
+echo "loaded=$LOADEDMODULES venv=$VIRTUAL_ENV nousersite=$PYTHONNOUSERSITE env=$ENVMOD_ENV"
+module load otherenv/py3.11 2>&1
+echo "after=$LOADEDMODULES env=$ENVMOD_ENV"
+"""
+    out = run(["bash", "--noprofile", "--norc", "-c", script], ebrun.env(), timeout=60).check().stdout
+    assert f"loaded=Python/3.11.2:OpenMPI/4.1.4:HDF5/1.10.8:MyEnv/1.0 venv={ebrun.installdir}" in out
+    assert "nousersite=1 env=MyEnv-1.0" in out
+    after = [line for line in out.splitlines() if line.startswith("after=")][0]
+    assert "MyEnv/1.0" not in after and "otherenv/py3.11" in after and after.endswith("env=otherenv")
+
+
+# ---- dry run ------------------------------------------------------------------------------------
+
+def test_dry_run_prints_the_plan_and_writes_nothing(ebrun):
+    out = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "-x").check().stdout
+    assert "envmod: plan a venv environment over Python/3.11.2's python3" in out
+    assert "mpi4py (against mpi), h5py (against hdf5)" in out
+    assert f"envmod: create a venv environment in {ebrun.installdir}" in out
+    assert "envmod: pip install mpi4py h5py" in out
+    assert "python -c 'import mpi4py'" in out and "python -c 'import h5py'" in out
+    assert 'depends_on("OpenMPI/4.1.4")' in out and 'family("envmod")' in out
+    assert not ebrun.installdir.exists()
+    assert not ebrun.module_file().exists()
+    assert not ebrun.envmod_root.exists()
+
+
+def test_try_amend_sets_the_custom_parameters_and_sanity_imports_run_in_the_module(ebrun):
+    # (EasyBuild 5.4.1 cannot combine --try-amend with -x: the tweaked easyconfig is not written in
+    # a dry run, so this runs the module-only path, where the sanity check imports for real.)
+    fake_env(ebrun.installdir)
+    result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--rebuild",
+                      "--try-amend=sanity_imports=json,email", "--try-amend=envmod_register=False").check()
+    assert "running command 'python -c 'import json''" in result.stdout.replace('"', "'")
+    assert "import email" in result.stdout
+    assert "import mpi4py" not in result.stdout
+    assert not (ebrun.envmod_root / "envs/MyEnv-1.0").exists()
+    failed = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--rebuild",
+                      "--try-amend=sanity_imports=no_such_module_here")
+    assert failed.returncode != 0
+    assert "no_such_module_here" in failed.output and "Sanity check failed" in failed.output
+
+
+# ---- errors a user can act on -------------------------------------------------------------------
+
+def write_ec(path: Path, deps: str, extra: str = "") -> Path:
+    path.write_text(textwrap.dedent(f"""\
+        easyblock = 'UserEnv'
+        name = 'MyEnv'
+        version = '1.0'
+        homepage = '(test)'
+        description = "test"
+        toolchain = SYSTEM
+        dependencies = {deps}
+        packages = ['mpi4py']
+        """) + extra)
+    return path
+
+
+def test_no_python_dependency_is_refused_naming_one_to_add(ebrun):
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", "[('OpenMPI', '4.1.4')]")
+    result = ebrun.eb(str(ec), "--module-only", "--force")
+    assert result.returncode != 0
+    assert "UserEnv needs the central Python among the dependencies: add one, e.g. ('Python', '3.11.2')" in result.output
+
+
+def test_unknown_backend_is_refused_listing_the_known_ones(ebrun):
+    result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force", "--try-amend=backend=conda")
+    assert result.returncode != 0
+    assert "unknown backend 'conda'; available: venv" in result.output
+
+
+def test_library_not_importable_says_how_to_make_it_so(ebrun, tmp_path):
+    empty = tmp_path / "not-envmod"
+    empty.mkdir()
+    result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force", ENVMOD_LIBRARY=str(empty))
+    assert result.returncode != 0
+    assert "UserEnv cannot import envmod's library" in result.output
+    assert "set $ENVMOD_LIBRARY to an envmod checkout" in result.output
+    assert str(empty) in result.output
+
+
+# ---- the pieces that decide which module a library comes from ----------------------------------
+
+def eb_python(easybuild: EasyBuild, code: str, work: Path) -> dict:
+    """Run ``code`` under EasyBuild's Python with the easyblock imported as ``ub``; it prints JSON."""
+    prelude = textwrap.dedent(f"""\
+        import importlib.util, json, sys
+        sys.path.insert(0, {str(REPO / 'src')!r})
+        spec = importlib.util.spec_from_file_location('userenv', {str(EASYBLOCK)!r})
+        ub = importlib.util.module_from_spec(spec); spec.loader.exec_module(ub)
+        """)
+    proc = subprocess.run([easybuild.python, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
+                          cwd=str(work), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def build_tree(work: Path) -> dict[str, Path]:
+    """A central install root with two libraries, and an env whose extension links one of them."""
+    root = work / "site"
+    for name in ("Foo/1.0", "Bar/2.0"):
+        lib = root / "software" / name / "lib"
+        lib.mkdir(parents=True)
+        stem = name.split("/")[0].lower()
+        (work / f"{stem}.c").write_text(f"int {stem}(void) {{ return 1; }}\n")
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib / f"lib{stem}.so"), str(work / f"{stem}.c")],
+                       check=True)
+    (root / "modules/all").mkdir(parents=True)
+    env = work / "env"
+    site_packages = env / "lib/python3.11/site-packages"
+    site_packages.mkdir(parents=True)
+    # a library the env bundles itself (as wheels do in <pkg>.libs): the env's own, no module's
+    bundled = site_packages / "ext.libs"
+    bundled.mkdir()
+    (work / "inner.c").write_text("int inner(void) { return 2; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(bundled / "libinner.so"), str(work / "inner.c")], check=True)
+    (work / "ext.c").write_text("int foo(void); int inner(void); int ext(void) { return foo() + inner(); }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(site_packages / "ext.so"), str(work / "ext.c"),
+                    f"-L{root}/software/Foo/1.0/lib", "-lfoo", f"-L{bundled}", "-linner",
+                    f"-Wl,-rpath,{root}/software/Foo/1.0/lib:$ORIGIN/ext.libs"], check=True)
+    return {"root": root, "env": env}
+
+
+def test_ownership_by_prefix_libdirs_and_install_root(easybuild, tmp_path):
+    tree = build_tree(tmp_path)
+    syslib = tmp_path / "sysmpi/lib"     # a module rooted at /usr owns only its library dir's files
+    syslib.mkdir(parents=True)
+    (syslib / "libmpi.so").symlink_to(tree["root"] / "software/Bar/2.0/lib/libbar.so")
+    out = eb_python(easybuild, f"""
+        from bridge.stack import CentralModule
+        foo = CentralModule('Foo/1.0', '/m/Foo', 'other', prefix='{tree["root"]}/software/Foo/1.0')
+        mpi = CentralModule('OpenMPI/4.1.4', '/m/O', 'mpi', prefix='/usr', facts={{'mpicc': '/usr/bin/mpicc'}})
+        own = ub.ModuleOwnership([foo, mpi], ub.install_roots('{tree["root"]}/modules/all:/nowhere/modules/all'),
+                                 lambda m: ['{syslib}'] if m.kind == 'mpi' else [])
+        print(json.dumps({{
+            'foo': own.owner('{tree["root"]}/software/Foo/1.0/lib/libfoo.so'),
+            'bar_via_mpi_libdir': own.owner('{tree["root"]}/software/Bar/2.0/lib/libbar.so'),
+            'libc': own.owner('/usr/lib/x86_64-linux-gnu/libc.so.6'),
+            'roots': ub.install_roots('{tree["root"]}/modules/all:/nowhere/modules/all'),
+            'spec': [ub.dependency_spec('OpenMPI/4.1.4'), ub.dependency_spec('openmpi/4.1.4', external=True)],
+        }}))
+        """, tmp_path)
+    assert out["foo"] == ["Foo/1.0", True]
+    # a file both under an unloaded install and in a loaded module's libdir: the loaded module's
+    assert out["bar_via_mpi_libdir"] == ["OpenMPI/4.1.4", True]
+    assert out["libc"] == [None, False]
+    assert out["roots"] == [str(tree["root"])]
+    assert out["spec"] == ["('OpenMPI', '4.1.4')", "('openmpi/4.1.4', EXTERNAL_MODULE)"]
+
+
+def test_scan_finds_a_library_from_a_module_that_is_not_loaded(easybuild, tmp_path):
+    if not (REPO / "src/bridge/elf.py").is_file():
+        pytest.skip("envmod's ELF scanner (src/bridge/elf.py) is not in this checkout")
+    tree = build_tree(tmp_path)
+    out = eb_python(easybuild, f"""
+        from bridge import elf
+        from bridge.stack import CentralModule
+        env, root = '{tree["env"]}', '{tree["root"]}'
+        unloaded = ub.scan_links(elf, env, None, ub.ModuleOwnership([], [root]))
+        foo = CentralModule('Foo/1.0', '/m/Foo', 'other', prefix=root + '/software/Foo/1.0')
+        loaded = ub.scan_links(elf, env, None, ub.ModuleOwnership([foo], [root]))
+        print(json.dumps({{'unloaded': unloaded.unloaded, 'direct': loaded.direct, 'used': sorted(loaded.used),
+                           'files': loaded.files, 'not_found': loaded.not_found}}))
+        """, tmp_path)
+    assert out["unloaded"] == {"Foo/1.0": [["lib/python3.11/site-packages/ext.so", "libfoo.so"]]}
+    assert out["direct"] == {"Foo/1.0": [["lib/python3.11/site-packages/ext.so", "libfoo.so"]]}
+    assert out["used"] == ["Foo/1.0"] and out["files"] >= 1 and out["not_found"] == []

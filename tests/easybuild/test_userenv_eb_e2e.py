@@ -1,0 +1,238 @@
+"""UserEnv end to end with the real EasyBuild 5.4 of the central EasyBuild site (ci/eb-site.sh),
+run as an unprivileged user made for the test, with the installpath under that user's own
+directory: `eb MyEnv-1.0.eb --include-easyblocks=...` compiles mpi4py and h5py against the
+site's OpenMPI and parallel HDF5; then `module purge`, load only the new module, 2 MPI ranks.
+EasyBuild's own workflow (skip when installed, --module-only --rebuild, -x, --sanity-check-only,
+--rebuild with --try-amend) and the missing-dependency failures run against the same site.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.record import read_record
+from tests.easybuild.easybuild_site import (
+    UserShell,
+    copy_for_user,
+    find_easybuild,
+    require_site,
+    unprivileged_user,
+    user_workdir,
+)
+
+pytestmark = [pytest.mark.easybuild, pytest.mark.slow]
+
+DEPS = ["Python/3.11.2", "OpenMPI/4.1.4", "HDF5/1.10.8"]
+
+
+@pytest.fixture(scope="module")
+def eb_user():
+    easybuild = find_easybuild()
+    site = require_site()
+    user = unprivileged_user()
+    work = user_workdir(user)
+    paths = copy_for_user(work, user)
+    shell = UserShell(easybuild, site, work, user, paths["library"])
+    yield shell, paths
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def eb(paths, *args: str) -> str:
+    return " ".join(["eb", *args, f"--include-easyblocks={paths['easyblock']}"])
+
+
+@pytest.fixture(scope="module")
+def myenv(eb_user):
+    """MyEnv-1.0 built once (compiling mpi4py and h5py costs minutes), shared by the tests below."""
+    shell, paths = eb_user
+    started = time.monotonic()
+    result = shell.run(eb(paths, str(paths["examples"] / "MyEnv-1.0.eb")), timeout=3000)
+    elapsed = time.monotonic() - started
+    print(f"\nMyEnv-1.0 built by eb in {elapsed:.0f}s")
+    installdir = shell.work / "eb/software/MyEnv/1.0"
+    return shell, paths, result, installdir
+
+
+def test_eb_builds_the_env_as_the_user_in_their_own_installpath(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    assert "COMPLETED: Installation ended successfully" in result.stdout
+    if shell.user:
+        import pwd
+
+        assert installdir.stat().st_uid == pwd.getpwnam(shell.user).pw_uid
+        assert "WARNING: Using EasyBuild as root" not in result.output
+    assert (shell.work / "eb/modules/all/MyEnv/1.0.lua").is_file()
+    for step in ("compile mpi4py", "compile h5py"):
+        assert step in result.stdout
+
+
+def test_record_is_envmods_and_says_what_was_compiled_against_what(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    record = read_record(installdir / "envmod.yaml")
+    assert record.name == "MyEnv-1.0" and record.backend == "venv"
+    assert record.prefix == str(installdir.resolve())
+    assert record.python.version == "3.11.2" and record.python.module == "Python/3.11.2"
+    assert record.module.name == "MyEnv/1.0" and record.module.type == "lmod"
+    assert record.module.depends_on == DEPS
+    assert record.module.files == {"lmod": str(shell.work / "eb/modules/all/MyEnv/1.0.lua")}
+    packages = {p.name.lower(): p for p in record.packages}
+    assert packages["mpi4py"].install == "source" and packages["mpi4py"].built_against == ["OpenMPI/4.1.4"]
+    assert packages["h5py"].install == "source"
+    assert packages["h5py"].built_against == ["HDF5/1.10.8", "OpenMPI/4.1.4"]
+    assert packages["h5py"].build_env["HDF5_MPI"] == "ON"
+    assert record.description.startswith("MPI + parallel HDF5 analysis")
+    assert record.created.log and Path(record.created.log).is_file()
+
+
+def test_scan_saw_the_central_libraries(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    if not (paths["library"] / "bridge/elf.py").is_file():
+        pytest.skip("envmod's ELF scanner (src/bridge/elf.py) is not in this checkout")
+    line = next(line for line in result.stdout.splitlines() if "envmod scan:" in line)
+    assert re.search(r"envmod scan: \d+ ELF files; central modules linked: HDF5/1.10.8, OpenMPI/4.1.4, "
+                     r"Python/3.11.2", line), line
+    assert "is not used by" not in result.output
+
+
+def test_module_alone_runs_parallel_hdf5_with_two_mpi_ranks(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    run = shell.run(f"""
+module purge
+module use "$EASYBUILD_PREFIX/modules/all"
+module load MyEnv/1.0
+echo "LOADED=$LOADEDMODULES"
+echo "VENV=$VIRTUAL_ENV NOUSERSITE=$PYTHONNOUSERSITE PY=$(command -v python)"
+mpirun -n 2 python -c 'from mpi4py import MPI; c = MPI.COMM_WORLD; print("rank", c.rank, "of", c.size)'
+mpirun -n 2 python {paths['demo']} "$PWD/demo.h5"
+module unload MyEnv/1.0
+echo "AFTER=$LOADEDMODULES"
+""", timeout=600).check()
+    out = run.stdout
+    assert "LOADED=" + ":".join(DEPS + ["MyEnv/1.0"]) in out
+    assert f"VENV={installdir} NOUSERSITE=1 PY={installdir}/bin/python" in out
+    assert "rank 0 of 2" in out and "rank 1 of 2" in out
+    assert "2 ranks wrote" in out and "read back [0, 10]" in out and "mpi=True" in out
+    assert "AFTER=\n" in out + "\n"
+
+
+def test_envmod_list_and_show_see_the_eb_built_env(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    envmod = f"PYTHONPATH={paths['library']} {shell.easybuild.python} -m bridge"
+    run = shell.run(f"{envmod} list --json\necho ===\n{envmod} show MyEnv-1.0").check()
+    listing, shown = run.stdout.split("===\n")
+    rows = json.loads(listing)
+    assert [(r["name"], r["module"], r["prefix"]) for r in rows] == [("MyEnv-1.0", "MyEnv/1.0", str(installdir.resolve()))]
+    assert "MyEnv-1.0: venv over Python/3.11.2 (Python 3.11.2)" in shown
+    assert "loads:        Python/3.11.2, OpenMPI/4.1.4, HDF5/1.10.8" in shown
+    assert "mpi4py" in shown and "compiled against OpenMPI/4.1.4" in shown
+
+
+def test_a_second_eb_skips_the_installed_env(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    again = shell.run(eb(paths, str(paths["examples"] / "MyEnv-1.0.eb"))).check()
+    assert "already installed" in again.output and "skipping" in again.output
+
+
+def compiled(installdir: Path) -> Path:
+    return next(installdir.glob("lib/python3.11/site-packages/mpi4py/MPI.*.so"))
+
+
+def test_module_only_rebuild_rewrites_only_the_module(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    module = shell.work / "eb/modules/all/MyEnv/1.0.lua"
+    so_stat = compiled(installdir).stat()
+    module.write_text(module.read_text() + "-- edited by hand\n")
+    started = time.monotonic()
+    run = shell.run(eb(paths, str(paths["examples"] / "MyEnv-1.0.eb"), "--module-only", "--rebuild")).check()
+    assert time.monotonic() - started < 120
+    assert "-- edited by hand" not in module.read_text()
+    assert 'depends_on("HDF5/1.10.8")' in module.read_text() and 'family("envmod")' in module.read_text()
+    assert compiled(installdir).stat().st_mtime_ns == so_stat.st_mtime_ns
+    assert "compile mpi4py" not in run.stdout
+    assert read_record(installdir / "envmod.yaml").module.files["lmod"] == str(module)
+
+
+def test_sanity_check_only_imports_the_packages_in_the_module(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    run = shell.run(eb(paths, str(paths["examples"] / "MyEnv-1.0.eb"), "--sanity-check-only")).check()
+    text = run.stdout.replace('"', "'")
+    for name in ("mpi4py", "h5py"):
+        assert f"result for command 'python -c 'import {name}'': OK" in text, name
+
+
+def test_dry_run_prints_what_it_would_do_and_changes_nothing(myenv):
+    shell, paths, result, installdir = myenv
+    result.check()
+    module = shell.work / "eb/modules/all/MyEnv/1.0.lua"
+    before = (sorted(p.name for p in installdir.iterdir()), module.stat().st_mtime_ns,
+              (installdir / "envmod.yaml").stat().st_mtime_ns)
+    run = shell.run(eb(paths, str(paths["examples"] / "MyEnv-1.0.eb"), "-x", "--rebuild")).check()
+    assert f"envmod: create a venv environment in {installdir}" in run.stdout
+    assert "envmod: pip install mpi4py h5py" in run.stdout
+    assert 'depends_on("OpenMPI/4.1.4")' in run.stdout
+    after = (sorted(p.name for p in installdir.iterdir()), module.stat().st_mtime_ns,
+             (installdir / "envmod.yaml").stat().st_mtime_ns)
+    assert after == before
+
+
+def test_missing_mpi_dependency_fails_before_installing_naming_the_module(eb_user):
+    shell, paths = eb_user
+    run = shell.run(eb(paths, str(paths["examples"] / "MyEnvNoMPI-1.0.eb")))
+    assert run.returncode != 0
+    assert ("mpi4py is compiled from source against the site's MPI (envmod's build rules), but no dependency "
+            "of MyEnvNoMPI-1.0 provides one: add ('OpenMPI', '4.1.4') to dependencies") in run.output
+    # (EasyBuild itself makes the empty module directory)
+    assert not (shell.work / "eb/modules/all/MyEnvNoMPI/1.0.lua").exists()
+    assert not (shell.work / "eb/software/MyEnvNoMPI/1.0/envmod.yaml").exists()
+    assert "compile mpi4py" not in run.output
+
+
+def test_dependency_loaded_only_through_another_fails_naming_it(eb_user):
+    shell, paths = eb_user
+    run = shell.run(eb(paths, str(paths["examples"] / "MyEnvHDF5Only-1.0.eb")))
+    assert run.returncode != 0
+    assert ("MyEnvHDF5Only-1.0 uses central modules that are not among its dependencies: OpenMPI/4.1.4 "
+            "(h5py is compiled against it). Add to dependencies: ('OpenMPI', '4.1.4')") in run.output
+    # (EasyBuild itself makes the empty module directory)
+    assert not (shell.work / "eb/modules/all/MyEnvHDF5Only/1.0.lua").exists()
+    assert not (shell.work / "eb/software/MyEnvHDF5Only/1.0/envmod.yaml").exists()
+
+
+def test_unused_dependency_warns_then_rebuild_with_try_amend(eb_user):
+    shell, paths = eb_user
+    ec = shell.work / "MyTools-1.0.eb"
+    text = (paths["examples"] / "MyTools-1.0.eb").read_text()
+    ec.write_text(text.replace("dependencies = [('Python', '3.11.2')]",
+                               "dependencies = [('Python', '3.11.2'), ('OpenMPI', '4.1.4')]"))
+    os.chmod(ec, 0o644)
+    first = shell.run(eb(paths, str(ec)), timeout=900).check()
+    assert ("dependency OpenMPI/4.1.4 is not used by MyTools-1.0: no package was compiled against it and "
+            "nothing in the environment links to it") in first.output
+    installdir = shell.work / "eb/software/MyTools/1.0"
+    assert read_record(installdir / "envmod.yaml").requested == ["tomli", "tomli-w"]
+
+    (installdir / "stray-file").write_text("from the first build\n")
+    second = shell.run(eb(paths, str(ec), "--rebuild", "--try-amend=packages=tomli,six"), timeout=900).check()
+    assert "COMPLETED" in second.stdout
+    assert not (installdir / "stray-file").exists()
+    record = read_record(installdir / "envmod.yaml")
+    assert record.requested == ["tomli", "six"]
+    run = shell.run("module purge\nmodule use \"$EASYBUILD_PREFIX/modules/all\"\nmodule load MyTools/1.0\n"
+                    "python -c 'import six, tomli; print(\"imports ok\")'\necho \"LOADED=$LOADEDMODULES\"").check()
+    assert "imports ok" in run.stdout
+    assert "LOADED=Python/3.11.2:OpenMPI/4.1.4:MyTools/1.0" in run.stdout
