@@ -109,7 +109,7 @@ class Reporter:
                 self.stream.write("\r\033[K")
                 self.stream.flush()
         if proc.returncode != 0:
-            reason = next((t for t in reversed(tail) if "error" in t.lower()), tail[-1] if tail else "no output")
+            reason = _failure_reason(tail)
             raise BuildError(f"{label} failed (exit {proc.returncode}): {reason.strip()[:200]}",
                              log=str(self.log_path) if self.log_path else None)
 
@@ -138,3 +138,15 @@ def _stop_group(proc: subprocess.Popen) -> None:
         except (ProcessLookupError, PermissionError):
             break
         time.sleep(0.05)
+
+
+def _failure_reason(tail: list[str]) -> str:
+    """The most telling line of a failed command's output: a compiler killed for memory, then
+    pip's own ERROR line, then any error line (pip's 'note: This error originates...' last)."""
+    lines = [t.strip() for t in reversed(tail) if t.strip()]
+    for test in (lambda t: "Killed signal" in t, lambda t: t.startswith("ERROR:"),
+                 lambda t: "error" in t.lower() and not t.startswith("note:")):
+        found = next((t for t in lines if test(t)), None)
+        if found:
+            return found
+    return lines[0] if lines else "no output"
