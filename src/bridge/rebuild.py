@@ -130,9 +130,7 @@ class RebuildSession(CreateSession):
                                      module=python_module.name if python_module else record.python.module,
                                      implementation=python.implementation, soabi=python.soabi, platform=python.platform)
         old = {m.name: m for m in record.central_modules}
-        record.central_modules = [CentralModuleRecord(name=m.name, kind=m.kind, modulefile=m.modulefile,
-                                                      version=m.version, prefix=m.prefix, facts=dict(m.facts))
-                                  for m in stack.modules] + [m for n, m in old.items()
+        record.central_modules = [CentralModuleRecord.of(m) for m in stack.modules] + [m for n, m in old.items()
                                                             if n not in {s.name for s in stack.modules}]
         record.module.depends_on = [m.name for m in deps]
         record.links, record.requirements = links, requirements

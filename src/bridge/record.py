@@ -35,6 +35,12 @@ class CentralModuleRecord:
     prefix: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, module: Any) -> "CentralModuleRecord":
+        """The record of a discovered central module (a ``stack.CentralModule``)."""
+        return cls(name=module.name, kind=module.kind, modulefile=module.modulefile, version=module.version,
+                   prefix=module.prefix, facts=dict(module.facts))
+
 
 @dataclass
 class PackageRecord:

@@ -208,9 +208,7 @@ class CreateSession:
                                microarchitecture=microarchitecture(self.cache),
                                module_system=system.name if system else None,
                                log=str(self.reporter.log_path) if self.reporter.log_path else None),
-            central_modules=[CentralModuleRecord(name=m.name, kind=m.kind, modulefile=m.modulefile,
-                                                 version=m.version, prefix=m.prefix, facts=dict(m.facts))
-                             for m in plan.stack.modules],
+            central_modules=[CentralModuleRecord.of(m) for m in plan.stack.modules],
             packages=[PackageRecord(name=p.name, version=p.version, install="wheel" if p.from_wheel else "source",
                                     requested=p.requested,
                                     built_against=p.build.module_names if p.build else [],
