@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from bridge.record import read_record
-from tests.conftest import ModuleShell, require_site, site_dir
+from tests.conftest import REPO, ModuleShell, require_site, site_dir
+
+RANKS = REPO / "ci/ranks.py"
 
 pytestmark = pytest.mark.slow
 MULTIARCH = "/usr/lib/x86_64-linux-gnu"
@@ -77,16 +79,16 @@ def test_first_build_compiles_and_is_cached(private_site):
 
 def test_same_libraries_reuse_the_cached_wheel(private_site):
     base, modules, shell = private_site
-    result = run(shell, modules, """
+    result = run(shell, modules, f"""
 module load python/3.11 openmpi/4.1.4
 $ENVMOD create a2 --with mpi4py
 module purge
 module use "$ENVMOD_ROOT/modules"
 module load a2/py3.11
-mpirun -n 2 python -c 'from mpi4py import MPI; print("RANK", MPI.COMM_WORLD.rank, MPI.Get_library_version().split()[0])'
+mpirun -n 2 python {RANKS}
 """).check()
     assert "] reuse mpi4py" in result.stderr and "] compile mpi4py" not in result.stderr
-    assert "RANK 0 Open" in result.stdout and "RANK 1 Open" in result.stdout
+    assert "ranks [0, 1] of 2 library Open" in result.stdout
     record = read_record(shell.root / "envs/a2/envmod.yaml")
     assert next(p for p in record.packages if p.name.lower() == "mpi4py").cached_wheel
 
@@ -114,16 +116,16 @@ def test_check_reports_the_drift_and_rebuild_repairs_it(private_site):
     check = run(shell, modules, "$ENVMOD check a1 || echo CHECK-EXIT=$?")
     assert "CHECK-EXIT=1" in check.stdout, check.stdout + check.stderr
     assert "libmpi.so.40" in check.stdout
-    rebuild = run(shell, modules, """
+    rebuild = run(shell, modules, f"""
 $ENVMOD rebuild a1
 $ENVMOD check a1
 module use "$ENVMOD_ROOT/modules"
 module load a1/py3.11
-mpirun -n 2 python -c 'from mpi4py import MPI; print("RANK", MPI.COMM_WORLD.rank, MPI.Get_library_version().split()[0])'
+mpirun -n 2 python {RANKS}
 """).check()
     # a3 was compiled against exactly these libraries: its cached wheel is proved and reused.
     assert "] reuse mpi4py" in rebuild.stderr
     assert "rebuilt a1: mpi4py" in rebuild.stdout and "healthy" in rebuild.stdout
-    assert "RANK 0 MPICH" in rebuild.stdout and "RANK 1 MPICH" in rebuild.stdout
+    assert "ranks [0, 1] of 2 library MPICH" in rebuild.stdout
     record = read_record(shell.root / "envs/a1/envmod.yaml")
     assert record.rebuilt and "libmpich.so.12" in links_of(shell, "a1")

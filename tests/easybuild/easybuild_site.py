@@ -149,13 +149,15 @@ def copy_for_user(dest: Path, user: str | None) -> dict[str, Path]:
     if (REPO / "templates").is_dir():
         shutil.copytree(REPO / "templates", dest / "envmod/templates")
     shutil.copy2(REPO / "ci/demo.py", dest / "demo.py")
+    shutil.copy2(REPO / "ci/ranks.py", dest / "ranks.py")
     if user:
         entry = pwd.getpwnam(user)
         for root, dirs, files in os.walk(dest):
             for name in dirs + files:
                 os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
     return {"easyblock": dest / "easyblocks/u/userenv.py", "examples": dest / "easyblocks/examples",
-            "library": dest / "envmod/src", "demo": dest / "demo.py"}
+            "library": dest / "envmod/src", "demo": dest / "demo.py",
+            "ranks": dest / "ranks.py"}
 
 
 class UserShell:

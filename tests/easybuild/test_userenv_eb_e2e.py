@@ -113,7 +113,7 @@ module use "$EASYBUILD_PREFIX/modules/all"
 module load MyEnv/1.0
 echo "LOADED=$LOADEDMODULES"
 echo "VENV=$VIRTUAL_ENV NOUSERSITE=$PYTHONNOUSERSITE PY=$(command -v python)"
-mpirun -n 2 python -c 'from mpi4py import MPI; c = MPI.COMM_WORLD; print("rank", c.rank, "of", c.size)'
+mpirun -n 2 python {paths['ranks']}
 mpirun -n 2 python {paths['demo']} "$PWD/demo.h5"
 module unload MyEnv/1.0
 echo "AFTER=$LOADEDMODULES"
@@ -121,7 +121,7 @@ echo "AFTER=$LOADEDMODULES"
     out = run.stdout
     assert "LOADED=" + ":".join(DEPS + ["MyEnv/1.0"]) in out
     assert f"VENV={installdir} NOUSERSITE=1 PY={installdir}/bin/python" in out
-    assert "rank 0 of 2" in out and "rank 1 of 2" in out
+    assert "ranks [0, 1] of 2 library Open" in out
     assert "2 ranks wrote" in out and "read back [0, 10]" in out and "mpi=True" in out
     assert "AFTER=\n" in out + "\n"
 
