@@ -28,6 +28,10 @@ EXAMPLES = {
     "module": "example (write the Tcl modulefile for an Environment Modules site):\n  envmod module myenv --module-type tcl",
     "remove": "example:\n  envmod remove myenv --yes",
     "root": "example:\n  module use $(envmod root)/modules",
+    "export": """example:
+  envmod export myenv -o myenv.yaml              # then, elsewhere, with the same modules loaded:
+  envmod create myenv --from myenv.yaml
+  envmod export myenv --format requirements      # pinned pip requirements, modules in the header""",
 }
 
 
@@ -63,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the module load every module loaded now, not only those the env is proved to need")
     p.add_argument("--no-wheel-cache", dest="use_wheel_cache", action="store_false",
                    help="compile even when a cached build links exactly the same central libraries")
+    p.add_argument("--from", dest="from_export", metavar="FILE", type=Path,
+                   help="recreate an exported env (envmod export): its packages pinned, with the same central modules loaded")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
     p = command("list", "list environments")
@@ -93,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
+    p = command("export", "write an environment out so it can be recreated: packages pinned, central modules named")
+    p.add_argument("name")
+    p.add_argument("--format", choices=["yaml", "requirements"], default="yaml",
+                   help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements")
+    p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE instead of standard output")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+
     command("root", "print the envmod root (envs, modules, logs)")
     return parser
 
@@ -109,10 +122,17 @@ def cmd_create(args) -> int:
     from .session import CreateRequest, CreateSession
 
     settings = _settings(args)
-    request = CreateRequest(name=args.name, packages=args.packages, requirement_files=args.requirement_files,
-                            python=args.python, description=args.description, module_type=args.module_type,
+    exported, packages, description = None, list(args.packages), args.description
+    if args.from_export is not None:
+        from .emit.export import read_export
+
+        exported = read_export(args.from_export)
+        packages = exported.requirements + packages
+        description = description or exported.description
+    request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
+                            python=args.python, description=description, module_type=args.module_type,
                             force=args.force, backend=args.backend, use_wheel_cache=args.use_wheel_cache,
-                            keep_loaded=args.keep_loaded)
+                            keep_loaded=args.keep_loaded, from_export=exported)
     record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable
     print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
@@ -203,7 +223,8 @@ def cmd_check(args) -> int:
     except NoModuleSystem:
         system = None
     names = store.names() if args.all else [args.name]
-    reports = [check_env(store.load(name), system) for name in names]
+    trees = store.settings.spack_install_trees
+    reports = [check_env(store.load(name), system, spack_install_trees=trees) for name in names]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports] if args.all else reports[0].to_dict(), indent=2))
     else:
@@ -279,13 +300,37 @@ def cmd_remove(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .emit.export import render_export
+    from .fsutil import atomic_write_text
+    from .store import Store
+
+    settings = _settings(args)
+    text = render_export(Store(settings).load(args.name), args.format, settings.templates, settings.cache_dir)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    target = args.output.absolute()
+    if target.is_dir():
+        raise UsageError(f"--output {args.output} is a directory", hint="name a file")
+    if target.exists() and not args.force:
+        raise UsageError(f"{args.output} exists; not replacing it", hint="pass --force, or name another file")
+    if not target.parent.is_dir():
+        raise UsageError(f"--output {args.output}: directory {target.parent} does not exist")
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write_text(target, text, mode=0o666 & ~umask)     # a file to share, not a private temp file
+    print(f"wrote {args.output}")
+    return 0
+
+
 def cmd_root(args) -> int:
     print(_settings(args).root)
     return 0
 
 
 COMMANDS = {"create": cmd_create, "list": cmd_list, "show": cmd_show, "check": cmd_check, "rebuild": cmd_rebuild, "module": cmd_module,
-            "remove": cmd_remove, "root": cmd_root}
+            "remove": cmd_remove, "export": cmd_export, "root": cmd_root}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

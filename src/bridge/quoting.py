@@ -54,4 +54,14 @@ def shell_word(value: object) -> str:
     return shlex.quote(str(value))
 
 
-QUOTERS = {"lua": lua_string, "tcl": tcl_string, "sh": shell_word}
+def comment_text(value: object) -> str:
+    """``value`` for a ``#`` comment line of a line-based file (a requirements file): a line
+    break in it would start a line the reader takes for data, so control characters are refused."""
+    text = str(value)
+    bad = next((ch for ch in text if ord(ch) < 0x20 or ord(ch) == 0x7F), None)
+    if bad is not None:
+        raise ValueError(f"refusing to write {text[:40]!r} into a comment: it holds the control character {bad!r}")
+    return text
+
+
+QUOTERS = {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text}

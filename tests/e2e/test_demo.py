@@ -109,15 +109,22 @@ snap after
 def test_create_under_environment_modules_compiles_mpi4py(tmp_path):
     require_site()
     shell = ModuleShell("envmodules", tmp_path / "root", tmp_path / "cache")
-    run = shell.run("""
+    run = shell.run(f"""
 module load python/3.11 openmpi/4.1.4
 $ENVMOD create mpionly --with mpi4py
+$ENVMOD export mpionly -o {tmp_path}/mpionly.yaml
+$ENVMOD create again --from {tmp_path}/mpionly.yaml
 module purge
 module use "$ENVMOD_ROOT/modules"
 module load mpionly/py3.11
 snap during
-mpirun -n 2 python -c 'from mpi4py import MPI; c = MPI.COMM_WORLD; print("RANK", c.rank, "OF", c.size)'
+mpirun -n 2 python {REPO}/ci/ranks.py
 """, timeout=1800).check()
     assert (shell.root / "modules/mpionly/py3.11").is_file()
     assert set(loaded(run.snapshots["during"])) == {"python/3.11", "openmpi/4.1.4", "mpionly/py3.11"}
-    assert "RANK 0 OF 2" in run.stdout and "RANK 1 OF 2" in run.stdout
+    assert "ranks [0, 1] of 2 library Open" in run.stdout
+    # recreated from its export: the same pinned packages, mpi4py proved and reused, not compiled
+    assert "] reuse mpi4py" in run.stderr
+    first, again = (read_record(shell.root / f"envs/{n}/envmod.yaml") for n in ("mpionly", "again"))
+    assert {(p.name, p.version) for p in again.packages} == {(p.name, p.version) for p in first.packages}
+    assert again.module.depends_on == first.module.depends_on

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.quoting import QUOTERS, lua_string, shell_word, tcl_string
+from bridge.quoting import QUOTERS, comment_text, lua_string, shell_word, tcl_string
 
 try:
     from hypothesis import HealthCheck, given, settings
@@ -193,7 +193,14 @@ def test_quoters_accept_non_string_values(tmp_path):
 
 
 def test_quoters_table_names_each_language():
-    assert QUOTERS == {"lua": lua_string, "tcl": tcl_string, "sh": shell_word}
+    assert QUOTERS == {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text}
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\x00b", "a\x7fb", "a\tb"])
+def test_comment_text_refuses_control_characters(bad):
+    with pytest.raises(ValueError, match="control character"):
+        comment_text(bad)
+    assert comment_text("module load python/3.11 ü") == "module load python/3.11 ü"
 
 
 # ---- generated text (hypothesis), batched per interpreter call --------------------------

@@ -1,0 +1,125 @@
+"""``envmod export``: an env as a file another user, host or site can recreate it from.
+
+Two formats, both from the record alone:
+
+* ``yaml`` (default): what the env is: its Python, the central modules it loads, each package
+  pinned with how it was installed (compiled against which modules), plus the Spack DAG hashes
+  when the modules are Spack's. ``envmod create NAME --from FILE`` reads it back.
+* ``requirements``: a pip requirements file of every package pinned, its header naming the
+  modules to load first, for ``envmod create NAME -r FILE`` or plain pip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import PlanError, RecordError, UsageError
+from ..record import EnvRecord
+
+EXPORT_SCHEMA = 1
+FORMATS = ("yaml", "requirements")
+#: Facts of a central module worth carrying to another host: what identifies the build.
+_PORTABLE_FACTS = ("spack_hash", "spack_spec", "spack_external")
+
+
+def pinned_requirements(record: EnvRecord) -> list[str]:
+    """Every package ``name==version``, the requested ones first (pip's order is irrelevant,
+    a reader's is not)."""
+    ordered = sorted(record.packages, key=lambda p: (not p.requested, p.name.lower()))
+    return [f"{p.name}=={p.version}" for p in ordered]
+
+
+def export_data(record: EnvRecord) -> dict[str, Any]:
+    """The ``yaml`` export of ``record``."""
+    def central(name: str) -> dict[str, Any]:
+        module = record.central_module(name)
+        out: dict[str, Any] = {"name": name}
+        if module is not None:
+            out["kind"] = module.kind
+            out.update({k: module.facts[k] for k in _PORTABLE_FACTS if k in module.facts})
+        return out
+
+    return {
+        "envmod_export": EXPORT_SCHEMA,
+        "name": record.name,
+        "description": record.description,
+        "backend": record.backend,
+        "python": {"version": record.python.version, "module": record.python.module},
+        "modules": [central(name) for name in record.module.depends_on],
+        "packages": [{"name": p.name, "version": p.version, "requested": p.requested, "install": p.install,
+                      **({"built_against": list(p.built_against)} if p.built_against else {})}
+                     for p in record.packages],
+        "requirements": pinned_requirements(record),
+        "exported_from": {"host": record.created.host, "envmod_version": record.created.envmod_version,
+                          "microarchitecture": record.created.microarchitecture},
+    }
+
+
+def render_export(record: EnvRecord, fmt: str = "yaml", templates: Path | None = None,
+                  cache_dir: Path | None = None) -> str:
+    """The text of ``record``'s export in ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "yaml":
+        import yaml
+
+        return (f"# envmod export of {record.name}: envmod create NEWNAME --from THIS_FILE "
+                "(with the modules below loaded)\n" + yaml.safe_dump(export_data(record), sort_keys=False))
+    if fmt != "requirements":
+        raise UsageError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    from .templating import make_environment
+
+    compiled = [f"{p.name} {p.version} against {', '.join(p.built_against) or 'the site'}"
+                for p in record.packages if p.install == "source"]
+    try:
+        return make_environment(templates, cache_dir).get_template("export/requirements.txt.j2").render(
+            name=record.name, modules=record.module.depends_on or ["(no central modules)"],
+            python=f"{record.python.version} from {record.python.module or record.python.executable}",
+            compiled=compiled, requirements=pinned_requirements(record))
+    except ValueError as exc:
+        raise RecordError(f"cannot export {record.name}: {exc}") from exc
+
+
+class ExportedEnv:
+    """An export read back: what ``create --from`` needs."""
+
+    def __init__(self, path: Path, data: Mapping[str, Any]) -> None:
+        self.path = path
+        self.description = str(data.get("description") or "")
+        self.modules = [str(m["name"]) for m in data.get("modules") or []]
+        self.requirements = [str(r) for r in data.get("requirements") or []]
+        self.python_version = str((data.get("python") or {}).get("version") or "")
+
+
+def read_export(path: Path) -> ExportedEnv:
+    """An ``envmod export`` YAML file, checked enough that a bad one fails with its path named."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read export file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"export file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict) or "envmod_export" not in data:
+        raise UsageError(f"{path} is not an envmod export (no 'envmod_export' key)",
+                         hint="make one with 'envmod export NAME -o FILE'")
+    if data["envmod_export"] != EXPORT_SCHEMA:
+        raise UsageError(f"{path}: export schema {data['envmod_export']!r} is not supported (this envmod reads "
+                         f"{EXPORT_SCHEMA})")
+    try:
+        exported = ExportedEnv(Path(path), data)
+        for m in data.get("modules") or []:
+            m["name"]
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise UsageError(f"{path}: malformed envmod export ({exc!r})") from exc
+    return exported
+
+
+def check_modules_loaded(exported: ExportedEnv, loaded: list[str]) -> None:
+    """Recreating against other central modules would defeat the export: refuse, naming them."""
+    missing = [m for m in exported.modules if m not in loaded]
+    if missing:
+        raise PlanError(f"{exported.path} was built against {', '.join(exported.modules)}; not loaded: "
+                          f"{', '.join(missing)}",
+                          hint=f"module load {' '.join(missing)} (or a replacement, then create with -r and "
+                          "the export's requirements)")
