@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .elf import ElfError, read_elf
 from .errors import EnvmodError
@@ -509,16 +509,55 @@ def _check_shadowing(record: EnvRecord, modules_now: Sequence[CentralModule], py
     return len(mine)
 
 
-def check_env(record: EnvRecord, module_system: ModuleSystem | None, environ: Mapping[str, str] | None = None
-              ) -> CheckReport:
+def _spack_hashes(record: EnvRecord) -> bool:
+    return any(m.facts.get("spack_hash") for m in record.central_modules)
+
+
+def _check_spack_builds(record: EnvRecord, installed: Callable[[str], str | None] | None,
+                        findings: list[Finding]) -> int:
+    """Whether each Spack module the env loads still is the build (DAG hash) it was made with."""
+    from .spack_stack import check_spack_modules
+
+    checks = check_spack_modules(record, installed)
+    for c in checks:
+        if c.status in ("changed", "missing"):
+            findings.append(Finding(
+                ERROR, f"module {c.name}", c.detail,
+                f"compile the env again against the build the module loads now: {REBUILD.format(name=record.name)}",
+                f"spack-build-{c.status}"))
+    return len(checks)
+
+
+def check_env(record: EnvRecord, module_system: ModuleSystem | None, environ: Mapping[str, str] | None = None,
+              *, spack_installed: Callable[[str], str | None] | None = None,
+              spack_install_trees: Sequence[str | os.PathLike] = ()) -> CheckReport:
     """Check one env against the live site (see the module docstring). Never raises for a
-    problem with the env; a tool that cannot run yields an ``unchecked`` report (exit code 2)."""
+    problem with the env; a tool that cannot run yields an ``unchecked`` report (exit code 2).
+
+    An env over Spack modules also has each module's DAG hash checked against the module root's
+    ``module-index.yaml`` and against the install tree: ``spack_installed(dag_hash)`` (Spack's
+    database, from ``spack envmod``) or else the trees the record names plus
+    ``spack_install_trees``. Without a module tool only that part can be checked."""
     environ = dict(os.environ if environ is None else environ)
     report = CheckReport(record.name, record.prefix, module_system.name if module_system else None)
     findings = report.findings
     if not os.path.isdir(record.prefix):
         report.unchecked = f"the env's directory {record.prefix} does not exist"
         return report
+    if _spack_hashes(record):
+        if spack_installed is None:
+            from pathlib import Path
+
+            from .spack_stack import installed_in_trees
+
+            spack_installed = installed_in_trees(record, [Path(t) for t in spack_install_trees])
+        report.checked["spack builds"] = _check_spack_builds(record, spack_installed, findings)
+        if module_system is None:
+            findings.append(Finding(
+                NOTE, "module system", "no module system is initialised in this shell, so only the Spack "
+                "builds were checked, not the env's libraries, Python and packages",
+                "initialise Lmod or Environment Modules, then check again", "no-module-system"))
+            return report
     if module_system is None and record.module.depends_on:
         report.unchecked = ("no module system is initialised, so the modules this env loads "
                             f"({', '.join(record.module.depends_on)}) cannot be asked")

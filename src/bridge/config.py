@@ -2,7 +2,8 @@
 
 Precedence, lowest first: built-in defaults, the site config (``/etc/envmod/config.yaml`` or
 ``$ENVMOD_SITE_CONFIG``), the user config (``~/.config/envmod/config.yaml`` or
-``$ENVMOD_CONFIG``), ``$ENVMOD_ROOT``, then command-line options.
+``$ENVMOD_CONFIG``), the variables (``$ENVMOD_ROOT``, ``$ENVMOD_WHEEL_CACHE``,
+``$ENVMOD_SPACK_TREES``), then command-line options.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .errors import ConfigError
 
 SITE_CONFIG = "/etc/envmod/config.yaml"
 MODULE_TYPES = ("lmod", "tcl")
-_KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_cache"}
+_KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_cache", "spack_install_trees"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Settings:
     templates: Path | None = None
     build_rules: tuple[Path, ...] = ()
     wheel_cache: Path | None = None    # None: <cache_dir>/wheels
+    # Spack install trees (dirs holding .spack-db) whose modules users load without running Spack
+    spack_install_trees: tuple[Path, ...] = ()
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -125,9 +128,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             rules.append(_expand(data["build_rules"], str(path), "build_rules", environ))
         if "module_type" in data:
             values["module_type"] = check_module_type(data["module_type"], str(path))
+        if "spack_install_trees" in data:
+            trees = data["spack_install_trees"]
+            if not isinstance(trees, list):
+                raise ConfigError(f"{path}: 'spack_install_trees' must be a list of paths")
+            values["spack_install_trees"] = tuple(_expand(t, str(path), "spack_install_trees", environ) for t in trees)
 
     if environ.get("ENVMOD_WHEEL_CACHE"):
         values["wheel_cache"] = _expand(environ["ENVMOD_WHEEL_CACHE"], "ENVMOD_WHEEL_CACHE", "wheel_cache", environ)
+    if environ.get("ENVMOD_SPACK_TREES"):
+        values["spack_install_trees"] = tuple(_expand(t, "ENVMOD_SPACK_TREES", "spack_install_trees", environ)
+                                              for t in environ["ENVMOD_SPACK_TREES"].split(":") if t)
     if environ.get("ENVMOD_ROOT"):
         values["root"] = _expand(environ["ENVMOD_ROOT"], "ENVMOD_ROOT", "root", environ)
         sources.append("ENVMOD_ROOT")

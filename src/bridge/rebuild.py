@@ -69,8 +69,12 @@ class RebuildSession(CreateSession):
         if self.from_loaded:
             return self.discover()
         from .check import query_module
+        from .spack_stack import describe_loaded_spack_modules, record_modulepaths
 
         system = detect_module_system(self.environ)
+        # Spack's module roots the record needs (the site's Core dir), should the shell lack them
+        have = [p for p in self.environ.get("MODULEPATH", "").split(":") if p]
+        self.environ["MODULEPATH"] = ":".join([r for r in record_modulepaths(record) if r not in have] + have)
         wanted = set(record.module.depends_on) | {m for p in record.packages for m in p.built_against}
         modules = []
         for m in record.central_modules:
@@ -82,7 +86,8 @@ class RebuildSession(CreateSession):
                                 f" ({now.message or 'the module tool cannot show it'})",
                                 hint=f"load its replacement and run 'envmod rebuild {record.name} --from-loaded'")
             modules.append(now.module)
-        return system, CentralStack(system, tuple(modules))
+        stack = CentralStack(system, tuple(modules))
+        return system, describe_loaded_spack_modules(stack, self.settings.spack_install_trees)
 
     def _rebuild(self, record: EnvRecord, system: ModuleSystem | None, stack: CentralStack,
                  staging: Path, final: Path) -> EnvRecord:

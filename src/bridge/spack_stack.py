@@ -689,13 +689,18 @@ def _index_for(modulefile: str, cache: dict) -> Any:
     return None
 
 
-def check_spack_modules(record: EnvRecord, installed: Callable[[str], str | None]) -> list[ModuleCheck]:
+def check_spack_modules(record: EnvRecord, installed: Callable[[str], str | None] | None) -> list[ModuleCheck]:
     """Whether each central module ``record`` loads still is the Spack build it was made with.
 
     ``installed(dag_hash)`` returns the spec (``name@version/hash7``) with that hash if it is
-    still installed, else None. Which build a module name points at now comes from the
+    still installed, else None; ``installed=None`` when no install tree can be read (then only
+    the module names are checked). Which build a module name points at now comes from the
     ``module-index.yaml`` of the module root the recorded modulefile lives in.
     """
+    if installed is None:
+        def installed(dag_hash: str) -> str | None:
+            return dag_hash[:7]
+
     out = []
     cache: dict = {}
     for name in record.module.depends_on:
@@ -722,3 +727,118 @@ def check_spack_modules(record: EnvRecord, installed: Callable[[str], str | None
         else:
             out.append(ModuleCheck(name, "ok", spec, recorded, current or recorded))
     return out
+
+
+# --------------------------------------------------------------------------- loaded Spack modules
+
+
+def _indexes_beside(index) -> dict[str, Any]:
+    """Every module root of the module set ``index`` belongs to (module type -> index): Spack
+    keeps one root per type, usually side by side (``.../modules/lmod``, ``.../modules/tcl``)."""
+    from .spacktree import MODULE_INDEX_FILENAME, ModuleIndex, SpackTreeError
+
+    found = {index.kind or "lmod": index}
+    for other in sorted(index.root.parent.glob(f"*/{MODULE_INDEX_FILENAME}")):
+        try:
+            sibling = ModuleIndex.open(other.parent)
+        except SpackTreeError:
+            continue
+        if sibling.kind and sibling.kind not in found:
+            found[sibling.kind] = sibling
+    return found
+
+
+def _tree_candidates(module_root: Path, prefix: str | None, configured: Sequence[Path]) -> list[Path]:
+    """Where the install tree of a module root may be: the configured trees first, then Spack's
+    usual places above the module root (``$SPACK_ROOT/opt/spack`` beside ``share/spack/lmod``,
+    a site prefix's ``opt``) and above the module's own prefix."""
+    out = list(configured)
+    for start in (module_root, Path(prefix) if prefix else None):
+        if start is None:
+            continue
+        for parent in [start, *start.parents]:
+            out += [parent, parent / "opt", parent / "opt" / "spack"]
+    return list(dict.fromkeys(p for p in out if (p / ".spack-db").is_dir()))
+
+
+def _role_of(tree, spec) -> str:
+    if spec.name == "python":
+        return "python"
+    return next((role for role in ("mpi", "hdf5") if spec.name == role or tree.provides(spec, role)), "other")
+
+
+def describe_loaded_spack_modules(stack: CentralStack, install_trees: Sequence[Path] = ()) -> CentralStack:
+    """``stack`` with every loaded module that Spack wrote described the way ``spack envmod``
+    describes it, from Spack's files alone (no Spack run): its DAG hash and its names in every
+    module type from the ``module-index.yaml`` of its module root, and when the install tree's
+    database is found (``install_trees``, else Spack's usual places) the spec's prefix, its
+    specific dirs and libraries (externals in ``/usr``) and its Lmod subtree. A module no index
+    lists is kept as discovered."""
+    from .spacktree import SpackTree, SpackTreeError
+
+    index_cache: dict = {}
+    trees: dict[Path, Any] = {}
+    out: list[CentralModule] = []
+    for module in stack.modules:
+        index = _index_for(module.modulefile, index_cache) if module.modulefile else None
+        real = os.path.realpath(module.modulefile) if module.modulefile else None
+        entry = next((e for e in index.entries() if os.path.realpath(e.path) == real), None) if index else None
+        if entry is None:
+            out.append(module)
+            continue
+        indexes = _indexes_beside(index)
+        module_type = index.kind or "lmod"
+        spec = tree = None
+        for root in _tree_candidates(index.root, module.prefix, install_trees):
+            if root not in trees:
+                try:
+                    trees[root] = SpackTree.open(root)
+                except SpackTreeError:
+                    trees[root] = None
+            if trees[root] is not None and entry.dag_hash in trees[root]:
+                tree, spec = trees[root], trees[root].get(entry.dag_hash)
+                break
+        if spec is not None:
+            facts = spec_facts_from_tree(tree, spec)
+            described = central_module(facts, module_from_index(facts, module_type, indexes), _role_of(tree, spec))
+            out.append(CentralModule(module.name, module.modulefile, described.kind, described.prefix,
+                                     described.paths, module.prefixes,
+                                     {**described.facts, "spack_install_tree": str(tree.root)}))
+            continue
+        names = {kind: {"name": e.use_name, "modulefile": str(e.path), "modulepath": modulepath_of(str(e.path), e.use_name)}
+                 for kind, idx in sorted(indexes.items()) if (e := idx.module_for(entry.dag_hash)) is not None}
+        facts = {**module.facts, "spack_hash": entry.dag_hash, "spack_modules": names,
+                 "spack_modulepath": modulepath_of(str(entry.path), entry.use_name)}
+        unlocks = unlocks_from_modulefile(str(entry.path))
+        if unlocks:
+            facts["spack_unlocks"] = list(unlocks)
+        out.append(CentralModule(module.name, module.modulefile, module.kind, module.prefix, module.paths,
+                                 module.prefixes, facts))
+    return CentralStack(stack.module_system, tuple(out))
+
+
+def installed_in_trees(record: EnvRecord, install_trees: Sequence[Path] = ()) -> Callable[[str], str | None] | None:
+    """``installed(dag_hash)`` for :func:`check_spack_modules` without Spack: looks the hash up in
+    the install trees the record names (``spack_install_tree``) and in ``install_trees``; None
+    when none of them can be read."""
+    from .spacktree import SpackTree, SpackTreeError
+
+    roots = [Path(m.facts["spack_install_tree"]) for m in record.central_modules
+             if m.facts.get("spack_install_tree")] + list(install_trees)
+    opened = []
+    for root in dict.fromkeys(roots):
+        try:
+            opened.append(SpackTree.open(root))
+        except SpackTreeError:
+            continue
+    if not opened:
+        return None
+
+    def installed(dag_hash: str) -> str | None:
+        for tree in opened:
+            if dag_hash in tree:
+                spec = tree.get(dag_hash)
+                return f"{spec.name}@{spec.version}/{dag_hash[:7]}"
+        return None
+
+    return installed

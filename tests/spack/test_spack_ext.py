@@ -70,9 +70,9 @@ def test_without_the_library_the_command_says_what_to_do(spack, tmp_path):
     assert "-m pip install" in text and "cannot import 'bridge'" in text
 
 
-def test_export_says_it_is_not_there_yet(spack):
+def test_export_of_a_missing_env_is_one_error_line(spack):
     result = spack("envmod", "export", "x")
-    assert result.returncode == 2 and "not available yet" in result.stderr
+    assert result.returncode == 4 and "no environment named 'x'" in result.stderr
 
 
 # ------------------------------------------------------------------------------- create (no compiling)
@@ -129,6 +129,20 @@ def test_envs_are_shared_with_the_standalone_envmod(spack):
     assert "no environments" in spack("envmod", "list").check().stdout
 
 
+def test_export_is_the_library_export_with_dag_hashes(spack, site, tmp_path):
+    spack("envmod", "create", "exp", "--module-type", "lmod", "-q").check()
+    python = module_of(site, "python", "lmod")
+    data = yaml.safe_load(spack("envmod", "export", "exp").check().stdout)
+    assert data["modules"] == [{"name": python["name"], "kind": "python", "spack_hash": python["hash"],
+                                "spack_spec": python["spec"], "spack_external": True}]
+    assert data == yaml.safe_load(standalone(spack, "export", "exp").stdout)
+    out = tmp_path / "exp.txt"
+    spack("envmod", "export", "exp", "--format", "requirements", "-o", str(out)).check()
+    assert f"#   module load {python['name']}" in out.read_text().splitlines()
+    again = spack("envmod", "export", "exp", "-o", str(out))
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
 def test_choices_that_match_nothing_list_the_candidates(spack, site):
     result = spack("envmod", "create", "bad", "--mpi", "mpich")
     assert result.returncode == 3
@@ -181,7 +195,7 @@ def test_check_tells_a_module_now_points_at_another_build(spack, site):
     [finding] = [f for f in report["findings"] if f["code"].startswith("spack-build")]
     assert finding["code"] == "spack-build-changed" and "another build" in finding["detail"]
     assert module_of(site, "python", "lmod")["spec"] in finding["detail"]
-    assert "spack envmod create drift --force" in finding["advice"]
+    assert "envmod rebuild drift" in finding["advice"]
 
 
 @pytest.mark.modules

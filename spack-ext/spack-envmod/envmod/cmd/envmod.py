@@ -20,10 +20,6 @@ level = "long"
 
 #: <checkout>/spack-ext/spack-envmod/envmod/cmd/envmod.py -> <checkout>
 _CHECKOUT = Path(__file__).resolve().parents[4]
-_NOT_YET = {
-    "export": "'spack envmod export' is not available yet: envmod's library has no export of an "
-              "environment yet (it is planned with the evidence work)",
-}
 
 
 def _import_bridge():
@@ -106,8 +102,13 @@ def setup_parser(subparser: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="every environment")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("export", help="(not available yet)")
+    p = sub.add_parser("export", help="write an environment out so it can be recreated (packages pinned, "
+                       "central modules and their DAG hashes named)")
     p.add_argument("name")
+    p.add_argument("--format", choices=["yaml", "requirements"], default="yaml",
+                   help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements")
+    p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE instead of standard output")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     sub.add_parser("root", help="print the envmod root (envs, modules, logs)")
 
@@ -231,13 +232,12 @@ def _module(args) -> int:
 
 
 def _check(args) -> int:
-    """The library's check (modules, libraries, Python, packages: as ``envmod check``), run with
-    the site's Spack module roots in MODULEPATH, plus whether each Spack module the env loads is
-    still the build (DAG hash) it was made with."""
+    """The library's check, run with the site's Spack module roots in MODULEPATH and with Spack's
+    own database (upstreams included) telling which builds are still installed."""
     import json
 
     from bridge import spack_stack as ss
-    from bridge.check import ERROR, NOTE, CheckReport, Finding, check_env, combined_exit_code, format_report
+    from bridge.check import check_env, combined_exit_code, format_report
     from bridge.errors import UsageError
     from bridge.store import Store
 
@@ -252,25 +252,9 @@ def _check(args) -> int:
     for name in (store.names() if args.all else [args.name]):
         record = store.load(name)
         environ = dict(os.environ)
-        roots = ss.record_modulepaths(record)
         have = [p for p in environ.get("MODULEPATH", "").split(":") if p]
-        environ["MODULEPATH"] = ":".join([r for r in roots if r not in have] + have)
-        if system is not None:
-            report = check_env(record, system, environ)
-        else:
-            report = CheckReport(record.name, record.prefix, None)
-            report.findings.append(Finding(
-                NOTE, "module system", "no module system is initialised in this shell, so only the Spack "
-                "builds were checked, not the env's libraries, Python and packages",
-                "initialise Lmod or Environment Modules, then check again", "no-module-system"))
-        for c in ss.check_spack_modules(record, site.installed):
-            if c.status in ("changed", "missing"):
-                report.findings.insert(0, Finding(
-                    ERROR, f"module {c.name}", c.detail,
-                    f"recreate it against the site's current builds: spack envmod create {record.name} --force "
-                    "with the same packages", f"spack-build-{c.status}"))
-        report.checked["spack builds"] = len(record.module.depends_on)
-        reports.append(report)
+        environ["MODULEPATH"] = ":".join([r for r in ss.record_modulepaths(record) if r not in have] + have)
+        reports.append(check_env(record, system, environ, spack_installed=site.installed))
     if args.json:
         print(json.dumps([r.to_dict() for r in reports] if args.all else reports[0].to_dict(), indent=2))
     else:
@@ -281,9 +265,6 @@ def _check(args) -> int:
 def envmod(parser, args):
     if not args.envmod_command:
         parser.print_help()
-        return 2
-    if args.envmod_command in _NOT_YET:
-        tty.error(_NOT_YET[args.envmod_command])
         return 2
     _import_bridge()
     from bridge.errors import EnvmodError
