@@ -20,12 +20,9 @@ from bridge.check import check_env
 from bridge.config import load_settings
 from bridge.record import read_record
 from bridge.stack import CentralModule, CentralStack
+from tests.recorded_spack_tree import HDF5, OPENMPI, PYTHON, copy_recorded_site
 from tests.conftest import ModuleShell, require_site
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "spack-tree"
-PYTHON = "nuf5uirr4ez7xwwlf3mfxy6agizyum7g"
-OPENMPI = "d2lqwco4vy257a5mvpuwhuqorxdqs2ur"
-HDF5 = "bsz4j7zl67o44qrt3tkqvxdlyqnizjii"
 CORE = "modules/lmod/linux-debian12-x86_64/Core"
 TCL = "modules/tcl/linux-debian12-x86_64"
 LMOD_NAMES = {"python": "python/3.11.2-nuf5uir", "mpi": "openmpi/4.1.4-d2lqwco", "hdf5": "hdf5/1.10.8-bsz4j7z"}
@@ -35,13 +32,7 @@ TCL_NAMES = {"python": "python/3.11.2-none-none-nuf5uir", "mpi": "openmpi/4.1.4-
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
-    """A copy of the recorded site with @SITE@ made real."""
-    root = tmp_path / "site"
-    shutil.copytree(DATA, root, ignore=shutil.ignore_patterns("README.md", "record.sh"))
-    for path in root.rglob("*"):
-        if path.is_file() and "@SITE@" in (text := path.read_text(encoding="utf-8")):
-            path.write_text(text.replace("@SITE@", str(root)), encoding="utf-8")
-    return root
+    return copy_recorded_site(tmp_path / "site")
 
 
 def loaded(site: Path, *extra: CentralModule) -> CentralStack:

@@ -23,26 +23,14 @@ from bridge.rules import load_rules, resolve_rule
 from bridge.session import CreateRequest
 from bridge.spacktree import ModuleIndex, SpackTree
 from bridge.stack import CentralModule, CentralStack
+from tests.recorded_spack_tree import ARCH, HDF5, OPENMPI, PYTHON, copy_recorded_site
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "spack-tree"
-PYTHON = "nuf5uirr4ez7xwwlf3mfxy6agizyum7g"
-OPENMPI = "d2lqwco4vy257a5mvpuwhuqorxdqs2ur"
-HDF5 = "bsz4j7zl67o44qrt3tkqvxdlyqnizjii"
-ARCH = "linux-debian12-x86_64"
 TRIPLET = "usr/lib/x86_64-linux-gnu"
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
-    """A copy of the recorded site with @SITE@ made real."""
-    root = tmp_path / "site"
-    shutil.copytree(DATA, root, ignore=shutil.ignore_patterns("README.md", "record.sh"))
-    for path in root.rglob("*"):
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            if "@SITE@" in text:
-                path.write_text(text.replace("@SITE@", str(root)), encoding="utf-8")
-    return root
+    return copy_recorded_site(tmp_path / "site")
 
 
 def _exe(path: Path) -> None:

@@ -27,26 +27,12 @@ from bridge.spacktree import (
     UnsupportedDatabaseVersion,
     fingerprint,
 )
-
-DATA = Path(__file__).resolve().parent.parent / "data" / "spack-tree"
-
-HDF5 = "bsz4j7zl67o44qrt3tkqvxdlyqnizjii"
-OPENMPI = "d2lqwco4vy257a5mvpuwhuqorxdqs2ur"
-PYTHON = "nuf5uirr4ez7xwwlf3mfxy6agizyum7g"
-ARCH = "linux-debian12-x86_64"
-
+from tests.recorded_spack_tree import ARCH, DATA, HDF5, OPENMPI, PYTHON, copy_recorded_site
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     """A copy of the recorded site with @SITE@ made real, so module paths point at files."""
-    root = tmp_path / "site"
-    shutil.copytree(DATA, root, ignore=shutil.ignore_patterns("README.md", "record.sh"))
-    for path in root.rglob("*"):
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            if "@SITE@" in text:
-                path.write_text(text.replace("@SITE@", str(root)), encoding="utf-8")
-    return root
+    return copy_recorded_site(tmp_path / "site")
 
 
 @pytest.fixture
