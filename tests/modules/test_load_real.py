@@ -7,7 +7,6 @@ Each test runs a bash script as a user would type it (module load, envmod create
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 

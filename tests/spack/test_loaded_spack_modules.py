@@ -127,7 +127,7 @@ def spack_shell(request, site: Path, tmp_path: Path):
 @pytest.mark.modules
 def test_envmod_create_over_loaded_spack_modules(spack_shell, site):
     shell, names, load = spack_shell
-    run = shell.run(load + f"""
+    run = shell.run(load + """
 $ENVMOD create sx -q
 $ENVMOD check sx
 module purge

@@ -9,7 +9,6 @@ test_spack_ext.py check that both front ends build the same stack on a live site
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
