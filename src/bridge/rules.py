@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import ConfigError, PlanError
+from .errors import ConfigError, PlanError, UsageError
 from .stack import CentralModule, CentralStack
 
 _FIELD = re.compile(r"\{(\w+)\.(\w+)\}")
+# A distribution name as PEP 508 spells it: what a list of packages to compile may hold.
+_PACKAGE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
 
 def canonical_name(name: str) -> str:
@@ -83,6 +85,25 @@ def load_rules(extra_files: Iterable[Path] = ()) -> dict[str, BuildRule]:
         except yaml.YAMLError as exc:
             raise ConfigError(f"build rules {path} are not valid YAML") from exc
     return rules
+
+
+def select_rules(rules: Mapping[str, BuildRule], names: Sequence[str] | None) -> dict[str, BuildRule]:
+    """The packages to compile from source: the whole table (``names`` None), or only the named
+    ones, each with the table's rule where it has one. A name the table lacks still compiles
+    from source, against no central module in particular (a front end asked for it by name:
+    EasyBuild's ``compile_against_stack``)."""
+    if names is None:
+        return dict(rules)
+    if isinstance(names, str):      # a lone string would be taken letter by letter
+        raise UsageError(f"packages to compile from source must be a list of names, not the string {names!r}")
+    chosen: dict[str, BuildRule] = {}
+    for name in names:
+        if not isinstance(name, str) or not _PACKAGE_NAME.match(name):
+            raise UsageError(f"{name!r} is not a package name (packages to compile from source are named "
+                             "without versions or extras, e.g. 'mpi4py')")
+        key = canonical_name(name)
+        chosen[key] = rules.get(key) or BuildRule(key, ())
+    return chosen
 
 
 def _fact(stack: CentralStack, ref: str) -> Any:

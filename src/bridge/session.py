@@ -46,6 +46,10 @@ class CreateRequest:
     module_name: str | None = None     # a front end that names modules itself (EasyBuild) sets it
     use_wheel_cache: bool = True
     keep_loaded: bool = False          # depend on every loaded module, not only on the evidence
+    # Which packages to compile from source against the central stack: None = every package of
+    # the rule table; a list = only these (a name the table lacks compiles from source against
+    # nothing in particular). EasyBuild's 'compile_against_stack' parameter.
+    source_builds: Sequence[str] | None = None
 
 
 @dataclass
@@ -139,9 +143,9 @@ class CreateSession:
         rules: Mapping = {}
         if request.packages or request.requirement_files:
             from .install import check_requirements, direct_rule_packages
-            from .rules import load_rules
+            from .rules import load_rules, select_rules
 
-            rules = load_rules(self.settings.build_rules)
+            rules = select_rules(load_rules(self.settings.build_rules), request.source_builds)
             direct_rule_packages(check_requirements(request.packages), rules, stack)
         for path in request.requirement_files:
             if not Path(path).is_file():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from bridge.errors import ConfigError, PlanError
-from bridge.rules import BuildRule, canonical_name, load_rules, resolve_rule
+from bridge.errors import ConfigError, PlanError, UsageError
+from bridge.rules import BuildRule, canonical_name, load_rules, resolve_rule, select_rules
 from bridge.stack import CentralModule, CentralStack
 
 
@@ -184,3 +185,50 @@ def test_resolving_does_not_change_the_rule():
     before = (rule.against, dict(rule.env))
     resolve_rule(rule, stack(mpi(), hdf5(parallel=True)))
     assert (rule.against, dict(rule.env)) == before
+
+
+# ---- select_rules: which packages a front end asks to compile ----------------------------
+
+def test_select_rules_whole_table_or_only_the_named_packages():
+    table = {"mpi4py": BuildRule("mpi4py", ("mpi",)), "h5py": BuildRule("h5py", ("hdf5",))}
+    assert select_rules(table, None) == table
+    assert select_rules(table, ["MPI4PY", "foo_bar"]) == {"mpi4py": table["mpi4py"],
+                                                         "foo-bar": BuildRule("foo-bar", ())}
+    assert select_rules(table, []) == {}
+
+
+@pytest.mark.parametrize("names, says", [
+    ("mpi4py", "must be a list of names, not the string 'mpi4py'"),
+    (["h5py>=3"], "'h5py>=3' is not a package name"),
+    (["mpi4py", ""], "'' is not a package name"),
+    ([None], "None is not a package name"),
+])
+def test_select_rules_refuses_what_is_not_a_list_of_names(names, says):
+    with pytest.raises(UsageError) as info:
+        select_rules(load_rules(), names)
+    assert says in info.value.one_line() and "\n" not in info.value.one_line()
+
+
+def plan_with(tmp_path, source_builds, packages=("mpi4py", "h5py")):
+    from bridge.config import Settings
+    from bridge.session import CreateRequest, CreateSession
+
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK):
+        pytest.skip("needs /usr/bin/python3 (a Python that is not a venv)")
+    request = CreateRequest(name="e", packages=list(packages), python=python, module_type="lmod",
+                            source_builds=source_builds)
+    session = CreateSession(request, Settings(root=tmp_path / "root", cache_dir=tmp_path / "cache"))
+    return session.plan(None, stack(mpi()))
+
+
+def test_session_plans_with_the_rules_source_builds_selects(tmp_path):
+    # the whole table: h5py needs an HDF5 module, and none is loaded
+    with pytest.raises(PlanError, match="h5py must be compiled against the site's HDF5"):
+        plan_with(tmp_path, None)
+    # only mpi4py compiled against the stack: h5py comes from pip as any other package
+    assert sorted(plan_with(tmp_path, ["mpi4py"]).rules) == ["mpi4py"]
+    # a package the table lacks is compiled from source, against nothing in particular
+    assert plan_with(tmp_path, ["mpi4py", "cffi"]).rules["cffi"] == BuildRule("cffi", ())
+    with pytest.raises(UsageError, match="'h5py<3' is not a package name"):
+        plan_with(tmp_path, ["h5py<3"])
