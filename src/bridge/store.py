@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .config import Settings
-from .errors import EnvBusy, EnvNotFound, RecordError
+from .errors import ConfigError, EnvBusy, EnvExists, EnvNotFound, RecordError
 from .names import validate_env_name
 from .record import RECORD_FILE, EnvRecord, read_record
 
@@ -151,8 +151,42 @@ class Store:
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
 
+    # ---- envs built elsewhere ------------------------------------------------------------
+    def is_registered(self, name: str) -> bool:
+        """An env another tool built in its own place (EasyBuild's UserEnv, in its install dir)
+        and linked here so that list/show/check see it."""
+        return self.env_path(name).is_symlink()
+
+    def register(self, name: str, prefix: Path | str) -> Path:
+        """Link ``<root>/envs/<name>`` to an env built at ``prefix`` (its record inside), replacing
+        an older registration at once (a symlink renamed over it). An env envmod itself built
+        under that name is never replaced."""
+        link = self.env_path(name)
+        target = Path(os.path.realpath(prefix))
+        if not (target / RECORD_FILE).is_file():
+            raise RecordError(f"cannot register {name!r}: {target} holds no {RECORD_FILE}")
+        if link.exists() and not link.is_symlink():
+            raise EnvExists(f"cannot register {name!r}: an environment of that name exists at {link}",
+                            hint="'envmod remove' it first, or register under another name")
+        if link.is_symlink() and Path(os.path.realpath(link)) == target:
+            return link
+        tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if tmp.is_symlink():
+                tmp.unlink()
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        except OSError as exc:
+            raise ConfigError(f"cannot register {name!r} at {link}: {exc.strerror}",
+                              hint="the envmod root must be writable ($ENVMOD_ROOT or 'root:' in the config)") from None
+        return link
+
     def remove_env_dir(self, name: str) -> None:
         final = self.env_path(name)
+        if final.is_symlink():
+            final.unlink()           # unregister only: the env belongs to the tool that built it
+            return
         if not final.exists():
             return
         trash = self._trash_slot(name)
