@@ -11,8 +11,9 @@ Two scans of a finished env, both read-only and quick:
   satisfied *outside* the env, by a package that a central module puts on the path, becomes one
   `RequirementEvidence`.
 
-`required_modules` turns the evidence into the modules an env's modulefile must load, and
-`format_evidence` into the lines ``envmod show`` prints.
+`required_modules` turns the evidence into the modules an env's modulefile must load,
+`check_declared_modules` holds it against the modules a front end declared (EasyBuild's
+dependencies), and `format_evidence` turns it into the lines ``envmod show`` prints.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.parser import HeaderParser
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .elf import ElfError, ElfInfo, How, LoaderConfig, LoadResult, Resolver, host_config, iter_elf_files, read_elf
-from .record import LinkEvidence, RequirementEvidence
+from .record import EnvRecord, LinkEvidence, RequirementEvidence
 from .stack import CentralModule
 
 SYSTEM = "system"
@@ -582,6 +583,51 @@ def scan_requirements(prefix: Path | str, stack_modules: Sequence[CentralModule]
 
 
 # ---------------------------------------------------------------------------------------------
+# modules that are not loaded: EasyBuild install trees
+
+
+def easybuild_install_roots(modulepath: str | Sequence[str] | None) -> list[str]:
+    """The EasyBuild install roots behind ``MODULEPATH`` entries: ``ROOT`` for an entry
+    ``ROOT/modules/<class>`` when ``ROOT/software`` exists (EasyBuild installs each module's
+    software in ``ROOT/software/<name>/<version>``)."""
+    entries = modulepath.split(":") if isinstance(modulepath, str) else list(modulepath or ())
+    roots: list[str] = []
+    for entry in [e for e in entries if e]:
+        parent = os.path.dirname(_norm(entry))
+        root = os.path.dirname(parent)
+        if os.path.basename(parent) == "modules" and os.path.isdir(os.path.join(root, "software")) \
+                and root not in roots:
+            roots.append(root)
+    return roots
+
+
+def tree_module(path: str, install_roots: Sequence[str]) -> str | None:
+    """``<name>/<version>`` when ``path`` (as the loader names it, or its realpath) lies in
+    ``<root>/software/<name>/<version>/`` of one of ``install_roots``: the module that installed
+    it, loaded or not."""
+    for candidate in dict.fromkeys([_norm(path), os.path.realpath(path)]):
+        for root in install_roots:
+            software = os.path.join(_norm(root), "software")
+            if _under(candidate, software):
+                parts = os.path.relpath(candidate, software).split(os.sep)
+                if len(parts) >= 3:
+                    return f"{parts[0]}/{parts[1]}"
+    return None
+
+
+def attribute_install_trees(links: Iterable[LinkEvidence], install_roots: Sequence[str]) -> list[LinkEvidence]:
+    """The links with every library the `Attributor` left to the system, but that lies in an
+    install tree, given to the module that installed it. The Attributor knows loaded modules
+    only; a library found through an RPATH into a module that is not loaded (and so not among
+    what the env's module would load) is then named instead of passing for the system's."""
+    out = []
+    for e in links:
+        owner = tree_module(e.path, install_roots) if e.provider == SYSTEM and e.path else None
+        out.append(replace(e, provider=owner) if owner else e)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # what the evidence means
 
 
@@ -601,6 +647,50 @@ def required_modules(links: Iterable[LinkEvidence], requirements: Iterable[Requi
             wanted.append(r.provider)
     position = {name: i for i, name in enumerate(order)}
     return sorted(wanted, key=lambda n: (position.get(n, len(position)), wanted.index(n)))
+
+
+@dataclass(frozen=True)
+class DeclaredCheck:
+    """An env's evidence held against the modules a front end declared it depends on."""
+
+    undeclared: Mapping[str, tuple[str, ...]]   # module -> why the env needs it, for modules not declared
+    unused: tuple[str, ...]                     # declared modules that nothing in the env uses
+    linked: tuple[str, ...]                     # modules providing a library the env loads (any depth)
+
+
+def check_declared_modules(record: EnvRecord, declared: Sequence[str],
+                           install_roots: Sequence[str] = ()) -> DeclaredCheck:
+    """Which modules an env uses that are not ``declared``, and which declared ones it does not use.
+
+    A front end whose dependency modules load their own dependencies (EasyBuild's ``depends_on``)
+    declares what the env itself uses: its Python's module, every module a package was compiled
+    against, every module providing a library an env file needs directly (a library pulled in
+    by another module's library is that module's business), every module providing a Python
+    package an installed package requires. A module is used if any of these, or any library
+    loaded at any depth, is its. ``install_roots``: EasyBuild trees whose unloaded modules count
+    too (`attribute_install_trees`)."""
+    links = attribute_install_trees(record.links, install_roots)
+    why: dict[str, list[str]] = {}
+
+    def note(module: str | None, reason: str) -> None:
+        if module and module not in NOT_MODULES:
+            why.setdefault(module, [])
+            if reason not in why[module]:
+                why[module].append(reason)
+
+    note(record.python.module, "the interpreter")
+    for pkg in record.packages:
+        for module in pkg.built_against:
+            note(module, f"{pkg.name} is compiled against it")
+    for e in links:
+        if e.via is None:
+            note(e.provider, f"{display_path(e.file)} needs {e.needs}")
+    for r in record.requirements:
+        note(r.provider, f"{r.package} requires {r.requires}")
+    linked = required_modules(links, (), None)
+    used = set(why) | set(linked)
+    return DeclaredCheck(undeclared={m: tuple(reasons) for m, reasons in why.items() if m not in declared},
+                         unused=tuple(m for m in declared if m not in used), linked=tuple(linked))
 
 
 _SITE_PACKAGES = re.compile(r"^(?:.*/)?lib(?:64)?/python[^/]+/site-packages/")

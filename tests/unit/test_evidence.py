@@ -22,18 +22,23 @@ import pytest
 
 from bridge.evidence import (
     Attributor,
+    attribute_install_trees,
     central_package_dirs,
+    check_declared_modules,
     display_path,
     distributions_in,
+    easybuild_install_roots,
     format_evidence,
     format_links,
     module_ld_library_path,
     required_modules,
     scan_links,
     scan_requirements,
+    tree_module,
 )
 from bridge.pyinfo import PythonInfo
-from bridge.record import LinkEvidence, RequirementEvidence
+from bridge.record import (EnvRecord, LinkEvidence, ModuleRecord, PackageRecord, Provenance, PythonRecord,
+                           RequirementEvidence)
 from bridge.stack import CentralModule
 
 GCC = shutil.which("gcc")
@@ -301,6 +306,93 @@ def test_easybuild_systemmpi_at_usr_is_known_by_library_name(tmp_path: Path) -> 
     assert indirect["libopen-rte.so.40"].provider == "OpenMPI/4.1.4"
     assert indirect["libopen-pal.so.40"].provider == "OpenMPI/4.1.4"
     assert all(e.provider == "system" for n, e in indirect.items() if n.startswith(("libhwloc", "libz")))
+
+
+def eb_tree(tmp_path: Path) -> Path:
+    """An EasyBuild install root: ROOT/modules/all and ROOT/software/<name>/<version>."""
+    root = tmp_path / "eb"
+    (root / "modules/all").mkdir(parents=True)
+    (root / "software").mkdir()
+    return root
+
+
+def test_easybuild_install_roots_from_modulepath(tmp_path: Path) -> None:
+    root, other = eb_tree(tmp_path), tmp_path / "plain/modules"
+    other.mkdir(parents=True)
+    (root / "modules/mpi").mkdir()
+    path = f"{root}/modules/all:{root}/modules/mpi/:{other}:{tmp_path}/nowhere/modules/all::"
+    assert easybuild_install_roots(path) == [str(root)]
+    assert easybuild_install_roots([f"{root}/modules/all"]) == [str(root)]
+    assert easybuild_install_roots("") == [] and easybuild_install_roots(None) == []
+
+
+def test_tree_module_names_the_installing_module_by_path_or_realpath(tmp_path: Path) -> None:
+    root = eb_tree(tmp_path)
+    real = root / "software/Foo/1.0/lib/libfoo.so.1"
+    real.parent.mkdir(parents=True)
+    real.write_text("")
+    elsewhere = tmp_path / "lib/libfoo.so.1"
+    elsewhere.parent.mkdir()
+    elsewhere.symlink_to(real)
+    assert tree_module(str(real), [str(root)]) == "Foo/1.0"
+    assert tree_module(str(elsewhere), [str(root)]) == "Foo/1.0"       # a link into the tree
+    assert tree_module(f"{root}/software/Foo", [str(root)]) is None     # no version level
+    assert tree_module("/usr/lib/x86_64-linux-gnu/libc.so.6", [str(root)]) is None
+    links = [L("a.so", "libfoo.so.1", "system", path=str(real)), L("a.so", "libc.so.6", "system"),
+             L("a.so", "libbar.so", "Bar/2", path=str(real)), L("a.so", "libgone.so", "missing", path=None)]
+    out = attribute_install_trees(links, [str(root)])
+    assert [e.provider for e in out] == ["Foo/1.0", "system", "Bar/2", "missing"]
+
+
+def record_with(links, packages=(), requirements=(), python_module="Python/3.11.2") -> EnvRecord:
+    return EnvRecord(name="e", backend="venv", prefix="/e",
+                     python=PythonRecord(version="3.11.2", executable="/p/bin/python3", module=python_module),
+                     module=ModuleRecord(name="e/1", type="lmod"),
+                     created=Provenance(at="t", by="u", host="h", envmod_version="0"),
+                     packages=list(packages), links=list(links), requirements=list(requirements))
+
+
+@needs_gcc
+def test_check_declared_names_an_unloaded_easybuild_module_an_env_file_links(tmp_path: Path) -> None:
+    # ext.so links Foo's library through an RPATH (as EasyBuild's wrappers link) while Foo's
+    # module is not loaded: the scan can only call it the system's; the install tree names it.
+    root = eb_tree(tmp_path)
+    foo = lib(root / "software/Foo/1.0/lib", "libfoo.so.1", symbol="foo")
+    env, sp = make_env(tmp_path / "env")
+    ext(sp, "pkg/ext.so", [(foo.parent, "libfoo.so.1")], *eb_link_flags(foo.parent))
+    python = module("Python/3.11.2", None, "python")
+    links = scan_links(env, [python])
+    assert by_need(links, "pkg/ext.so")["libfoo.so.1"].provider == "system"
+    record = record_with(links)
+    check = check_declared_modules(record, ["Python/3.11.2"], easybuild_install_roots(f"{root}/modules/all"))
+    assert dict(check.undeclared) == {"Foo/1.0": ("pkg/ext.so needs libfoo.so.1",)}
+    assert check.linked == ("Foo/1.0",) and check.unused == ()
+    # without the install roots the library passes for the system's: nothing to add
+    assert dict(check_declared_modules(record, ["Python/3.11.2"]).undeclared) == {}
+    # loaded and declared, it is simply used
+    loaded = module("Foo/1.0", root / "software/Foo/1.0", prefixes={"EBROOTFOO": root / "software/Foo/1.0"})
+    check = check_declared_modules(record_with(scan_links(env, [python, loaded])), ["Python/3.11.2", "Foo/1.0"])
+    assert dict(check.undeclared) == {} and check.unused == () and check.linked == ("Foo/1.0",)
+
+
+def test_check_declared_counts_what_the_env_itself_uses() -> None:
+    links = [L("lib/python3.11/site-packages/h5py/h5.so", "libhdf5.so.103", "HDF5/1.10.8"),
+             L("lib/python3.11/site-packages/h5py/h5.so", "libmpi.so.40", "OpenMPI/4.1.4", via="libhdf5.so.103"),
+             L("lib/python3.11/site-packages/x/y.so", "libz.so.1", "system")]
+    packages = [PackageRecord("h5py", "3.15.1", "source", True, built_against=["HDF5/1.10.8"])]
+    reqs = [RequirementEvidence("h5py", "numpy>=1.21", "SciPy-bundle/2024", "/s/numpy-2.dist-info")]
+    record = record_with(links, packages, reqs)
+    # OpenMPI comes only through HDF5's own library: HDF5's module loads it, the env need not
+    check = check_declared_modules(record, ["Python/3.11.2", "HDF5/1.10.8", "SciPy-bundle/2024", "CMake/3"])
+    assert dict(check.undeclared) == {} and check.unused == ("CMake/3",)
+    assert check.linked == ("HDF5/1.10.8", "OpenMPI/4.1.4")
+    check = check_declared_modules(record, ["Python/3.11.2"])
+    assert dict(check.undeclared) == {
+        "HDF5/1.10.8": ("h5py is compiled against it", "h5py/h5.so needs libhdf5.so.103"),
+        "SciPy-bundle/2024": ("h5py requires numpy>=1.21",)}
+    # a package compiled against a module makes it used even if nothing links it (yet)
+    quiet = record_with([], [PackageRecord("mpi4py", "4.1", "source", True, built_against=["OpenMPI/4.1.4"])])
+    assert check_declared_modules(quiet, ["Python/3.11.2", "OpenMPI/4.1.4"]).unused == ()
 
 
 # ---------------------------------------------------------------------------------------------
