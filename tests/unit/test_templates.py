@@ -20,8 +20,10 @@ from bridge.emit.modulefile import (
     SYNTAXES,
     key_packages,
     module_context,
+    module_setenv,
     module_version,
     modulefile_path,
+    render_conflict,
     render_modulefile,
     write_modulefile,
 )
@@ -312,6 +314,20 @@ def test_site_template_override_runs_in_lua(tmp_path):
     path.write_text(render_modulefile(make_record(tmp_path), "lmod", site))
     calls = run_lua(path, tmp_path)
     assert ("conflict", "other") in calls and ("family", "envmod") not in calls
+
+
+@pytest.mark.parametrize("module_type", ["lmod", "tcl"])
+def test_conflict_text_for_other_writers_is_the_modulefiles_own(tmp_path, module_type):
+    # EasyBuild's UserEnv writes its own modules with these pieces: the same guard, the same variables
+    record = make_record(tmp_path)
+    text = render_modulefile(record, module_type)
+    assert render_conflict(module_type, record.name) in text
+    assert module_setenv(record.name, record.prefix) == module_context(record)["setenv"]
+    # a site's conflict file changes both
+    site = site_template(tmp_path, 'conflict({{ ("site-" ~ name) | lua }})\n', name="modulefiles/conflict.lua.j2")
+    assert render_conflict("lmod", record.name, site) == 'conflict("site-myenv")\n'
+    if module_type == "lmod":
+        assert 'conflict("site-myenv")' in render_modulefile(record, "lmod", site)
 
 
 def test_site_directory_without_the_template_falls_back_to_the_builtin(tmp_path):

@@ -14,8 +14,11 @@ from typing import Any
 
 from .. import __version__
 from ..fsutil import atomic_write_text
-from ..record import EnvRecord
+from ..record import RECORD_FILE, EnvRecord
 from .templating import make_environment
+
+# The Lmod family (and Tcl guard) every envmod env's module joins: one env loaded at a time.
+FAMILY = "envmod"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ SYNTAXES = {
     "lmod": ModuleSyntax("lmod", "modulefiles/env.lua.j2", ".lua"),
     "tcl": ModuleSyntax("tcl", "modulefiles/env.tcl.j2", ""),
 }
+# The conflict block's text alone, for modules another tool writes (EasyBuild's UserEnv).
+CONFLICT_TEMPLATES = {"lmod": "modulefiles/conflict.lua.j2", "tcl": "modulefiles/conflict.tcl.j2"}
 
 
 def module_version(python_version: str) -> str:
@@ -70,11 +75,26 @@ def module_context(record: EnvRecord) -> dict[str, Any]:
         "whatis": whatis,
         "help": "\n".join(help_lines),
         "depends_on": list(record.module.depends_on),
-        "family": "envmod",
-        "setenv": [("VIRTUAL_ENV", prefix), ("PYTHONNOUSERSITE", "1"),
-                   ("ENVMOD_ENV", record.name), ("ENVMOD_RECORD", str(record.path))],
+        "family": FAMILY,
+        "setenv": module_setenv(record.name, prefix),
         "prepend_path": [("PATH", os.path.join(prefix, "bin"))],
     }
+
+
+def module_setenv(name: str, prefix: str) -> list[tuple[str, str]]:
+    """The variables an env's module sets, whoever writes it (envmod's templates, EasyBuild's
+    UserEnv): the venv, no user site (``~/.local`` would shadow the env's packages), and which
+    env and record are loaded."""
+    return [("VIRTUAL_ENV", prefix), ("PYTHONNOUSERSITE", "1"), ("ENVMOD_ENV", name),
+            ("ENVMOD_RECORD", str(Path(prefix) / RECORD_FILE))]
+
+
+def render_conflict(module_type: str, name: str, site_templates: Path | None = None,
+                    cache_dir: Path | None = None) -> str:
+    """The text that keeps two envmod envs from loading together (the templates' ``conflict``
+    block, a site's override of its file included), for a module another tool writes."""
+    env = make_environment(site_templates, cache_dir)
+    return env.get_template(CONFLICT_TEMPLATES[module_type]).render(family=FAMILY, name=name)
 
 
 def modulefile_path(modules_dir: Path, record: EnvRecord, module_type: str) -> Path:
