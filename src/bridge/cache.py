@@ -7,10 +7,10 @@ A stale or corrupt entry is simply recomputed; the cache never decides correctne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +31,10 @@ class JsonCache:
     def _path(self, kind: str, key: Any) -> Path | None:
         if self.directory is None:
             return None
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        # The entry holds its key, which decides a hit: the name only spreads entries out, so a
+        # checksum does (hashlib would load OpenSSL on every command's start).
+        text = json.dumps(key, sort_keys=True).encode()
+        digest = f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
         return self.directory / kind / f"{digest}.json"
 
     def get_or_compute(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:

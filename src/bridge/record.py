@@ -162,14 +162,14 @@ def _build(cls, data: Any):
 def _yaml():
     import yaml
 
-    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader), getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def dump_record(record: EnvRecord) -> str:
-    yaml, _, dumper = _yaml()
+    from .yamltext import dump
+
     header = f"# envmod environment record (schema {record.schema}); envmod reads and rewrites it.\n"
-    return header + yaml.dump(record.to_dict(), Dumper=dumper, sort_keys=False, default_flow_style=False,
-                              allow_unicode=True, width=100)
+    return header + dump(record.to_dict())
 
 
 def write_record(record: EnvRecord, directory: Path | None = None) -> Path:
@@ -180,7 +180,7 @@ def write_record(record: EnvRecord, directory: Path | None = None) -> Path:
 
 
 def read_record(path: Path) -> EnvRecord:
-    yaml, loader, _ = _yaml()
+    yaml, loader = _yaml()
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.load(fh, Loader=loader)

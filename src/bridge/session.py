@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from . import __version__
 from .backends import get_backend
@@ -32,6 +32,10 @@ from .record import (RECORD_FILE, CentralModuleRecord, EnvRecord, ModuleRecord, 
 from .stack import CentralModule, CentralStack, discover_stack, find_central_python
 from .store import Store
 
+if TYPE_CHECKING:
+    from .emit.export import ExportedEnv
+    from .install import InstallResult
+
 
 @dataclass
 class CreateRequest:
@@ -46,6 +50,8 @@ class CreateRequest:
     module_name: str | None = None     # a front end that names modules itself (EasyBuild) sets it
     use_wheel_cache: bool = True
     keep_loaded: bool = False          # depend on every loaded module, not only on the evidence
+    # Recreating an export: it was built against these modules, which must be loaded now.
+    from_export: "ExportedEnv | None" = None
     # Which packages to compile from source against the central stack: None = every package of
     # the rule table; a list = only these (a name the table lacks compiles from source against
     # nothing in particular). EasyBuild's 'compile_against_stack' parameter.
@@ -79,6 +85,22 @@ def microarchitecture(cache: JsonCache) -> str | None:
             return None
 
     return cache.get_or_compute("uarch", ["uarch-1", boot, os.uname().nodename], detect) if boot else detect()
+
+
+def env_python_version(env_python: Path, central: PythonInfo) -> str:
+    """The Python version of a new env, from the env: its interpreter is a link to the central
+    one, whose version :func:`interrogate` read (cached by the file's stamp); an interpreter of
+    its own (another backend) is asked."""
+    if os.path.realpath(env_python) == os.path.realpath(central.executable):
+        return central.version
+    return _read_version(env_python)
+
+
+def _written_by_spack(modulefile: str | None) -> bool:
+    """Whether a module root above ``modulefile`` has Spack's module-index.yaml (cheap: stats)."""
+    if not modulefile:
+        return False
+    return any(os.path.isfile(os.path.join(parent, "module-index.yaml")) for parent in Path(modulefile).parents)
 
 
 def _read_version(python: Path) -> str:
@@ -128,11 +150,21 @@ class CreateSession:
             if not (self.request.python and self.request.module_type):
                 raise
             system = None
-        return system, discover_stack(system, self.environ, self.cache)
+        stack = discover_stack(system, self.environ, self.cache)
+        if any(_written_by_spack(m.modulefile) for m in stack.modules):
+            # Modules Spack wrote get their DAG hashes and specs recorded as 'spack envmod' does.
+            from .spack_stack import describe_loaded_spack_modules
+
+            stack = describe_loaded_spack_modules(stack, self.settings.spack_install_trees)
+        return system, stack
 
     def plan(self, system: ModuleSystem | None, stack: CentralStack) -> Plan:
         request = self.request
         validate_description(request.description)
+        if request.from_export is not None:
+            from .emit.export import check_modules_loaded
+
+            check_modules_loaded(request.from_export, [m.name for m in stack.modules])
         exe, module = find_central_python(stack, self.environ, request.python)
         python = interrogate(exe, self.cache)
         if python.is_venv:
@@ -152,11 +184,11 @@ class CreateSession:
                 raise UsageError(f"requirements file not found: {path}")
         return Plan(request, stack, python, module, module_type, rules)
 
-    def install(self, plan: Plan, python: Path) -> "InstallResult":
-        from .install import InstallResult, PipInstaller
-
+    def install(self, plan: Plan, python: Path) -> "InstallResult | None":
+        """What pip installed; None when nothing was asked for."""
         if not (self.request.packages or self.request.requirement_files):
-            return InstallResult()
+            return None
+        from .install import PipInstaller
         from .wheelcache import WheelCache
 
         cache = None
@@ -171,6 +203,8 @@ class CreateSession:
         the scan), in load order. ``keep_loaded`` keeps every loaded module instead."""
         if self.request.keep_loaded:
             return list(plan.stack.modules)
+        if not links and not requirements:     # nothing installed: the Python's module alone
+            return [plan.python_module] if plan.python_module else []
         from .evidence import required_modules
 
         names = required_modules(links, requirements,
@@ -193,7 +227,7 @@ class CreateSession:
                            + (f"; NOT FOUND: {', '.join(missing)}" if missing else ""))
         return links, requirements
 
-    def make_record(self, plan: Plan, prefix: Path, version: str, installed: "InstallResult",
+    def make_record(self, plan: Plan, prefix: Path, version: str, installed: "InstallResult | None",
                     deps: list[CentralModule], system: ModuleSystem | None,
                     links: Sequence = (), requirements: Sequence = ()) -> EnvRecord:
         python = plan.python
@@ -218,7 +252,7 @@ class CreateSession:
                                     built_against=p.build.module_names if p.build else [],
                                     build_env=dict(p.build.env) if p.build else {},
                                     cached_wheel=p.cached)
-                      for p in installed.packages],
+                      for p in (installed.packages if installed else [])],
             requested=list(self.request.packages) + [f"-r {p}" for p in self.request.requirement_files],
             links=list(links), requirements=list(requirements),
         )
@@ -302,13 +336,13 @@ class CreateSession:
         """
         backend = get_backend(self.request.backend)
         backend.create(plan.python, target, final, self.request.name)
-        version = _read_version(backend.python(target))
+        version = env_python_version(backend.python(target), plan.python)
         self.reporter.step("create", f"{backend.name} over "
                            f"{plan.python_module.name if plan.python_module else plan.python.executable}")
         installed = self.install(plan, backend.python(target))
         if target != final:
             relocate(target, target, final)
-        links, requirements = self.scan(plan, target, final) if installed.packages else ([], [])
+        links, requirements = self.scan(plan, target, final) if installed and installed.packages else ([], [])
         deps = self.dependencies(plan, links, requirements)
         record = self.make_record(plan, final, version, installed, deps, system, links, requirements)
         module_path = modulefile_path(self.settings.modules_dir, record, plan.module_type)

@@ -77,11 +77,18 @@ class CentralStack:
         return None
 
 
-def load_kind_table() -> dict[str, dict]:
-    import yaml
+def load_kind_table(cache: JsonCache | None = None) -> dict[str, dict]:
+    """How a module's kind is recognised (data/kinds.yaml); parsed once per version of the file
+    when a ``cache`` is given, so a create does not load a YAML parser for it."""
+    path = str(Path(__file__).with_name("data") / "kinds.yaml")
 
-    with open(Path(__file__).with_name("data") / "kinds.yaml", encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    def parse() -> dict[str, dict]:
+        import yaml
+
+        with open(path, encoding="utf-8") as fh:
+            return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+    return (cache or JsonCache(None)).get_or_compute("kinds", ["kinds-1", *file_stamp(path)], parse)
 
 
 def classify(name: str, paths: Mapping[str, Sequence[str]], table: Mapping[str, dict]) -> str:
@@ -155,7 +162,7 @@ def discover_stack(module_system: ModuleSystem | None, environ: Mapping[str, str
 
     raw = (cache or JsonCache(None)).get_or_compute("modules", key, show)
     by_real = {os.path.realpath(p): e for p, e in raw.items()}
-    table = load_kind_table()
+    table = load_kind_table(cache)
     modules = []
     for m in loaded:
         data = raw.get(m.modulefile) or by_real.get(os.path.realpath(m.modulefile))

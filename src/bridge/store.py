@@ -15,7 +15,6 @@ new one is complete, and a reader never sees neither.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -36,6 +35,8 @@ _RENAME_EXCHANGE = 2
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically; False when the kernel or file system cannot."""
+    import ctypes     # only a --force replace needs it
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2

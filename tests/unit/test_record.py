@@ -104,8 +104,8 @@ def test_failed_write_leaves_the_old_record_and_no_temporary_file(tmp_path):
     record = make_record(tmp_path)
     write_record(record)
     before = (tmp_path / RECORD_FILE).read_bytes()
-    broken = make_record(tmp_path, description=object())   # the YAML dumper cannot represent it
-    with pytest.raises(yaml.YAMLError):
+    broken = make_record(tmp_path, description=object())   # not plain data: the writer refuses it
+    with pytest.raises(TypeError):
         write_record(broken)
     assert (tmp_path / RECORD_FILE).read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == [RECORD_FILE]
