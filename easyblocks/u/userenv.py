@@ -19,15 +19,17 @@ The work is done by envmod's library (the Python package ``bridge``), the same c
 * configure  discover the stack from the loaded modules, plan (Python, build rules); a rule
              package whose MPI/HDF5 is not among the dependencies fails here, naming the module
 * install    create the environment in the install dir with the Python dependency's interpreter,
-             install the packages (rule packages compiled from source, see envmod's build rules)
-* postproc   scan what the environment's ELF files link (envmod's ELF scanner, when the library
-             has it) and check it against the dependencies: a central library from a module that
-             is not a dependency fails the build naming the module to add; a dependency nothing
-             uses is a warning. Then write the record.
+             install the packages (rule packages compiled from source, see envmod's build rules),
+             scan what its ELF files link (envmod's evidence)
+* postproc   hold that evidence against the dependencies: a central module the environment uses
+             that is not a dependency (loaded through another module, or installed under an
+             EasyBuild tree on $MODULEPATH and not loaded) fails the build naming the module to
+             add; a dependency nothing uses is a warning. Then write the record.
 * sanity     import the requested packages inside the new module
-* module     EasyBuild writes the module (its depends_on lines); this easyblock adds VIRTUAL_ENV,
-             PYTHONNOUSERSITE, ENVMOD_ENV/ENVMOD_RECORD and the envmod family, then registers
-             the environment with envmod (a symlink <envmod root>/envs/<name> -> install dir)
+* module     EasyBuild writes the module (its depends_on lines); this easyblock adds what every
+             envmod module sets (VIRTUAL_ENV, PYTHONNOUSERSITE, ENVMOD_ENV/ENVMOD_RECORD) and
+             envmod's family guard, both from the library, then registers the environment with
+             envmod (a symlink <envmod root>/envs/<name> -> install dir)
 
 How the library is found, first hit wins:
 1. ``$ENVMOD_LIBRARY``: an envmod checkout or its ``src`` directory (os.pathsep-separated list);
@@ -44,7 +46,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -54,11 +55,6 @@ from easybuild.tools.build_log import EasyBuildError, print_msg, print_warning
 from easybuild.tools.filetools import mkdir
 
 RECORD_FILE = 'envmod.yaml'
-ENVMOD_FAMILY = 'envmod'
-# Prefixes and library directories that belong to the operating system, not to one module:
-# a module rooted at /usr (Debian's OpenMPI through SystemMPI) owns only its own files there.
-SYSTEM_PREFIXES = ('/', '/usr', '/usr/local', '/opt')
-SYSTEM_LIBDIR = re.compile(r'^(/usr)?/lib(32|64|x32)?(/[a-z0-9_]+-linux-gnu[a-z0-9_]*)?/?$')
 LIBRARY_HINT = ("make envmod importable by the Python running EasyBuild (%s): install it there "
                 "(%s -m pip install /path/to/envmod), or set $ENVMOD_LIBRARY to an envmod checkout "
                 "(or its src directory) whose dependencies (PyYAML, Jinja2, packaging, archspec) that Python has")
@@ -91,19 +87,27 @@ def import_library(environ=None, here=None):
             sys.path.append(checkout_src)
     try:
         import bridge
-        from bridge import config, errors, record, rules, session, stack, store
+        from bridge import config, errors, evidence, record, rules, session, stack, store
         from bridge.backends import get_backend
-        from bridge.install import check_requirements, direct_rule_packages
+        from bridge.emit import modulefile
+        from bridge.install import check_requirements, direct_rule_packages, requirement_name
         from bridge.progress import Reporter
     except ImportError as err:
         raise ImportError("%s (looked in: %s)" % (err, ', '.join(tried))) from err
-    try:
-        from bridge import elf
-    except ImportError:   # the ELF scanner is newer than some copies of the library
-        elf = None
-    ns = dict(bridge=bridge, config=config, errors=errors, record=record, rules=rules, session=session,
-              stack=stack, store=store, elf=elf, get_backend=get_backend, check_requirements=check_requirements,
-              direct_rule_packages=direct_rule_packages, Reporter=Reporter)
+    # A library older than this easyblock (a site's copy not reinstalled) would fail mid-build.
+    lacking = [name for name, have in [
+        ('evidence.check_declared_modules', hasattr(evidence, 'check_declared_modules')),
+        ('rules.select_rules', hasattr(rules, 'select_rules')),
+        ('store.Store.register', hasattr(store.Store, 'register')),
+        ('emit.modulefile.render_conflict', hasattr(modulefile, 'render_conflict')),
+    ] if not have]
+    if lacking:
+        raise ImportError("the envmod library at %s is older than this easyblock (it lacks %s)"
+                          % (os.path.dirname(bridge.__file__), ', '.join(lacking)))
+    ns = dict(bridge=bridge, config=config, errors=errors, evidence=evidence, record=record, rules=rules,
+              session=session, stack=stack, store=store, modulefile=modulefile, get_backend=get_backend,
+              check_requirements=check_requirements, direct_rule_packages=direct_rule_packages,
+              requirement_name=requirement_name, Reporter=Reporter)
     return type('EnvmodLibrary', (), ns)
 
 
@@ -129,159 +133,6 @@ class _LineWriter:
         return False
 
 
-# ---------------------------------------------------------------------------------------------
-# What the environment links, and which central module each library comes from
-
-def _under(path, root):
-    root = root.rstrip('/') or '/'
-    return path == root or path.startswith(root + '/') or root == '/'
-
-
-def _is_system_libdir(path):
-    return bool(SYSTEM_LIBDIR.match(os.path.realpath(path)))
-
-
-def compiler_libdirs(mpicc):
-    """The library directories an MPI compiler wrapper links from (Open MPI, MPICH and relatives)."""
-    for args in ([mpicc, '--showme:libdirs'], [mpicc, '-show']):
-        try:
-            out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if out.returncode != 0 or not out.stdout.strip():
-            continue
-        words = out.stdout.split()
-        if args[1] == '--showme:libdirs':
-            return [w for w in words if os.path.isabs(w)]
-        return [w[2:] for w in words if w.startswith('-L') and os.path.isabs(w[2:])]
-    return []
-
-
-class ModuleOwnership:
-    """Which central module a library file belongs to.
-
-    A module owns the tree under its prefix (unless the prefix is the operating system's, like
-    /usr for Debian's OpenMPI) and every file in its own library directories (its LD_LIBRARY_PATH
-    and LIBRARY_PATH entries, and for MPI the wrapper compiler's), compared by real path so a
-    module that links system files into its tree (HDF5 here) still owns them. A file under
-    ``<install root>/software/<name>/<version>/`` of an EasyBuild tree on $MODULEPATH belongs to
-    module ``<name>/<version>`` even when that module is not loaded.
-    """
-
-    def __init__(self, modules, install_roots=(), libdirs_of=None):
-        self.modules = list(modules)
-        self.trees = []    # (real dir, module name)
-        self.files = {}    # real file -> module name
-        for module in self.modules:
-            prefix = module.prefix
-            if prefix and os.path.realpath(prefix) not in SYSTEM_PREFIXES:
-                self.trees.append((os.path.realpath(prefix), module.name))
-                if os.path.normpath(prefix) != os.path.realpath(prefix):
-                    self.trees.append((os.path.normpath(prefix), module.name))
-            dirs = list(module.paths.get('LD_LIBRARY_PATH', ())) + list(module.paths.get('LIBRARY_PATH', ()))
-            if libdirs_of is not None:
-                dirs += libdirs_of(module)
-            for d in dirs:
-                if not os.path.isdir(d) or _is_system_libdir(d):
-                    continue
-                for entry in os.listdir(d):
-                    full = os.path.join(d, entry)
-                    if os.path.isfile(full):
-                        self.files.setdefault(os.path.realpath(full), module.name)
-        self.trees.sort(key=lambda t: -len(t[0]))
-        self.software = [os.path.join(root, 'software') for root in install_roots]
-
-    def owner(self, path):
-        """(module name, loaded) for ``path``, or (None, False) for the OS or the env itself."""
-        candidates = [os.path.normpath(path), os.path.realpath(path)]
-        for cand in candidates:
-            for tree, name in self.trees:
-                if _under(cand, tree):
-                    return name, True
-        for cand in candidates:
-            if cand in self.files:
-                return self.files[cand], True
-        for cand in candidates:
-            for software in self.software:
-                if _under(cand, software):
-                    parts = os.path.relpath(cand, software).split(os.sep)
-                    if len(parts) >= 3:
-                        return '%s/%s' % (parts[0], parts[1]), False
-        return None, False
-
-
-def install_roots(modulepath):
-    """EasyBuild install roots of the $MODULEPATH entries: ROOT for ROOT/modules/<class>, when
-    ROOT/software exists."""
-    roots = []
-    for entry in [e for e in (modulepath or '').split(':') if e]:
-        parent = os.path.dirname(os.path.normpath(entry))
-        root = os.path.dirname(parent)
-        if os.path.basename(parent) == 'modules' and os.path.isdir(os.path.join(root, 'software')) \
-                and root not in roots:
-            roots.append(root)
-    return roots
-
-
-@dataclasses.dataclass
-class LinkReport:
-    """What the environment's ELF files load, by central module."""
-    used: dict = dataclasses.field(default_factory=dict)       # module -> [(env file, library)]
-    direct: dict = dataclasses.field(default_factory=dict)     # module -> [(env file, library)], direct needs
-    unloaded: dict = dataclasses.field(default_factory=dict)   # module not loaded -> [(env file, library)]
-    not_found: list = dataclasses.field(default_factory=list)  # (env file, soname)
-    files: int = 0
-
-
-def scan_links(elf, prefix, python, ownership, ld_library_path=None, on_error=None):
-    """Model the loader (envmod's ELF scanner) for every ELF file of the env at ``prefix``."""
-    report = LinkReport()
-    resolver = elf.Resolver()
-    real_prefix = os.path.realpath(prefix)
-
-    def inside(path):
-        return _under(os.path.normpath(path), prefix) or _under(os.path.realpath(path), real_prefix)
-
-    def short(path):
-        return os.path.relpath(path, prefix) if _under(os.path.normpath(path), prefix) else path
-
-    for info in elf.iter_elf_files(prefix, on_error=on_error):
-        if not info.needed:
-            continue
-        report.files += 1
-        extension = info.path.endswith('.so') and '/site-packages/' in info.path
-        try:
-            result = resolver.resolve_tree(info, ld_library_path=ld_library_path,
-                                           executable=python if extension else None)
-        except (elf.ElfError, OSError) as err:
-            if on_error:
-                on_error(info.path, err)
-            continue
-        for obj in result.objects:
-            if inside(obj.path):        # the env's own libraries (wheels' bundled .libs)
-                continue
-            name, loaded = ownership.owner(obj.path)
-            if name and loaded:
-                report.used.setdefault(name, []).append((short(info.path), os.path.basename(obj.path)))
-        for needer, res in result.edges:
-            if not inside(needer):
-                continue
-            if not res.found:
-                if res.how == elf.How.NOT_FOUND:
-                    report.not_found.append((short(needer), res.name))
-                continue
-            if inside(res.path):
-                continue
-            name, loaded = ownership.owner(res.path)
-            if name is None:
-                continue
-            target = report.direct if loaded else report.unloaded
-            entry = (short(needer), res.name)
-            if entry not in target.setdefault(name, []):
-                target[name].append(entry)
-    return report
-
-
 def dependency_spec(module_name, external=False):
     """How to write a module as an easyconfig dependency."""
     if external or '/' not in module_name:
@@ -289,8 +140,6 @@ def dependency_spec(module_name, external=False):
     name, version = module_name.split('/', 1)
     return "('%s', '%s')" % (name, version)
 
-
-# ---------------------------------------------------------------------------------------------
 
 class UserEnv(EasyBlock):
     """An envmod user environment (a venv over the central Python) built by envmod's library."""
@@ -353,8 +202,8 @@ class UserEnv(EasyBlock):
             except ImportError as err:
                 raise EasyBuildError("UserEnv cannot import envmod's library: %s; " + LIBRARY_HINT,
                                      err, sys.executable, sys.executable) from None
-            self.log.info("envmod library %s from %s (ELF scanner: %s)", self.lib.bridge.__version__,
-                          os.path.dirname(self.lib.bridge.__file__), 'yes' if self.lib.elf else 'no')
+            self.log.info("envmod library %s from %s", self.lib.bridge.__version__,
+                          os.path.dirname(self.lib.bridge.__file__))
         return self.lib
 
     @contextlib.contextmanager
@@ -377,8 +226,14 @@ class UserEnv(EasyBlock):
         return [d['full_mod_name'] for d in self.runtime_deps()]
 
     def is_external(self, module_name):
-        return any(d.get('external_module') and module_name.startswith(d['full_mod_name'])
-                   for d in self.runtime_deps())
+        """Whether a module to add is not one EasyBuild built: it must then be an EXTERNAL_MODULE
+        dependency. EasyBuild's own modules set $EBROOT<NAME>; one that is not loaded was found
+        in an EasyBuild install tree."""
+        stack = self.plan.stack if self.plan else None
+        module = next((m for m in stack.modules if m.name == module_name), None) if stack else None
+        if module is None:
+            return False
+        return not any(var.startswith('EBROOT') for var in module.prefixes)
 
     def python_dependency(self):
         """(dependency, its python3) of the Python dependency; fails naming what to add."""
@@ -386,16 +241,28 @@ class UserEnv(EasyBlock):
         table = lib.stack.load_kind_table()
         for dep in self.runtime_deps():
             meta = dep.get('external_module_metadata') or {}
-            names = [dep['name'], dep['full_mod_name']] + list(meta.get('name') or [])
+            # (an EXTERNAL_MODULE dependency has no name of its own: its metadata may give one)
+            names = [n for n in [dep['name'], dep['full_mod_name']] + list(meta.get('name') or []) if n]
             if any(lib.stack.classify(n, {}, table) == 'python' for n in names):
                 return dep
         raise EasyBuildError("UserEnv needs the central Python among the dependencies: add one, e.g. %s",
                              self.suggest('python') or "('Python', '3.11.2')")
 
+    @staticmethod
+    def is_module_of(module, dep):
+        """Whether a loaded module is this dependency (an external one may be named without its version)."""
+        return module.name == dep['full_mod_name'] or module.name.startswith(dep['full_mod_name'] + '/')
+
+    def dependency_of(self, module):
+        return next((d for d in self.runtime_deps() if self.is_module_of(module, d)), None)
+
+    def stack_module(self, dep, stack):
+        return next((m for m in stack.modules if self.is_module_of(m, dep)), None)
+
     def software_root(self, dep):
         from easybuild.tools.modules import get_software_root
         meta = dep.get('external_module_metadata') or {}
-        for name in [dep['name']] + list(meta.get('name') or []):
+        for name in [n for n in [dep['name']] + list(meta.get('name') or []) if n]:
             root = get_software_root(name)
             if root:
                 return root
@@ -423,18 +290,12 @@ class UserEnv(EasyBlock):
             files.append(path)
         return files
 
-    def source_rules(self, stack):
-        """The build rules for this env: the library's table, or the subset compile_against_stack names."""
+    def source_rules(self):
+        """The build rules for this env: the library's table, or the part compile_against_stack names."""
         lib = self.library()
-        table = lib.rules.load_rules(self.settings().build_rules)
-        wanted = self.as_list('compile_against_stack')
-        if wanted is None:
-            return table, None
-        chosen = {}
-        for name in wanted:
-            key = lib.rules.canonical_name(name)
-            chosen[key] = table.get(key) or lib.rules.BuildRule(key, ())
-        return chosen, sorted(chosen)
+        with self.envmod_errors("easyconfig parameter 'compile_against_stack'"):
+            return lib.rules.select_rules(lib.rules.load_rules(self.settings().build_rules),
+                                          self.as_list('compile_against_stack'))
 
     def settings(self):
         lib = self.library()
@@ -453,19 +314,19 @@ class UserEnv(EasyBlock):
                                  "the central pip from there)")
         if not (self.cfg['packages'] or self.cfg['requirements']):
             self.log.info("no packages requested: the environment holds only the central Python's packages")
+        self.source_rules()     # a bad compile_against_stack fails here, before anything is loaded
         self.python_dependency()
 
     def configure_step(self):
         """Discover the central stack from the loaded dependency modules and plan the environment."""
         lib = self.library()
-        rules, chosen = self.source_rules(None) if self.dry_run else (None, None)
         if self.dry_run:
             python = self.python_dependency()['full_mod_name']
             self.dry_run_msg("envmod: plan a %s environment over %s's python3 (the central stack is the loaded "
                              "dependency modules: %s)", self.cfg['backend'], python,
                              ', '.join(self.dep_module_names()))
-            names = ', '.join(chosen) if chosen is not None else ', '.join(
-                '%s (against %s)' % (r.package, '/'.join(r.against)) for r in rules.values())
+            names = ', '.join(r.package + (' (against %s)' % '/'.join(r.against) if r.against else '')
+                              for r in self.source_rules().values())
             self.dry_run_msg("envmod: compiled from source against the stack, when requested: %s", names or 'none')
             return
 
@@ -477,7 +338,8 @@ class UserEnv(EasyBlock):
             name=self.env_name, packages=self.as_list('packages') or [],
             requirement_files=self.requirement_files(), python=python_exe,
             description=' '.join((self.cfg['description'] or '').split()), module_type=self.module_type,
-            force=True, backend=self.cfg['backend'], module_name=self.full_mod_name)
+            force=True, backend=self.cfg['backend'], module_name=self.full_mod_name,
+            source_builds=self.as_list('compile_against_stack'))
         self.reporter = lib.Reporter(stream=_LineWriter(lambda line: print_msg('  >> envmod ' + line, log=self.log,
                                                                                silent=self.silent, prefix=False)),
                                      heartbeat=60.0)
@@ -488,31 +350,27 @@ class UserEnv(EasyBlock):
         self.session = lib.session.CreateSession(request, settings, self.reporter, stack=stack,
                                                  module_system=system)
         self.system = system
-        rules, chosen = self.source_rules(stack)
         try:
-            if chosen is None:
-                plan = self.session.plan(system, stack)
-            elif 'source_builds' in {f.name for f in dataclasses.fields(lib.session.CreateRequest)}:
-                request = dataclasses.replace(request, source_builds=chosen)
-                self.session.request = request
-                plan = self.session.plan(system, stack)
-            else:
-                # A library without CreateRequest.source_builds plans with its whole rule table:
-                # plan without packages, then check and use the chosen rules here.
-                self.session.request = dataclasses.replace(request, packages=(), requirement_files=())
-                plan = self.session.plan(system, stack)
-                self.session.request = request
-                lib.direct_rule_packages(lib.check_requirements(request.packages), rules, stack)
-                plan = dataclasses.replace(plan, request=request, rules=rules)
+            plan = self.session.plan(system, stack)
         except lib.errors.PlanError as err:
             raise EasyBuildError("%s", self.explain_plan_error(err, stack)) from None
         except lib.errors.EnvmodError as err:
             raise EasyBuildError("envmod could not plan %s: %s", self.env_name, err.one_line()) from None
+        if plan.python_module is None:
+            # An external Python module that puts nothing on PATH: the interpreter is still the
+            # Python dependency's (its prefix came from the metadata), and the record says so.
+            plan = dataclasses.replace(plan, python_module=self.stack_module(python_dep, stack))
         self.plan = plan
-        self.check_rule_modules(plan, stack)
+        builds = {b.package: b for b in self.check_rule_modules(plan, stack)}
+        compiled = []
+        for name in sorted(plan.rules):
+            build = builds.get(name)
+            compiled.append('%s (against %s%s)' % (name, ', '.join(build.module_names) or 'nothing in particular',
+                                                   ''.join('; %s=%s' % kv for kv in sorted(build.env.items())))
+                            if build else name)
         print_msg("envmod: %s over %s (Python %s); compiled against the stack: %s" % (
             request.backend, plan.python_module.name if plan.python_module else plan.python.executable,
-            plan.python.version, ', '.join(sorted(plan.rules)) or 'nothing'), log=self.log, silent=self.silent)
+            plan.python.version, ', '.join(compiled) or 'nothing'), log=self.log, silent=self.silent)
 
     def complete_stack(self, stack):
         """Fill in what EasyBuild knows and the modules may not say: prefixes ($EBROOT*) and tools.
@@ -521,25 +379,26 @@ class UserEnv(EasyBlock):
         found from $EBROOTOPENMPI; external modules get their prefix from the metadata.
         """
         lib = self.library()
-        roots = {}
-        for dep in self.runtime_deps():
-            root = self.software_root(dep)
-            if root:
-                roots[dep['full_mod_name']] = root
+        table = lib.stack.load_kind_table()
         completed = []
         for module in stack.modules:
-            root = next((r for name, r in roots.items() if module.name == name or module.name.startswith(name + '/')),
-                        None)
+            dep = self.dependency_of(module)
+            root = self.software_root(dep) if dep else None
             prefix = module.prefix or root
+            kind = module.kind
+            if kind == 'other' and dep:
+                # an external module named as the site likes (cray-mpich, ...): its metadata names the software
+                names = (dep.get('external_module_metadata') or {}).get('name') or []
+                kind = next((k for k in (lib.stack.classify(n, {}, table) for n in names) if k != 'other'), kind)
             facts = dict(module.facts)
-            if module.kind == 'mpi' and not facts.get('mpicc'):
+            if kind == 'mpi' and not facts.get('mpicc'):
                 cands = [os.path.join(p, 'bin', 'mpicc') for p in (prefix, root) if p] + [shutil.which('mpicc')]
                 facts['mpicc'] = next((c for c in cands if c and os.access(c, os.X_OK)), None)
-            if module.kind == 'python' and not facts.get('python'):
+            if kind == 'python' and not facts.get('python'):
                 cands = [os.path.join(p, 'bin', 'python3') for p in (prefix, root) if p]
                 facts['python'] = next((c for c in cands if os.access(c, os.X_OK)), None)
             facts = {k: v for k, v in facts.items() if v is not None}
-            completed.append(dataclasses.replace(module, prefix=prefix, facts=facts))
+            completed.append(dataclasses.replace(module, kind=kind, prefix=prefix, facts=facts))
         self.log.info("central stack: %s", ', '.join('%s (%s, %s)' % (m.name, m.kind, m.prefix) for m in completed))
         return lib.stack.CentralStack(stack.module_system, tuple(completed))
 
@@ -564,8 +423,13 @@ class UserEnv(EasyBlock):
         names = lib.check_requirements(list(plan.request.packages))
         with self.envmod_errors("envmod build rules"):
             builds = lib.direct_rule_packages(names, plan.rules, stack)
-        self.fail_if_not_dependencies({m.name: ['%s is compiled against it' % b.package]
-                                       for b in builds for m in b.modules if m.name not in direct})
+        missing = {}
+        for build in builds:
+            for module in build.modules:
+                if module.name not in direct:
+                    missing.setdefault(module.name, []).append('%s is compiled against it' % build.package)
+        self.fail_if_not_dependencies(missing)
+        return builds
 
     def fail_if_not_dependencies(self, missing):
         if not missing:
@@ -590,6 +454,8 @@ class UserEnv(EasyBlock):
                 self.dry_run_msg("envmod: pip install %s (rule packages from source, with their build "
                                  "environment filled in from the loaded modules)",
                                  ' '.join(packages + ['-r %s' % r for r in requirements]))
+                self.dry_run_msg("envmod: scan the environment's ELF files: which module provides each library "
+                                 "they load (the record's link evidence)")
             self.dry_run_msg("envmod: write the environment record %s", os.path.join(self.installdir, RECORD_FILE))
             return
         if self.plan is None:
@@ -606,11 +472,12 @@ class UserEnv(EasyBlock):
             self.log.info("envmod build log (%s):\n%s", log_path, fh.read())
 
     def post_processing_step(self):
-        """Check what the environment links against the dependencies; write the record."""
+        """Check what the environment uses against the dependencies; write the record."""
         super().post_processing_step()
         if self.dry_run:
-            self.dry_run_msg("envmod: scan the environment's ELF files; a central library from a module that is "
-                             "not a dependency fails the build, a dependency nothing uses is a warning")
+            self.dry_run_msg("envmod: hold what the environment's ELF files link, and what its packages were "
+                             "compiled against and require, against the dependencies: a module used that is not a "
+                             "dependency fails the build, a dependency nothing uses is a warning")
             self.dry_run_msg("envmod: register the environment as %s with envmod", self.env_name)
             return
         if self.record is None:
@@ -619,64 +486,28 @@ class UserEnv(EasyBlock):
         self.write_record()
 
     def check_dependencies_used(self):
+        """envmod's evidence (what the scan found each ELF file loads, what each package was
+        compiled against and requires) held against the dependencies."""
         lib = self.library()
         direct = self.dep_module_names()
-        python_dep = self.python_dependency()['full_mod_name']
-        used = {python_dep: ['the interpreter']}
-        missing = {}
-        for pkg in self.record.packages:
-            for module in pkg.built_against:
-                used.setdefault(module, []).append('%s compiled against it' % pkg.name)
-                if module not in direct:
-                    missing.setdefault(module, []).append('%s is compiled against it' % pkg.name)
-        if lib.elf is None:
-            self.log.info("envmod's library has no ELF scanner: dependencies checked from the build record only")
-        else:
-            report = self.scan()
-            for module, links in report.used.items():
-                used.setdefault(module, []).append('linked')
-            for module, links in list(report.direct.items()) + list(report.unloaded.items()):
-                if module not in direct:
-                    missing.setdefault(module, []).extend('%s needs %s' % link for link in links)
-            for needer, soname in report.not_found[:10]:
-                print_warning("envmod scan: %s needs %s, which neither the dependencies nor the system "
-                              "provide", needer, soname, log=self.log, silent=self.silent)
-            print_msg("envmod scan: %d ELF files; central modules linked: %s" % (
-                report.files, ', '.join(sorted(report.used)) or 'none'), log=self.log, silent=self.silent)
-        self.fail_if_not_dependencies(missing)
-        for module in direct:
-            if module not in used:
-                print_warning("dependency %s is not used by %s: no package was compiled against it and nothing "
-                              "in the environment links to it (it is still loaded with the module)",
-                              module, self.env_name, log=self.log, silent=self.silent)
-
-    def scan(self):
-        lib = self.library()
-        stack = self.plan.stack
-        mpicc_dirs = {}
-
-        def libdirs_of(module):
-            mpicc = module.facts.get('mpicc') if module.kind == 'mpi' else None
-            if mpicc and mpicc not in mpicc_dirs:
-                mpicc_dirs[mpicc] = compiler_libdirs(mpicc)
-            return mpicc_dirs.get(mpicc, []) if mpicc else []
-
-        ownership = ModuleOwnership(stack.modules, install_roots(os.environ.get('MODULEPATH')), libdirs_of)
-        python = os.path.join(self.installdir, 'bin', 'python')
-
-        def on_error(path, err):
-            self.log.info("envmod scan: skipped %s: %s", path, err)
-
-        try:
-            report = scan_links(lib.elf, self.installdir, python, ownership,
-                                ld_library_path=os.environ.get('LD_LIBRARY_PATH', ''), on_error=on_error)
-        except (AttributeError, TypeError) as err:   # a scanner with another interface
-            print_warning("envmod's ELF scanner could not be used (%s): dependencies checked from the build "
-                          "record only", err, log=self.log, silent=self.silent)
-            return LinkReport()
-        self.log.info("envmod scan: used %s; direct %s; unloaded %s; not found %s", report.used, report.direct,
-                      report.unloaded, report.not_found)
-        return report
+        links = self.record.links
+        # EasyBuild trees on $MODULEPATH: a library from one of their modules that is not loaded
+        # (reached through an RPATH) is that module's, not the system's.
+        roots = lib.evidence.easybuild_install_roots(os.environ.get('MODULEPATH', ''))
+        check = lib.evidence.check_declared_modules(self.record, direct, roots)
+        self.log.info("envmod evidence: %d links; install roots %s; undeclared %s; unused %s", len(links), roots,
+                      dict(check.undeclared), list(check.unused))
+        missing = sorted({e.needs for e in links if e.provider == lib.evidence.MISSING})
+        for soname in missing[:10]:
+            print_warning("envmod scan: the environment needs %s, which neither the dependencies nor the system "
+                          "provide", soname, log=self.log, silent=self.silent)
+        print_msg("envmod scan: %d compiled files; central modules linked: %s" % (
+            len({e.file for e in links}), ', '.join(sorted(check.linked)) or 'none'), log=self.log, silent=self.silent)
+        self.fail_if_not_dependencies(check.undeclared)
+        for module in check.unused:
+            print_warning("dependency %s is not used by %s: no package was compiled against it and nothing in the "
+                          "environment links to it or requires a package from it (it is still loaded with the "
+                          "module)", module, self.env_name, log=self.log, silent=self.silent)
 
     def write_record(self):
         lib = self.library()
@@ -701,32 +532,24 @@ class UserEnv(EasyBlock):
         return []
 
     def make_module_extra(self, *args, **kwargs):
-        """envmod's extras: the venv, no user site, which env and record, one envmod env at a time."""
+        """What every envmod module sets (the venv, no user site, which env and record) and its
+        family guard, both from envmod's library, written through EasyBuild's generator."""
         txt = super().make_module_extra(*args, **kwargs)
+        lib = self.library()
         gen = self.module_generator
-        txt += gen.set_environment('VIRTUAL_ENV', '', relpath=True)
-        txt += gen.set_environment('PYTHONNOUSERSITE', '1')
-        txt += gen.set_environment('ENVMOD_ENV', self.env_name)
-        txt += gen.set_environment('ENVMOD_RECORD', RECORD_FILE, relpath=True)
-        txt += self.family_guard()
+        root = self.installdir.rstrip('/')
+        for var, value in lib.modulefile.module_setenv(self.env_name, root):
+            if value == root or value.startswith(root + '/'):
+                # relative to the module's own root, as EasyBuild writes install paths
+                rel = os.path.relpath(value, root)
+                txt += gen.set_environment(var, '' if rel == '.' else rel, relpath=True)
+            else:
+                txt += gen.set_environment(var, value)
+        settings = self.settings()
+        with self.envmod_errors("envmod's module templates"):
+            txt += '\n' + lib.modulefile.render_conflict(self.module_type, self.env_name, settings.templates,
+                                                         settings.cache_dir)
         return txt
-
-    def family_guard(self):
-        """Two envmod environments on one PATH would shadow each other (as envmod's own modules)."""
-        if self.module_generator.SYNTAX == 'Tcl':
-            return '\n'.join([
-                '',
-                '# Two envmod environments on one PATH would shadow each other.',
-                'if {[info commands family] ne {}} {',
-                '    family %s' % ENVMOD_FAMILY,
-                '} elseif {[module-info mode load] && [info exists ::env(ENVMOD_ENV)] && '
-                '$::env(ENVMOD_ENV) ne {%s}} {' % self.env_name,
-                '    error "envmod environment $::env(ENVMOD_ENV) is already loaded: unload it first"',
-                '}',
-                '',
-            ])
-        return '\n-- Two envmod environments on one PATH would shadow each other: Lmod swaps them instead.\n' \
-               'family("%s")\n' % ENVMOD_FAMILY
 
     def make_module_step(self, fake=False):
         modpath = super().make_module_step(fake=fake)
@@ -762,29 +585,9 @@ class UserEnv(EasyBlock):
         """A symlink <envmod root>/envs/<name> -> install dir: `envmod list/show` read the record there."""
         lib = self.library()
         try:
-            settings = lib.config.load_settings()
-            store = lib.store.Store(settings)
-            link = store.env_path(self.env_name)
+            link = lib.store.Store(lib.config.load_settings()).register(self.env_name, self.installdir)
         except lib.errors.EnvmodError as err:
             print_warning("not registered with envmod: %s", err.one_line(), log=self.log, silent=self.silent)
-            return
-        target = os.path.realpath(self.installdir)
-        if os.path.islink(link):
-            if os.path.realpath(link) == target:
-                return
-        elif os.path.exists(link):
-            print_warning("not registered with envmod: an environment named %s already exists at %s",
-                          self.env_name, link, log=self.log, silent=self.silent)
-            return
-        try:
-            os.makedirs(os.path.dirname(link), exist_ok=True)
-            tmp = '%s.eb-%d' % (link, os.getpid())
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            os.symlink(target, tmp)
-            os.replace(tmp, link)
-        except OSError as err:
-            print_warning("not registered with envmod (%s): %s", link, err, log=self.log, silent=self.silent)
             return
         print_msg("envmod: registered as %s ('envmod show %s')" % (link, self.env_name), log=self.log,
                   silent=self.silent)
@@ -803,7 +606,7 @@ class UserEnv(EasyBlock):
             except Exception as err:  # the sanity check reports what it can
                 self.log.warning("cannot read %s: %s", record_path, err)
         if not requested:
-            requested = [re.split(r'[\s<>=!~;\[@]', p.strip(), 1)[0] for p in self.as_list('packages') or []
+            requested = [self.library().requirement_name(p) for p in self.as_list('packages') or []
                          if p.strip() and '://' not in p and not os.path.exists(p)]
         names = []
         for dist in requested:

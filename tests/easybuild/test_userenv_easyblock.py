@@ -1,15 +1,18 @@
 """Fast tests of the UserEnv easyblock with a real EasyBuild, in EasyBuild's module-only style.
 
 Each test runs the real ``eb`` (or a few lines under EasyBuild's Python) against small fake
-dependency modules (Python, OpenMPI, HDF5 as Lua modules in a temporary MODULEPATH), so nothing
-is compiled and no central site is needed: ``--module-only --force`` runs the ready, prepare and
-module steps, ``-x`` prints every step. The end-to-end build is in test_userenv_eb_e2e.py.
+dependency modules (Python, OpenMPI, HDF5 as Lua modules in a temporary MODULEPATH, as EasyBuild
+writes them or as a site writes EXTERNAL_MODULE ones), so nothing is compiled and no central site
+is needed: ``--module-only --force`` runs the ready, prepare and module steps, ``-x`` prints
+every step, ``--stop=configure`` discovers the stack and plans. The end-to-end build is in
+test_userenv_eb_e2e.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -186,33 +189,49 @@ def test_module_only_again_leaves_the_install_dir_alone(ebrun):
     assert ebrun.module_file().stat().st_mtime_ns >= first
 
 
-def test_module_only_tcl_has_the_family_guard(ebrun):
+def with_another_env(ebrun: EbRun, fake_stack: Path, body: str) -> str:
+    """stdout of ``body`` run in bash under Lmod with the fake stack, the module eb wrote and
+    another envmod env (otherenv/py3.11, in family envmod) on MODULEPATH."""
+    other = ebrun.work / "other-modules/otherenv/py3.11.lua"
+    other.parent.mkdir(parents=True)
+    other.write_text('family("envmod")\nsetenv("ENVMOD_ENV", "otherenv")\n')
+    script = (f"source /usr/share/lmod/lmod/init/bash\n"
+              f"module use {fake_stack} {ebrun.prefix}/modules/all {other.parent.parent}\n") + body
+    return run(["bash", "--noprofile", "--norc", "-c", script], ebrun.env(), timeout=60).check().stdout
+
+
+def test_module_only_tcl_has_envmods_family_guard(ebrun, fake_stack):
     fake_env(ebrun.installdir)
     ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force", syntax="Tcl").check()
     text = ebrun.module_file("Tcl").read_text()
-    assert "if {[info commands family] ne {}} {\n    family envmod\n}" in text
-    assert "$::env(ENVMOD_ENV) ne {MyEnv-1.0}" in text
-    assert 'setenv\tVIRTUAL_ENV\t\t"$root"' in text or 'setenv VIRTUAL_ENV "$root"' in text or "VIRTUAL_ENV" in text
+    # the guard is envmod's own (its conflict template), word for word
+    from bridge.emit.modulefile import render_conflict
+
+    assert render_conflict("tcl", "MyEnv-1.0") in text
+    assert 'family "envmod"' in text and '$::env(ENVMOD_ENV) ne "MyEnv-1.0"' in text
+    assert 'setenv\tVIRTUAL_ENV\t\t"$root"' in text
+    assert 'setenv\tENVMOD_RECORD\t\t"$root/envmod.yaml"' in text
     for dep in DEPS:
-        assert dep in text
+        assert f"depends-on {dep}" in text
     assert read_record(ebrun.installdir / "envmod.yaml").module.type == "tcl"
+    # Lmod reads the Tcl module: it loads, and the envmod family swaps another env out
+    out = with_another_env(ebrun, fake_stack, """
+module load otherenv/py3.11
+module load MyEnv/1.0 2>&1
+echo "loaded=$LOADEDMODULES env=$ENVMOD_ENV venv=$VIRTUAL_ENV"
+""")
+    assert f"loaded=Python/3.11.2:OpenMPI/4.1.4:HDF5/1.10.8:MyEnv/1.0 env=MyEnv-1.0 venv={ebrun.installdir}" in out
 
 
 def test_module_loads_its_dependencies_in_lmod_and_swaps_envmod_envs(ebrun, fake_stack):
     fake_env(ebrun.installdir)
     ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
-    other = ebrun.work / "other-modules/otherenv/py3.11.lua"
-    other.parent.mkdir(parents=True)
-    other.write_text('family("envmod")\nsetenv("ENVMOD_ENV", "otherenv")\n')
-    script = f"""
-source /usr/share/lmod/lmod/init/bash
-module use {fake_stack} {ebrun.prefix}/modules/all {other.parent.parent}
+    out = with_another_env(ebrun, fake_stack, """
 module load MyEnv/1.0
 echo "loaded=$LOADEDMODULES venv=$VIRTUAL_ENV nousersite=$PYTHONNOUSERSITE env=$ENVMOD_ENV"
 module load otherenv/py3.11 2>&1
 echo "after=$LOADEDMODULES env=$ENVMOD_ENV"
-"""
-    out = run(["bash", "--noprofile", "--norc", "-c", script], ebrun.env(), timeout=60).check().stdout
+""")
     assert f"loaded=Python/3.11.2:OpenMPI/4.1.4:HDF5/1.10.8:MyEnv/1.0 venv={ebrun.installdir}" in out
     assert "nousersite=1 env=MyEnv-1.0" in out
     after = [line for line in out.splitlines() if line.startswith("after=")][0]
@@ -289,7 +308,113 @@ def test_library_not_importable_says_how_to_make_it_so(ebrun, tmp_path):
     assert str(empty) in result.output
 
 
-# ---- the pieces that decide which module a library comes from ----------------------------------
+def test_library_older_than_the_easyblock_is_named(ebrun, tmp_path):
+    old = tmp_path / "old-envmod/src"
+    shutil.copytree(REPO / "src", old, ignore=shutil.ignore_patterns("__pycache__"))
+    evidence = old / "bridge/evidence.py"
+    evidence.write_text(evidence.read_text().replace("def check_declared_modules(", "def _not_yet_written("))
+    result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force", ENVMOD_LIBRARY=str(old))
+    assert result.returncode != 0
+    assert (f"UserEnv cannot import envmod's library: the envmod library at {old}/bridge is older than this "
+            "easyblock (it lacks evidence.check_declared_modules)") in result.output
+
+
+# ---- EXTERNAL_MODULE dependencies with metadata --------------------------------------------------
+
+@pytest.fixture
+def external_stack(tmp_path_factory) -> tuple[Path, Path]:
+    """Hand-written site modules EasyBuild did not build, as EXTERNAL_MODULE dependencies use
+    them, and the metadata file that tells EasyBuild what they are and where they live.
+
+    sitepy/3.11 and sitempi/4.1 put nothing on PATH and set no prefix variable: envmod learns
+    their kind and prefix only from the metadata (the Python a symlink to the machine's own,
+    the MPI Debian's Open MPI in /usr). hdf5/1.10.8 loads openmpi/4.1.4 itself."""
+    base = tmp_path_factory.mktemp("external-stack")
+    python_prefix, hdf5_prefix = base / "software/sitepy", base / "software/hdf5"
+    (python_prefix / "bin").mkdir(parents=True)
+    (python_prefix / "bin/python3").symlink_to("/usr/bin/python3")
+    (hdf5_prefix / "include").mkdir(parents=True)
+    modules = base / "modules"
+    texts = {
+        "sitepy/3.11": 'setenv("SITEPY_MODULE", "3.11")\n',
+        "sitempi/4.1": 'setenv("SITEMPI_MODULE", "4.1")\n',
+        "openmpi/4.1.4": 'setenv("MPI_HOME", "/usr")\n',
+        "hdf5/1.10.8": f'depends_on("openmpi/4.1.4")\nsetenv("HDF5_DIR", "{hdf5_prefix}")\nsetenv("HDF5_MPI", "ON")\n',
+    }
+    for name, text in texts.items():
+        (modules / name).parent.mkdir(parents=True, exist_ok=True)
+        (modules / f"{name}.lua").write_text(text)
+    metadata = base / "external-modules.cfg"
+    metadata.write_text(textwrap.dedent(f"""\
+        [sitepy/3.11]
+        name = Python
+        version = 3.11.2
+        prefix = {python_prefix}
+
+        [sitempi/4.1]
+        name = OpenMPI
+        version = 4.1.4
+        prefix = /usr
+
+        [hdf5/1.10.8]
+        name = HDF5
+        version = 1.10.8
+        prefix = {hdf5_prefix}
+        """))
+    return modules, metadata
+
+
+@pytest.fixture
+def extrun(easybuild, external_stack, tmp_path) -> EbRun:
+    return EbRun(easybuild, external_stack[0], tmp_path)
+
+
+EXTERNAL_DEPS = "[('sitepy/3.11', EXTERNAL_MODULE), ('sitempi/4.1', EXTERNAL_MODULE)]"
+
+
+def test_external_modules_with_metadata_are_the_stack(extrun, external_stack):
+    ec = write_ec(extrun.work / "MyEnv-1.0.eb", EXTERNAL_DEPS)
+    metadata = f"--external-modules-metadata={external_stack[1]}"
+    # the module loads the external modules by their own names
+    fake_env(extrun.installdir)
+    extrun.eb(str(ec), metadata, "--module-only", "--force", "--skip-sanity-check").check()
+    text = extrun.module_file().read_text()
+    assert 'depends_on("sitepy/3.11")' in text and 'depends_on("sitempi/4.1")' in text
+    assert read_record(extrun.installdir / "envmod.yaml").module.depends_on == ["sitepy/3.11", "sitempi/4.1"]
+    # the plan: the metadata says which is the Python (its prefix gives python3) and which the
+    # MPI (its prefix gives mpicc), and the Python's module is recorded as the env's Python
+    shutil.rmtree(extrun.installdir)
+    out = extrun.eb(str(ec), metadata, "--stop=configure", "--force").check().stdout
+    assert "envmod: venv over sitepy/3.11 (Python 3." in out
+    assert "compiled against the stack: h5py, mpi4py (against sitempi/4.1; MPICC=/usr/bin/mpicc)" in out
+    # without the metadata EasyBuild knows no prefix: nothing says which module is the Python
+    failed = extrun.eb(str(ec), "--stop=configure", "--force")
+    assert failed.returncode != 0
+    assert "UserEnv needs the central Python among the dependencies" in failed.output
+
+
+def test_external_module_loaded_only_through_another_is_named_as_external(extrun, external_stack):
+    ec = write_ec(extrun.work / "MyEnv-1.0.eb", "[('sitepy/3.11', EXTERNAL_MODULE), ('hdf5/1.10.8', EXTERNAL_MODULE)]",
+                  "packages = ['h5py']\n")
+    result = extrun.eb(str(ec), f"--external-modules-metadata={external_stack[1]}", "--stop=configure", "--force")
+    assert result.returncode != 0
+    assert ("MyEnv-1.0 uses central modules that are not among its dependencies: openmpi/4.1.4 (h5py is compiled "
+            "against it). Add to dependencies: ('openmpi/4.1.4', EXTERNAL_MODULE)") in result.output
+
+
+# ---- the easyblock's library: compile_against_stack, dependency specs -------------------------------
+
+def test_compile_against_stack_goes_through_the_library(ebrun):
+    # (an easyconfig of its own: EasyBuild 5.4.1 cannot combine --try-amend with -x)
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", str([(d.split("/")[0], d.split("/")[1]) for d in DEPS]),
+                  "compile_against_stack = ['mpi4py', 'cffi']\n")
+    out = ebrun.eb(str(ec), "-x").check().stdout
+    assert "envmod: compiled from source against the stack, when requested: mpi4py (against mpi), cffi" in out
+    bad = write_ec(ebrun.work / "Bad-1.0.eb", "[('Python', '3.11.2')]", "compile_against_stack = ['h5py>=3']\n")
+    result = ebrun.eb(str(bad), "--module-only", "--force")
+    assert result.returncode != 0
+    assert "easyconfig parameter 'compile_against_stack': 'h5py>=3' is not a package name" in result.output
+
 
 def eb_python(easybuild: EasyBuild, code: str, work: Path) -> dict:
     """Run ``code`` under EasyBuild's Python with the easyblock imported as ``ub``; it prints JSON."""
@@ -305,73 +430,9 @@ def eb_python(easybuild: EasyBuild, code: str, work: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def build_tree(work: Path) -> dict[str, Path]:
-    """A central install root with two libraries, and an env whose extension links one of them."""
-    root = work / "site"
-    for name in ("Foo/1.0", "Bar/2.0"):
-        lib = root / "software" / name / "lib"
-        lib.mkdir(parents=True)
-        stem = name.split("/")[0].lower()
-        (work / f"{stem}.c").write_text(f"int {stem}(void) {{ return 1; }}\n")
-        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib / f"lib{stem}.so"), str(work / f"{stem}.c")],
-                       check=True)
-    (root / "modules/all").mkdir(parents=True)
-    env = work / "env"
-    site_packages = env / "lib/python3.11/site-packages"
-    site_packages.mkdir(parents=True)
-    # a library the env bundles itself (as wheels do in <pkg>.libs): the env's own, no module's
-    bundled = site_packages / "ext.libs"
-    bundled.mkdir()
-    (work / "inner.c").write_text("int inner(void) { return 2; }\n")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(bundled / "libinner.so"), str(work / "inner.c")], check=True)
-    (work / "ext.c").write_text("int foo(void); int inner(void); int ext(void) { return foo() + inner(); }\n")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(site_packages / "ext.so"), str(work / "ext.c"),
-                    f"-L{root}/software/Foo/1.0/lib", "-lfoo", f"-L{bundled}", "-linner",
-                    f"-Wl,-rpath,{root}/software/Foo/1.0/lib:$ORIGIN/ext.libs"], check=True)
-    return {"root": root, "env": env}
-
-
-def test_ownership_by_prefix_libdirs_and_install_root(easybuild, tmp_path):
-    tree = build_tree(tmp_path)
-    syslib = tmp_path / "sysmpi/lib"     # a module rooted at /usr owns only its library dir's files
-    syslib.mkdir(parents=True)
-    (syslib / "libmpi.so").symlink_to(tree["root"] / "software/Bar/2.0/lib/libbar.so")
-    out = eb_python(easybuild, f"""
-        from bridge.stack import CentralModule
-        foo = CentralModule('Foo/1.0', '/m/Foo', 'other', prefix='{tree["root"]}/software/Foo/1.0')
-        mpi = CentralModule('OpenMPI/4.1.4', '/m/O', 'mpi', prefix='/usr', facts={{'mpicc': '/usr/bin/mpicc'}})
-        own = ub.ModuleOwnership([foo, mpi], ub.install_roots('{tree["root"]}/modules/all:/nowhere/modules/all'),
-                                 lambda m: ['{syslib}'] if m.kind == 'mpi' else [])
-        print(json.dumps({{
-            'foo': own.owner('{tree["root"]}/software/Foo/1.0/lib/libfoo.so'),
-            'bar_via_mpi_libdir': own.owner('{tree["root"]}/software/Bar/2.0/lib/libbar.so'),
-            'libc': own.owner('/usr/lib/x86_64-linux-gnu/libc.so.6'),
-            'roots': ub.install_roots('{tree["root"]}/modules/all:/nowhere/modules/all'),
-            'spec': [ub.dependency_spec('OpenMPI/4.1.4'), ub.dependency_spec('openmpi/4.1.4', external=True)],
-        }}))
+def test_dependency_specs(easybuild, tmp_path):
+    out = eb_python(easybuild, """
+        print(json.dumps([ub.dependency_spec('OpenMPI/4.1.4'), ub.dependency_spec('openmpi/4.1.4', external=True),
+                          ub.dependency_spec('openmpi')]))
         """, tmp_path)
-    assert out["foo"] == ["Foo/1.0", True]
-    # a file both under an unloaded install and in a loaded module's libdir: the loaded module's
-    assert out["bar_via_mpi_libdir"] == ["OpenMPI/4.1.4", True]
-    assert out["libc"] == [None, False]
-    assert out["roots"] == [str(tree["root"])]
-    assert out["spec"] == ["('OpenMPI', '4.1.4')", "('openmpi/4.1.4', EXTERNAL_MODULE)"]
-
-
-def test_scan_finds_a_library_from_a_module_that_is_not_loaded(easybuild, tmp_path):
-    if not (REPO / "src/bridge/elf.py").is_file():
-        pytest.skip("envmod's ELF scanner (src/bridge/elf.py) is not in this checkout")
-    tree = build_tree(tmp_path)
-    out = eb_python(easybuild, f"""
-        from bridge import elf
-        from bridge.stack import CentralModule
-        env, root = '{tree["env"]}', '{tree["root"]}'
-        unloaded = ub.scan_links(elf, env, None, ub.ModuleOwnership([], [root]))
-        foo = CentralModule('Foo/1.0', '/m/Foo', 'other', prefix=root + '/software/Foo/1.0')
-        loaded = ub.scan_links(elf, env, None, ub.ModuleOwnership([foo], [root]))
-        print(json.dumps({{'unloaded': unloaded.unloaded, 'direct': loaded.direct, 'used': sorted(loaded.used),
-                           'files': loaded.files, 'not_found': loaded.not_found}}))
-        """, tmp_path)
-    assert out["unloaded"] == {"Foo/1.0": [["lib/python3.11/site-packages/ext.so", "libfoo.so"]]}
-    assert out["direct"] == {"Foo/1.0": [["lib/python3.11/site-packages/ext.so", "libfoo.so"]]}
-    assert out["used"] == ["Foo/1.0"] and out["files"] >= 1 and out["not_found"] == []
+    assert out == ["('OpenMPI', '4.1.4')", "('openmpi/4.1.4', EXTERNAL_MODULE)", "('openmpi', EXTERNAL_MODULE)"]

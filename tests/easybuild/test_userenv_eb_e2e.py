@@ -3,7 +3,9 @@ run as an unprivileged user made for the test, with the installpath under that u
 directory: `eb MyEnv-1.0.eb --include-easyblocks=...` compiles mpi4py and h5py against the
 site's OpenMPI and parallel HDF5; then `module purge`, load only the new module, 2 MPI ranks.
 EasyBuild's own workflow (skip when installed, --module-only --rebuild, -x, --sanity-check-only,
---rebuild with --try-amend) and the missing-dependency failures run against the same site.
+--rebuild with --try-amend) and the missing-dependency failures run against the same site, and
+an env over the site's Open MPI as a hand-written EXTERNAL_MODULE with metadata is compiled
+against it, loads it and runs 2 ranks.
 """
 
 from __future__ import annotations
@@ -96,12 +98,14 @@ def test_record_is_envmods_and_says_what_was_compiled_against_what(myenv):
 def test_scan_saw_the_central_libraries(myenv):
     shell, paths, result, installdir = myenv
     result.check()
-    if not (paths["library"] / "bridge/elf.py").is_file():
-        pytest.skip("envmod's ELF scanner (src/bridge/elf.py) is not in this checkout")
     line = next(line for line in result.stdout.splitlines() if "envmod scan:" in line)
-    assert re.search(r"envmod scan: \d+ ELF files; central modules linked: HDF5/1.10.8, OpenMPI/4.1.4, "
-                     r"Python/3.11.2", line), line
+    assert re.search(r"envmod scan: \d+ compiled files; central modules linked: HDF5/1.10.8, OpenMPI/4.1.4$",
+                     line), line
     assert "is not used by" not in result.output
+    # the record keeps that evidence: mpi4py's extension needs Open MPI's library directly
+    record = read_record(installdir / "envmod.yaml")
+    assert any(e.provider == "OpenMPI/4.1.4" and e.needs.startswith("libmpi.so") and e.via is None
+               and "mpi4py/" in e.file for e in record.links)
 
 
 def test_module_alone_runs_parallel_hdf5_with_two_mpi_ranks(myenv):
@@ -236,3 +240,52 @@ def test_unused_dependency_warns_then_rebuild_with_try_amend(eb_user):
                     "python -c 'import six, tomli; print(\"imports ok\")'\necho \"LOADED=$LOADEDMODULES\"").check()
     assert "imports ok" in run.stdout
     assert "LOADED=Python/3.11.2:OpenMPI/4.1.4:MyTools/1.0" in run.stdout
+
+
+EXTERNAL_OPENMPI = """\
+-- Debian's Open MPI 4.1.4 (in /usr), a module the site wrote by hand: an EXTERNAL_MODULE for
+-- EasyBuild. It says nothing about where Open MPI lives; the metadata file does.
+whatis("Open MPI 4.1.4 as Debian 12 provides it")
+"""
+
+
+def test_external_openmpi_with_metadata_is_compiled_against_and_loaded(eb_user):
+    shell, paths = eb_user
+    external = shell.work / "external"
+    (external / "openmpi").mkdir(parents=True)
+    (external / "openmpi/4.1.4.lua").write_text(EXTERNAL_OPENMPI)
+    metadata = shell.work / "external-modules.cfg"
+    metadata.write_text("[openmpi/4.1.4]\nname = OpenMPI\nversion = 4.1.4\nprefix = /usr\n")
+    ec = shell.work / "MyEnvExt-1.0.eb"
+    ec.write_text((paths["examples"] / "MyEnv-1.0.eb").read_text()
+                  .replace("name = 'MyEnv'", "name = 'MyEnvExt'")
+                  .replace("    ('OpenMPI', '4.1.4'),\n    ('HDF5', '1.10.8'),\n", "    ('openmpi/4.1.4', EXTERNAL_MODULE),\n")
+                  .replace("packages = ['mpi4py', 'h5py']", "packages = ['mpi4py']"))
+    for path in (external, external / "openmpi", external / "openmpi/4.1.4.lua", metadata, ec):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    started = time.monotonic()
+    build = shell.run(f"module use {external}\n"
+                      + eb(paths, str(ec), f"--external-modules-metadata={metadata}"), timeout=1800).check()
+    print(f"\nMyEnvExt-1.0 built by eb in {time.monotonic() - started:.0f}s")
+    # mpicc came from the metadata's prefix: the module itself names no prefix and adds no PATH
+    assert "compiled against the stack: h5py, mpi4py (against openmpi/4.1.4; MPICC=/usr/bin/mpicc)" in build.stdout
+    assert re.search(r"envmod scan: \d+ compiled files; central modules linked: openmpi/4.1.4$", build.stdout, re.M)
+    assert "is not used by" not in build.output
+    installdir = shell.work / "eb/software/MyEnvExt/1.0"
+    record = read_record(installdir / "envmod.yaml")
+    assert record.module.depends_on == ["Python/3.11.2", "openmpi/4.1.4"]
+    mpi4py = next(p for p in record.packages if p.name.lower() == "mpi4py")
+    assert mpi4py.install == "source" and mpi4py.built_against == ["openmpi/4.1.4"]
+    assert 'depends_on("openmpi/4.1.4")' in (shell.work / "eb/modules/all/MyEnvExt/1.0.lua").read_text()
+    gather = ("from mpi4py import MPI; c = MPI.COMM_WORLD; ranks = c.gather(c.rank); "
+              "c.rank == 0 and print('ranks', ranks, 'of', c.size, flush=True)")
+    run = shell.run(f"""
+module purge
+module use "$EASYBUILD_PREFIX/modules/all"
+module use {external}
+module load MyEnvExt/1.0
+echo "LOADED=$LOADEDMODULES"
+mpirun -n 2 python -c "{gather}"
+""", timeout=600).check()
+    assert "LOADED=Python/3.11.2:openmpi/4.1.4:MyEnvExt/1.0" in run.stdout
+    assert "ranks [0, 1] of 2" in run.stdout
