@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .errors import DiscoveryError, NoModuleSystem
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class ModuleSystem(ABC):
         return _reason(proc.stderr) or f"exit status {proc.returncode}"
 
     def run(self, args: Sequence[str], environ: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+        import subprocess      # a cached discovery runs no module command
+
         return subprocess.run(self.argv("bash", *args), capture_output=True, text=True,
                               env=dict(environ) if environ is not None else None)
 

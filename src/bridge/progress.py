@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import TYPE_CHECKING, IO, Mapping, Sequence
 
 from .errors import BuildError
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 class Reporter:
@@ -69,6 +70,9 @@ class Reporter:
         stopping = {signal.SIGINT, signal.SIGTERM}
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         try:
+            import subprocess      # only steps that run a program need them
+            import threading
+
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     errors="replace", env=dict(env) if env else None, cwd=cwd,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
@@ -116,6 +120,8 @@ class Reporter:
 
 def _stop_group(proc: subprocess.Popen) -> None:
     """Stop a command and everything it started: SIGTERM, then SIGKILL after 10 s."""
+    import subprocess
+
     for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import asdict, dataclass
 
 from .cache import JsonCache, file_stamp
@@ -57,6 +56,8 @@ def interrogate(executable: str, cache: JsonCache | None = None) -> PythonInfo:
         raise NoPython(f"Python interpreter not found or not executable: {executable}")
 
     def probe() -> dict:
+        import subprocess     # a cached answer runs nothing
+
         try:
             proc = subprocess.run([executable, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +103,8 @@ def _written_by_spack(modulefile: str | None) -> bool:
 
 
 def _read_version(python: Path) -> str:
+    import subprocess
+
     proc = subprocess.run([str(python), "-I", "-S", "-c",
                            "import sys; print('%d.%d.%d' % sys.version_info[:3], sys.prefix)"],
                           capture_output=True, text=True)
