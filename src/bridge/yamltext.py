@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Not printable in a YAML stream, or a line break YAML would fold: escape as \uXXXX.
 _UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 _WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
@@ -43,7 +43,7 @@ def _scalar(value: Any) -> str:
 def _key(key: Any) -> str:
     if not isinstance(key, str):
         raise TypeError(f"mapping keys must be strings, not {type(key).__name__}")
-    return key if _PLAIN_KEY.match(key) and key.lower() not in _WORDS else quoted(key)
+    return key if _PLAIN_KEY.fullmatch(key) and key.lower() not in _WORDS else quoted(key)
 
 
 def _is_block(value: Any) -> bool:

@@ -28,7 +28,7 @@ def test_every_string_comes_back(text, loader):
 def test_nested_documents_come_back(loader):
     data = {"envmod_record": 1, "name": "myenv", "on": True, "n": None, "empty_list": [], "empty_map": {},
             "list": ["a", 1, None, False, {"x": "y", "z": [1, 2]}, [], {}, ["nested", ["deeper"]]],
-            "map": {"MPICC": "/usr/bin/mpicc", "key with space": "v", "y": "yes", "1": 2},
+            "map": {"MPICC": "/usr/bin/mpicc", "key with space": "v", "y": "yes", "1": 2, "A\n": None},
             "float": 1.5}
     assert yaml.load(dump(data), Loader=loader) == data
 
