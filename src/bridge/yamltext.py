@@ -11,6 +11,7 @@ escaped too. Any YAML reader gets back exactly the data written.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -33,8 +34,14 @@ def _scalar(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return json.dumps(value) if value == value and value not in (float("inf"), float("-inf")) else \
-            (".nan" if value != value else (".inf" if value > 0 else "-.inf"))
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        # YAML 1.1 (PyYAML) reads 1e+300 as a string: its floats need a dot in the mantissa
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
     if isinstance(value, str):
         return quoted(value)
     raise TypeError(f"cannot write a {type(value).__name__} as YAML")

@@ -29,7 +29,7 @@ def test_nested_documents_come_back(loader):
     data = {"envmod_record": 1, "name": "myenv", "on": True, "n": None, "empty_list": [], "empty_map": {},
             "list": ["a", 1, None, False, {"x": "y", "z": [1, 2]}, [], {}, ["nested", ["deeper"]]],
             "map": {"MPICC": "/usr/bin/mpicc", "key with space": "v", "y": "yes", "1": 2, "A\n": None},
-            "float": 1.5}
+            "float": 1.5, "floats": [1e300, 1e-07, -2.5e-10, 3.0, -0.0, float("inf"), float("-inf")]}
     assert yaml.load(dump(data), Loader=loader) == data
 
 
@@ -41,7 +41,7 @@ def test_only_plain_data_is_written():
 
 
 if given is not None:
-    scalars = st.none() | st.booleans() | st.integers() | st.text()
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
     documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                              | st.dictionaries(st.text(), inner, max_size=4), max_leaves=20)
 

@@ -107,12 +107,9 @@ def read_export(path: Path) -> ExportedEnv:
         raise UsageError(f"{path}: export schema {data['envmod_export']!r} is not supported (this envmod reads "
                          f"{EXPORT_SCHEMA})")
     try:
-        exported = ExportedEnv(Path(path), data)
-        for m in data.get("modules") or []:
-            m["name"]
+        return ExportedEnv(Path(path), data)
     except (TypeError, KeyError, AttributeError) as exc:
         raise UsageError(f"{path}: malformed envmod export ({exc!r})") from exc
-    return exported
 
 
 def check_modules_loaded(exported: ExportedEnv, loaded: list[str]) -> None:
