@@ -10,13 +10,6 @@ from spack_helpers import Spack, require_spack, site_facts
 
 
 @pytest.fixture
-def envmod_root(tmp_path: Path) -> Path:
-    root = tmp_path / "envmod-root"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def spack(tmp_path: Path, envmod_root: Path) -> Spack:
     return Spack(require_spack(), envmod_root, tmp_path / "cache")
 

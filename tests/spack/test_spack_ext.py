@@ -244,36 +244,23 @@ def test_spack_environment_supplies_the_stack(spack, site, tmp_path):
 
 
 @pytest.mark.modules
-def test_lmod_fresh_shell_loads_the_env_and_its_python(spack, site):
-    spack("envmod", "create", "lm", "--module-type", "lmod", "-q").check()
-    result = fresh_shell("lmod", f"""
-export MODULEPATH={shlex.quote(core_dir(site))}
+@pytest.mark.parametrize("system, module_type", [("lmod", "lmod"), ("envmodules", "tcl")])
+def test_fresh_shell_loads_and_unloads_the_env_and_its_python(spack, site, system, module_type):
+    """Only the site's root dir of Spack's modules and envmod's in MODULEPATH: Lmod with the Lua
+    module, Environment Modules with the Tcl one."""
+    name = f"fresh{module_type}"
+    spack("envmod", "create", name, "--module-type", module_type, "-q").check()
+    result = fresh_shell(system, f"""
+export MODULEPATH={shlex.quote(core_dir(site) if module_type == "lmod" else tcl_dir(site))}
 module use {shlex.quote(str(spack.root / 'modules'))}
-module load lm/py3.11
+module load {name}/py3.11
 echo "LOADED=$LOADEDMODULES"
 python -c 'import sys; print("prefix", sys.prefix)'
-module unload lm/py3.11
+module unload {name}/py3.11
 echo "AFTER=${{LOADEDMODULES:-}}"
 """).check()
-    assert f"LOADED={module_of(site, 'python', 'lmod')['name']}:lm/py3.11" in result.stdout
-    assert f"prefix {spack.root / 'envs' / 'lm'}" in result.stdout
-    assert "AFTER=" in result.stdout.splitlines()
-
-
-@pytest.mark.modules
-def test_tcl_env_loads_and_unloads_under_environment_modules(spack, site):
-    spack("envmod", "create", "tc", "--module-type", "tcl", "-q").check()
-    result = fresh_shell("envmodules", f"""
-export MODULEPATH={shlex.quote(tcl_dir(site))}
-module use {shlex.quote(str(spack.root / 'modules'))}
-module load tc/py3.11
-echo "LOADED=$LOADEDMODULES"
-python -c 'import sys; print("prefix", sys.prefix)'
-module unload tc/py3.11
-echo "AFTER=${{LOADEDMODULES:-}}"
-""").check()
-    assert f"LOADED={module_of(site, 'python', 'tcl')['name']}:tc/py3.11" in result.stdout
-    assert f"prefix {spack.root / 'envs' / 'tc'}" in result.stdout
+    assert f"LOADED={module_of(site, 'python', module_type)['name']}:{name}/py3.11" in result.stdout
+    assert f"prefix {spack.root / 'envs' / name}" in result.stdout
     assert "AFTER=" in result.stdout.splitlines()
 
 
