@@ -69,12 +69,11 @@ class RebuildSession(CreateSession):
         if self.from_loaded:
             return self.discover()
         from .check import query_module
-        from .spack_stack import describe_loaded_spack_modules, record_modulepaths
+        from .spack_stack import describe_loaded_spack_modules, modulepath_with_record
 
         system = detect_module_system(self.environ)
         # Spack's module roots the record needs (the site's Core dir), should the shell lack them
-        have = [p for p in self.environ.get("MODULEPATH", "").split(":") if p]
-        self.environ["MODULEPATH"] = ":".join([r for r in record_modulepaths(record) if r not in have] + have)
+        self.environ["MODULEPATH"] = modulepath_with_record(record, self.environ.get("MODULEPATH", ""))
         wanted = set(record.module.depends_on) | {m for p in record.packages for m in p.built_against}
         modules = []
         for m in record.central_modules:

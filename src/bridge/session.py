@@ -28,7 +28,7 @@ from .progress import Reporter
 from .pyinfo import PythonInfo, interrogate
 from .record import (RECORD_FILE, CentralModuleRecord, EnvRecord, ModuleRecord, PackageRecord, Provenance,
                      PythonRecord, read_record, write_record)
-from .stack import CentralModule, CentralStack, discover_stack, find_central_python
+from .stack import CentralModule, CentralStack, discover_stack, find_central_python, spack_module_root
 from .store import Store
 
 if TYPE_CHECKING:
@@ -95,13 +95,6 @@ def env_python_version(env_python: Path, central: PythonInfo) -> str:
     return _read_version(env_python)
 
 
-def _written_by_spack(modulefile: str | None) -> bool:
-    """Whether a module root above ``modulefile`` has Spack's module-index.yaml (cheap: stats)."""
-    if not modulefile:
-        return False
-    return any(os.path.isfile(os.path.join(parent, "module-index.yaml")) for parent in Path(modulefile).parents)
-
-
 def _read_version(python: Path) -> str:
     import subprocess
 
@@ -152,7 +145,7 @@ class CreateSession:
                 raise
             system = None
         stack = discover_stack(system, self.environ, self.cache)
-        if any(_written_by_spack(m.modulefile) for m in stack.modules):
+        if any(spack_module_root(m.modulefile) for m in stack.modules):
             # Modules Spack wrote get their DAG hashes and specs recorded as 'spack envmod' does.
             from .spack_stack import describe_loaded_spack_modules
 

@@ -47,7 +47,7 @@ from .errors import DiscoveryError, PlanError, UsageError
 from .modsys import ModuleSystem
 from .record import EnvRecord
 from .session import CreateSession, Plan
-from .stack import CentralModule, CentralStack
+from .stack import CentralModule, CentralStack, spack_module_root
 
 #: The three roles a create takes from a Spack site, in the order their modules load.
 ROLES = ("python", "mpi", "hdf5")
@@ -492,6 +492,13 @@ def record_modulepaths(record: EnvRecord) -> list[str]:
     return out
 
 
+def modulepath_with_record(record: EnvRecord, modulepath: str) -> str:
+    """``modulepath`` (a MODULEPATH value) with the dirs :func:`record_modulepaths` names put
+    first, those it lacks, so the env's Spack module names resolve in a shell that lacks them."""
+    have = [p for p in modulepath.split(":") if p]
+    return ":".join([r for r in record_modulepaths(record) if r not in have] + have)
+
+
 def _spack_module(central, module_type: str) -> Mapping[str, str] | None:
     entry = (central.facts.get("spack_modules") or {}).get(module_type)
     return entry if isinstance(entry, Mapping) and entry.get("name") else None
@@ -579,6 +586,20 @@ def spec_facts_from_tree(tree, spec) -> SpecFacts:
                      dependency_hashes=tuple(s.dag_hash for s in tree.traverse(spec)[1:]))
 
 
+def _module_of_entry(entry, indexes: Mapping[str, Any]) -> SpackModule:
+    """An index entry (:class:`bridge.spacktree.ModuleEntry`) as a SpackModule, with the spec's
+    names in every module type ``indexes`` holds."""
+    names = {}
+    for kind, idx in indexes.items():
+        other = idx.module_for(entry.dag_hash)
+        if other is not None:
+            names[kind] = {"name": other.use_name, "modulefile": str(other.path),
+                           "modulepath": modulepath_of(str(other.path), other.use_name)}
+    path = str(entry.path)
+    return SpackModule(use_name=entry.use_name, path=path, modulepath=modulepath_of(path, entry.use_name),
+                       unlocks=unlocks_from_modulefile(path), names=names)
+
+
 def module_from_index(spec: SpecFacts, module_type: str, indexes: Mapping[str, Any]) -> SpackModule:
     """The module of ``spec`` in ``indexes`` (module type -> :class:`bridge.spacktree.ModuleIndex`)."""
     index = indexes[module_type]
@@ -587,15 +608,7 @@ def module_from_index(spec: SpecFacts, module_type: str, indexes: Mapping[str, A
         raise DiscoveryError(f"Spack wrote no {module_type} module for {spec.short_spec} in {index.root}",
                              hint=f"the site should run 'spack module {module_type} refresh' "
                              "(a plain 'spack install' does not update module-index.yaml)")
-    names = {}
-    for kind, idx in indexes.items():
-        other = idx.module_for(spec.dag_hash)
-        if other is not None:
-            names[kind] = {"name": other.use_name, "modulefile": str(other.path),
-                           "modulepath": modulepath_of(str(other.path), other.use_name)}
-    path = str(entry.path)
-    return SpackModule(use_name=entry.use_name, path=path, modulepath=modulepath_of(path, entry.use_name),
-                       unlocks=unlocks_from_modulefile(path), names=names)
+    return _module_of_entry(entry, indexes)
 
 
 def openers(spec: SpecFacts, module: SpackModule, module_root: str, others: Iterable[tuple[SpecFacts, SpackModule]]
@@ -676,17 +689,15 @@ class ModuleCheck:
 
 def _index_for(modulefile: str, cache: dict) -> Any:
     """The module-index.yaml of the module root that holds ``modulefile`` (searched upwards)."""
-    from .spacktree import MODULE_INDEX_FILENAME, ModuleIndex, SpackTreeError
+    from .spacktree import ModuleIndex, SpackTreeError
 
-    for parent in Path(modulefile).parents:
-        if (parent / MODULE_INDEX_FILENAME).is_file():
-            if parent not in cache:
-                try:
-                    cache[parent] = ModuleIndex.open(parent)
-                except SpackTreeError:
-                    cache[parent] = None
-            return cache[parent]
-    return None
+    root = spack_module_root(modulefile)
+    if root is not None and root not in cache:
+        try:
+            cache[root] = ModuleIndex.open(root)
+        except SpackTreeError:
+            cache[root] = None
+    return cache.get(root) if root is not None else None
 
 
 def check_spack_modules(record: EnvRecord, installed: Callable[[str], str | None] | None) -> list[ModuleCheck]:
@@ -777,6 +788,7 @@ def describe_loaded_spack_modules(stack: CentralStack, install_trees: Sequence[P
     from .spacktree import SpackTree, SpackTreeError
 
     index_cache: dict = {}
+    siblings: dict[Path, dict[str, Any]] = {}
     trees: dict[Path, Any] = {}
     out: list[CentralModule] = []
     for module in stack.modules:
@@ -786,7 +798,9 @@ def describe_loaded_spack_modules(stack: CentralStack, install_trees: Sequence[P
         if entry is None:
             out.append(module)
             continue
-        indexes = _indexes_beside(index)
+        if index.root not in siblings:
+            siblings[index.root] = _indexes_beside(index)
+        indexes = siblings[index.root]
         module_type = index.kind or "lmod"
         spec = tree = None
         for root in _tree_candidates(index.root, module.prefix, install_trees):
@@ -805,13 +819,12 @@ def describe_loaded_spack_modules(stack: CentralStack, install_trees: Sequence[P
                                      described.paths, module.prefixes,
                                      {**described.facts, "spack_install_tree": str(tree.root)}))
             continue
-        names = {kind: {"name": e.use_name, "modulefile": str(e.path), "modulepath": modulepath_of(str(e.path), e.use_name)}
-                 for kind, idx in sorted(indexes.items()) if (e := idx.module_for(entry.dag_hash)) is not None}
-        facts = {**module.facts, "spack_hash": entry.dag_hash, "spack_modules": names,
-                 "spack_modulepath": modulepath_of(str(entry.path), entry.use_name)}
-        unlocks = unlocks_from_modulefile(str(entry.path))
-        if unlocks:
-            facts["spack_unlocks"] = list(unlocks)
+        spack_module = _module_of_entry(entry, indexes)
+        facts = {**module.facts, "spack_hash": entry.dag_hash,
+                 "spack_modules": {kind: dict(e) for kind, e in sorted(spack_module.names.items())},
+                 "spack_modulepath": spack_module.modulepath}
+        if spack_module.unlocks:
+            facts["spack_unlocks"] = list(spack_module.unlocks)
         out.append(CentralModule(module.name, module.modulefile, module.kind, module.prefix, module.paths,
                                  module.prefixes, facts))
     return CentralStack(stack.module_system, tuple(out))

@@ -171,6 +171,14 @@ def discover_stack(module_system: ModuleSystem | None, environ: Mapping[str, str
     return CentralStack(module_system, tuple(modules))
 
 
+def spack_module_root(modulefile: str | None) -> Path | None:
+    """The module root above ``modulefile`` that holds Spack's ``module-index.yaml``, if Spack
+    wrote it (a few stats: cheap enough to ask of every loaded module)."""
+    if not modulefile:
+        return None
+    return next((parent for parent in Path(modulefile).parents if (parent / "module-index.yaml").is_file()), None)
+
+
 def find_central_python(stack: CentralStack, environ: Mapping[str, str] | None = None,
                         explicit: str | None = None) -> tuple[str, CentralModule | None]:
     """The central interpreter and the module that provides it (None if no module does)."""

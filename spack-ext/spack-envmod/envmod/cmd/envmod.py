@@ -251,9 +251,7 @@ def _check(args) -> int:
     reports = []
     for name in (store.names() if args.all else [args.name]):
         record = store.load(name)
-        environ = dict(os.environ)
-        have = [p for p in environ.get("MODULEPATH", "").split(":") if p]
-        environ["MODULEPATH"] = ":".join([r for r in ss.record_modulepaths(record) if r not in have] + have)
+        environ = {**os.environ, "MODULEPATH": ss.modulepath_with_record(record, os.environ.get("MODULEPATH", ""))}
         reports.append(check_env(record, system, environ, spack_installed=site.installed))
     if args.json:
         print(json.dumps([r.to_dict() for r in reports] if args.all else reports[0].to_dict(), indent=2))
