@@ -622,10 +622,11 @@ def _parse_ldso_help(text: str) -> Tuple[List[str], List[str], Optional[str], Li
 
 def _legacy_subdirs(tls: bool, hwcap_names: Sequence[str], platform: Optional[str]) -> List[str]:
     # glibc < 2.37 (_dl_important_hwcaps) tries every combination of
-    # "tls", the supported hwcap names and the platform, most specific
-    # first: with tls, x86_64 (hwcap), x86_64 (platform) that is
-    # tls/x86_64/x86_64, tls/x86_64, tls/x86_64, tls, x86_64/x86_64, ...
-    items = (["tls"] if tls else []) + list(hwcap_names) + ([platform] if platform else [])
+    # "tls", the platform and the supported hwcap names (in the order
+    # ld.so --help lists them), most specific first: with platform
+    # haswell and hwcaps avx512_1, x86_64 that is
+    # tls/haswell/avx512_1/x86_64, tls/haswell/avx512_1, tls/haswell/x86_64, ...
+    items = (["tls"] if tls else []) + ([platform] if platform else []) + list(hwcap_names)
     n = len(items)
     out = []
     for mask in range((1 << n) - 1, -1, -1):
