@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from test_pyinfo import base_python
 
 from bridge.backends import BACKENDS, get_backend
-from bridge.backends.venv import VenvBackend, relocate
+from bridge.backends.venv import VenvBackend, fill_activate_template, relocate, script_shebang
 from bridge.errors import UsageError
 from bridge.pyinfo import interrogate
 
@@ -229,3 +230,140 @@ def test_bare_pip_installs_into_the_env_not_the_central_python(env, base_info, t
         if central.exists():   # the bug under test would have put it in the central Python: undo that
             subprocess.run([base_info.executable, "-m", "pip", "uninstall", "-y", "envmod_probe_pkg"],
                            capture_output=True)
+
+
+# ---- activate scripts over a hostile root --------------------------------------------------
+# CPython fills its activate templates in two generations: before gh-124651 the placeholders
+# sit inside double quotes (VIRTUAL_ENV="__VENV_DIR__", the site's 3.11.2); since, they are bare
+# and venv quotes the values per shell (Debian's 3.11.2 in /usr/lib/python3.11). Either way a
+# root with a space, $(...) or a backtick must give a working activate that runs nothing.
+
+HOSTILE = "my envs $(touch pwned) `touch pwned2` it's \"q\""
+
+
+def _site_python() -> str:
+    from tests.conftest import require_site, site_dir
+
+    require_site()
+    return str(site_dir() / "software/python/3.11.2/bin/python3")
+
+
+def _system_python() -> str:
+    if not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("no /usr/bin/python3")
+    return "/usr/bin/python3"
+
+
+def _activate_template(info) -> str:
+    path = Path(info.base_prefix) / "lib" / f"python{info.short_version}" / "venv" / "scripts" / "common" / "activate"
+    if not path.is_file():
+        pytest.skip(f"{info.executable} ships no venv activate template")
+    return path.read_text()
+
+
+def _quoted_generation(info) -> bool:
+    return '"__VENV_DIR__"' in _activate_template(info)
+
+
+@pytest.fixture(params=[_site_python, _system_python], ids=["site-3.11.2", "usr-bin-python3"])
+def hostile_env(request, tmp_path):
+    info = interrogate(request.param())
+    _activate_template(info)
+    place = tmp_path / HOSTILE
+    staging, final = place / "staging", place / "envs" / "myenv"
+    final.parent.mkdir(parents=True)
+    VenvBackend().create(info, staging, final, "myenv")
+    os.rename(staging, final)
+    return info, final
+
+
+def test_activate_in_bash_over_a_root_with_spaces_and_shell_syntax(hostile_env, tmp_path):
+    info, env = hostile_env
+    script = ('PS1="base$ "; PATH=/usr/bin:/bin; source "$1/bin/activate" || exit 9\n'
+              'printf "%s\\n" "$VIRTUAL_ENV" "$PS1" "$VIRTUAL_ENV_PROMPT" "$PATH" "$(command -v python)"\n'
+              'deactivate\n'
+              'printf "%s\\n" "$PS1" "${VIRTUAL_ENV-unset}" "$PATH" "$(type -t deactivate || echo gone)"\n')
+    proc = subprocess.run(["bash", "--noprofile", "--norc", "-c", script, "bash", str(env)], capture_output=True,
+                          text=True, cwd=env.parent, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines() == [
+        str(env), "(myenv) base$ ", "(myenv) ", f"{env}/bin:/usr/bin:/bin", str(env / "bin" / "python"),
+        "base$ ", "unset", "/usr/bin:/bin", "gone"]
+    assert list(tmp_path.rglob("pwned*")) == [], "sourcing activate ran code from the root's name"
+
+
+def test_both_template_generations_give_the_same_activate_scripts(tmp_path):
+    # The site's 3.11.2 quotes the placeholders itself, the system's 3.11.2 (with gh-124651) does
+    # not: the same env under the same hostile root gets the same bash, csh and fish scripts.
+    old, new = interrogate(_site_python()), interrogate(_system_python())
+    if not _quoted_generation(old) or _quoted_generation(new) or old.short_version != new.short_version:
+        pytest.skip("needs one quoted and one bare template generation of the same Python version")
+    final = tmp_path / HOSTILE / "envs" / "myenv"
+    scripts = {}
+    for tag, info in (("old", old), ("new", new)):
+        VenvBackend().create(info, tmp_path / tag, final, "myenv")
+        scripts[tag] = {name: (tmp_path / tag / "bin" / name).read_text()
+                        for name in ("activate", "activate.csh", "activate.fish")}
+    assert scripts["old"] == scripts["new"]
+    assert f"VIRTUAL_ENV={shlex.quote(str(final))}\n" in scripts["new"]["activate"]
+    assert f"setenv VIRTUAL_ENV {shlex.quote(str(final))}\n" in scripts["new"]["activate.csh"]
+    assert "set -gx VIRTUAL_ENV '" in scripts["new"]["activate.fish"]
+    assert not any("__VENV_" in text for text in scripts["new"].values())
+
+
+@pytest.mark.parametrize("dialect, template, expected", [
+    ("sh", 'A="__VENV_DIR__"\nB=__VENV_DIR__\nC="x/__VENV_DIR__/y"\n# __VENV_DIR__\n',
+     "A='/a b/$(x)'\nB='/a b/$(x)'\nC=\"x/\"'/a b/$(x)'\"/y\"\n# /a b/$(x)\n"),
+    ("sh", "D='__VENV_DIR__'\nE=$'__VENV_DIR__'\n", "D='/a b/$(x)'\nE=$'/a b/$(x)'\n"),
+    ("fish", 'set -gx V "__VENV_DIR__"\nset -gx P "$V/__VENV_DIR__" $PATH\n',
+     "set -gx V '/a b/$(x)'\nset -gx P \"$V/\"'/a b/$(x)' $PATH\n"),
+    ("csh", 'setenv V "__VENV_DIR__"\n', "setenv V '/a b/$(x)'\n"),
+    ("ps1", '$a = __VENV_DIR__\n$b = "p: __VENV_DIR__"\n$c = \'__VENV_DIR__\'\n<# __VENV_DIR__ \'#>\n',
+     "$a = '/a b/$(x)'\n$b = \"p: /a b/`$(x)\"\n$c = '/a b/$(x)'\n<# /a b/$(x) '#>\n"),
+    ("nu", '$env.V = __VENV_DIR__\n$env.W = "__VENV_DIR__"\n', "$env.V = '/a b/$(x)'\n$env.W = \"/a b/$(x)\"\n"),
+])
+def test_fill_activate_template_quotes_for_each_shell(dialect, template, expected):
+    assert fill_activate_template(template, dialect, {"__VENV_DIR__": "/a b/$(x)"}) == expected
+
+
+def test_fill_activate_template_escapes_quotes_in_values():
+    value = "it's \\ \"x\""
+    assert fill_activate_template("V=__VENV_DIR__\n", "sh", {"__VENV_DIR__": value}) == f"V={shlex.quote(value)}\n"
+    assert fill_activate_template("set V __VENV_DIR__\n", "fish", {"__VENV_DIR__": value}) == \
+        "set V 'it\\'s \\\\ \"x\"'\n"
+    assert fill_activate_template("$v = __VENV_DIR__\n", "ps1", {"__VENV_DIR__": value}) == \
+        "$v = 'it''s \\ \"x\"'\n"
+
+
+def test_pip_runs_in_an_env_under_a_root_with_spaces_and_shell_syntax(hostile_env, tmp_path):
+    info, env = hostile_env
+    if not info.has_pip:
+        pytest.skip(f"{info.executable} has no pip")
+    proc = subprocess.run([str(env / "bin" / "pip"), "--version"], capture_output=True, text=True,
+                          cwd=env.parent, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"(python {info.short_version})" in proc.stdout
+    assert list(tmp_path.rglob("pwned*")) == [], "starting pip ran code from the root's name"
+
+
+@pytest.mark.parametrize("path, plain", [("/apps/envs/x/bin/python", True),
+                                         ("/a b/bin/python", False),
+                                         ("/" + "long/" * 30 + "bin/python", False),
+                                         ('/q"$`\\/bin/python', True)])
+def test_script_shebang_runs_the_python_through_sh_only_when_it_must(tmp_path, path, plain):
+    line = script_shebang(Path(path))
+    assert line.startswith("#!/bin/sh\n") != plain
+    if plain:
+        return
+    # sh runs line 2 as "exec PYTHON $0 $@"; Python reads lines 2-3 as one string
+    fake = tmp_path / "echo-args"
+    fake.write_text("#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\"\n")
+    fake.chmod(0o755)
+    script = tmp_path / "launcher"
+    script.write_text(line.replace(path, str(fake)) + "\nprint('python')\n")
+    script.chmod(0o755)
+    out = subprocess.run([str(script), "a b"], capture_output=True, text=True, timeout=30).stdout.splitlines()
+    assert out == [str(fake), str(script), "a b"]
+    ns: dict = {}
+    exec(compile(line + "\nx = 1\n", "launcher", "exec"), ns)
+    assert ns["x"] == 1
