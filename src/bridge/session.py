@@ -2,12 +2,14 @@
 
 A :class:`CreateSession` carries one request through the stages, like virtualenv's session.
 Everything is built in a staging directory under the env's lock; the env is renamed into place
-only when complete, and its modulefile is written last, so an interrupted or failed create
-leaves neither env nor module behind (and with ``--force`` the old env stays usable until then).
+only when complete, and its modulefile is written last (its text rendered before the rename, so a
+broken template fails with nothing in place), so an interrupted or failed create leaves neither
+env nor module behind (and with ``--force`` the old env stays usable until then).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -20,8 +22,9 @@ from .backends import get_backend
 from .backends.venv import relocate
 from .cache import JsonCache
 from .config import Settings, check_module_type
-from .emit.modulefile import module_version, modulefile_path, write_modulefile
-from .errors import BuildError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
+from .emit.modulefile import module_version, modulefile_path, render_modulefile
+from .errors import BuildError, ConfigError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
+from .fsutil import atomic_write_text
 from .modsys import ModuleSystem, detect_module_system
 from .names import validate_description, validate_env_name
 from .progress import Reporter
@@ -117,6 +120,35 @@ def _user() -> str:
 
 class _TerminatedBySignal(BaseException):
     pass
+
+
+def _template_error(exc: BaseException) -> str:
+    """A template failure in one line, with the template file and line it happened at."""
+    import jinja2
+
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc) or type(exc).__name__
+        return f"{text}: {exc.filename}" if exc.filename else text
+    text = " ".join(str(getattr(exc, "message", None) or exc).split()) or type(exc).__name__
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"{text} ({exc.filename or exc.name}, line {exc.lineno})"
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:      # Jinja2 puts the template's own file and line into the traceback
+        if not tb.tb_frame.f_code.co_filename.endswith(".py"):
+            where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return f"{text} ({where[0]}, line {where[1]})" if where else text
+
+
+def _make_dirs(dirs) -> list[Path]:
+    """Make each directory (with its parents); return those made, outermost first."""
+    made: list[Path] = []
+    for directory in dirs:
+        missing = [d for d in (directory, *directory.parents) if not d.exists()]
+        directory.mkdir(parents=True, exist_ok=True)
+        made += [d for d in reversed(missing) if d not in made]
+    return made
 
 
 class CreateSession:
@@ -293,17 +325,22 @@ class CreateSession:
         staging: Path | None = self.store.new_staging(name)
         r.open_log(self.store.log_dir(name) / time.strftime(f"{action}-%Y%m%d-%H%M%S.log"))
         replaced: Path | None = None
+        made_dirs: list[Path] = []
         try:
             record = populate(staging, final)
+            # Everything that can fail happens before the env goes live: the modulefiles' text is
+            # rendered (a broken site template fails here, the old env untouched) and their
+            # directories made; only writing them is left for after the rename.
+            modulefiles = self._render_modulefiles(record)
             write_record(record, staging)
+            made_dirs = _make_dirs(path.parent for path, _ in modulefiles)
             # From here on the env goes live: let no signal split putting it and its module in place.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 replaced = self.store.commit(name, staging)
                 staging = None
-                for module_type in record.module.files:
-                    write_modulefile(record, module_type, self.settings.modules_dir, self.settings.templates,
-                                     self.settings.cache_dir)
+                for path, text in modulefiles:
+                    atomic_write_text(path, text, 0o644)
                 self._drop_stale_modulefiles(record, replaced)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -320,8 +357,30 @@ class CreateSession:
         finally:
             if staging is not None:
                 self.store.discard(staging)
+                for path in reversed(made_dirs):     # nothing was put in place: no empty module dir
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
             self.store.discard(replaced)
             r.close_log()
+
+    def _render_modulefiles(self, record: EnvRecord) -> list[tuple[Path, str]]:
+        """Each modulefile the record names, as (path, text): rendered before the env is put in
+        place, so that a broken template fails the create with nothing changed."""
+        import jinja2
+
+        rendered = []
+        for module_type in record.module.files:
+            try:
+                text = render_modulefile(record, module_type, self.settings.templates, self.settings.cache_dir)
+            except (jinja2.TemplateError, OSError) as exc:
+                where = self.settings.templates
+                raise ConfigError(
+                    f"cannot write the {module_type} modulefile of {record.name!r}: {_template_error(exc)}",
+                    hint=(f"fix the site templates in {where} (config 'templates:')" if where else
+                          "the built-in templates are broken: reinstall envmod")
+                         + "; nothing was put in place") from None
+            rendered.append((modulefile_path(self.settings.modules_dir, record, module_type), text))
+        return rendered
 
     def build(self, plan: Plan, target: Path, final: Path, system: ModuleSystem | None = None) -> EnvRecord:
         """Create the env at ``target`` (to live at ``final``), install, and return its record.
