@@ -13,7 +13,9 @@ module tool and the real file system what is true now:
 * no central module's ``PYTHONPATH`` hides a version the env installed itself.
 
 Each problem is a `Finding` with a severity, what it concerns, what is wrong and what to do.
-`CheckReport.exit_code`: 0 healthy (notes only), 1 problems found, 2 could not check.
+`CheckReport.exit_code`: 0 healthy (notes only), 1 problems found, 2 could not check (the tool
+cannot run, or, through `check_stored`, the env does not exist or its record cannot be read);
+`combined_exit_code` is the worst of several, 2 winning over 1.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from .elf import ElfError, read_elf
 from .errors import EnvmodError
@@ -42,6 +44,9 @@ from .evidence import (
 from .modsys import LoadedModule, ModuleEffect, ModuleSystem
 from .record import CentralModuleRecord, EnvRecord, LinkEvidence
 from .stack import CentralModule, describe_module, load_kind_table
+
+if TYPE_CHECKING:
+    from .store import Store
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 SEVERITIES = (ERROR, WARNING, NOTE)
@@ -99,8 +104,45 @@ class CheckReport:
 
 
 def combined_exit_code(reports: Iterable[CheckReport]) -> int:
-    """For ``envmod check --all``: the worst of the envs' exit codes."""
+    """For ``envmod check --all``: the worst of the envs' exit codes, where "could not check" (2)
+    outranks "problems" (1), which outranks "healthy" (0): a monitor must not read an env it
+    could not see as fine because another env had problems."""
     return max((r.exit_code for r in reports), default=0)
+
+
+def unchecked_report(name: str, why: str, prefix: str = "", module_system: ModuleSystem | None = None) -> CheckReport:
+    """The report of an env that could not be checked at all (exit code 2): it does not exist,
+    or its record cannot be read."""
+    return CheckReport(name, prefix, module_system.name if module_system else None, unchecked=why)
+
+
+def check_stored(store: "Store", name: str, module_system: ModuleSystem | None,
+                 environ: Mapping[str, str] | None = None,
+                 environ_for: Callable[[EnvRecord], Mapping[str, str]] | None = None,
+                 **kwargs: Any) -> CheckReport:
+    """Load ``name``'s record from ``store`` and `check_env` it. Never raises for that env: one
+    that does not exist, whose record is truncated, not YAML, not UTF-8 or of a newer schema, or
+    that fails in a way envmod reports (`EnvmodError`, a file it cannot read) yields an
+    ``unchecked`` report (exit code 2) saying why, so ``--all`` goes on with the others.
+    ``environ_for`` gives the environment to check a record in, when it depends on the record
+    (Spack's module roots)."""
+    try:
+        prefix = str(store.env_path(name))
+    except EnvmodError as exc:          # a directory whose name is not a valid env name
+        return unchecked_report(name, exc.one_line(), "", module_system)
+    try:
+        record = store.load(name)
+    except EnvmodError as exc:          # EnvNotFound, RecordError
+        return unchecked_report(name, exc.one_line(), prefix, module_system)
+    try:
+        if environ_for is not None:
+            environ = environ_for(record)
+        return check_env(record, module_system, environ, **kwargs)
+    except EnvmodError as exc:
+        return unchecked_report(name, exc.one_line(), record.prefix, module_system)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return unchecked_report(name, f"cannot read {where}{exc.strerror or exc}", record.prefix, module_system)
 
 
 # ---------------------------------------------------------------------------------------------

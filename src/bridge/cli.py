@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +24,9 @@ EXAMPLES = {
   module use $(envmod root)/modules; module load myenv/py3.11""",
     "list": "example:\n  envmod list\n  envmod list --json | jq '.[].module'",
     "show": "example:\n  envmod show myenv\n  envmod show myenv --json",
-    "check": "exit status: 0 healthy, 1 problems found, 2 could not check\nexample:\n  envmod check myenv\n  envmod check --all --json",
+    "check": "exit status: 0 healthy, 1 problems found, 2 could not check (no such env, unreadable record,\n"
+             "module tool not working); with --all the worst over all envs, and 2 wins over 1: an env\n"
+             "that could not be checked is never hidden by another's problems\nexample:\n  envmod check myenv\n  envmod check --all --json",
     "rebuild": "example (after 'envmod check myenv' reported drift):\n  envmod rebuild myenv\n  module load openmpi/5.0.5; envmod rebuild myenv --from-loaded",
     "module": "example (write the Tcl modulefile for an Environment Modules site):\n  envmod module myenv --module-type tcl",
     "remove": "example:\n  envmod remove myenv --yes",
@@ -138,7 +141,7 @@ def cmd_create(args) -> int:
     print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
     modules_dir = str(settings.modules_dir)
     in_path = modules_dir in os.environ.get("MODULEPATH", "").split(":")
-    use = "" if in_path else f"module use {modules_dir}   (once)   then   "
+    use = "" if in_path else f"module use {shlex.quote(modules_dir)}   (once)   then   "
     print(f"load it with: {use}module load {record.module.name}")
     return 0
 
@@ -210,13 +213,16 @@ def cmd_show(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .check import check_env, combined_exit_code, format_report
+    from .check import check_stored, combined_exit_code, format_report
     from .errors import NoModuleSystem
     from .modsys import detect_module_system
+    from .names import validate_env_name
     from .store import Store
 
     if bool(args.name) == bool(args.all):
         raise UsageError("name one environment, or pass --all")
+    if args.name:
+        validate_env_name(args.name)        # a bad name is a usage error, not an env to report on
     store = Store(_settings(args))
     try:
         system = detect_module_system()
@@ -224,7 +230,9 @@ def cmd_check(args) -> int:
         system = None
     names = store.names() if args.all else [args.name]
     trees = store.settings.spack_install_trees
-    reports = [check_env(store.load(name), system, spack_install_trees=trees) for name in names]
+    # One env that does not exist or whose record cannot be read is reported as "could not
+    # check" (exit 2) and the others are still checked.
+    reports = [check_stored(store, name, system, spack_install_trees=trees) for name in names]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports] if args.all else reports[0].to_dict(), indent=2))
     else:

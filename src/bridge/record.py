@@ -188,6 +188,8 @@ def read_record(path: Path) -> EnvRecord:
         raise RecordError(f"no environment record at {path}") from exc
     except OSError as exc:
         raise RecordError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path} is not valid UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     except yaml.YAMLError as exc:
         raise RecordError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     return EnvRecord.from_dict(data, str(path))

@@ -198,6 +198,20 @@ def test_check_tells_a_module_now_points_at_another_build(spack, site):
     assert "envmod rebuild drift" in finding["advice"]
 
 
+
+def test_check_all_goes_on_past_an_unreadable_record(spack, site):
+    spack("envmod", "create", "fine", "--module-type", "lmod", "-q").check()
+    broken = spack.root / "envs" / "broken"
+    broken.mkdir()
+    (broken / "envmod.yaml").write_text("schema: [unterminated\n")
+    result = spack("envmod", "check", "--all", "--json")
+    assert result.returncode == 2, result.stderr        # 2 (could not check) wins over the rest
+    reports = {r["env"]: r for r in json.loads(result.stdout)}
+    assert reports["fine"]["status"] == "healthy"
+    assert reports["broken"]["status"] == "unchecked" and "not valid YAML" in reports["broken"]["unchecked"]
+    result = spack("envmod", "check", "broken")
+    assert result.returncode == 2 and result.stdout.startswith("broken: could not check")
+
 @pytest.mark.modules
 def test_check_with_lmod_runs_the_library_checks_too(spack, site):
     spack("envmod", "create", "chk", "--module-type", "lmod", "-q").check()
@@ -226,6 +240,31 @@ def test_specs_of_an_upstream_spack(spack, site, tmp_path):
     assert openmpi["name"] == module_of(site, "mpi", "lmod")["name"]
     assert openmpi["facts"]["spack_unlocks"]       # read from the upstream's modulefile
 
+
+
+def test_two_installed_mpis_are_an_error_listing_both(spack, site, tmp_path):
+    """A personal Spack chained to the site that registers Debian's MPICH as well: with two MPIs
+    installed and a package to compile against one, envmod refuses to guess and names both
+    (before anything is built); --mpi picks one."""
+    scope = tmp_path / "scope"
+    scope.mkdir()
+    (scope / "config.yaml").write_text(f"config:\n  install_tree:\n    root: {tmp_path / 'own'}\n")
+    roots = "\n".join(f"      {t}: {root}" for t, root in site["roots"].items())
+    (scope / "upstreams.yaml").write_text(
+        f"upstreams:\n  site:\n    install_tree: {site['install_root']}\n    modules:\n{roots}\n")
+    (scope / "packages.yaml").write_text("packages:\n  mpich:\n    buildable: false\n"
+                                         "    externals:\n    - spec: mpich@4.0.2\n      prefix: /usr\n")
+    spack("install", "mpich", scope=scope, timeout=900).check()
+    result = spack("envmod", "create", "two", "--hdf5", "none", "--with", "mpi4py", scope=scope)
+    assert result.returncode == 3, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "2 installed mpi specs" in text and "mpich@4.0.2" in text and "openmpi@4.1.4" in text
+    assert "--mpi" in text                                # the hint says how to choose
+    assert not (spack.root / "envs" / "two").exists()
+    spack("envmod", "create", "two", "--mpi", "openmpi", "--hdf5", "none", "--module-type", "lmod", "-q",
+          scope=scope).check()
+    mpi = next(m for m in record_of(spack, "two")["central_modules"] if m["kind"] == "mpi")
+    assert mpi["name"] == module_of(site, "mpi", "lmod")["name"]
 
 def test_spack_environment_supplies_the_stack(spack, site, tmp_path):
     env_dir = tmp_path / "spackenv"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +221,132 @@ def test_description_that_is_not_utf8_gives_no_traceback(run):
     assert "Traceback" not in proc.stderr, proc.stderr[-600:]
     if proc.returncode != 0:
         one_error_line(proc)
+
+
+# ---- check: an env that cannot be checked is exit 2, and --all goes on past it -------------
+
+def base_python() -> str:
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    if not base.is_file():
+        pytest.skip(f"no base interpreter at {base}")
+    return str(base)
+
+
+def create_env(run, name: str, python: str) -> Path:
+    """A real env without packages (a few tenths of a second): no module system needed, as it
+    loads no central modules."""
+    proc = run("create", name, "--python", python, "--module-type", "lmod", "-q")
+    assert proc.returncode == 0, proc.stderr
+    return run.root / "envs" / name
+
+
+def env_losing_its_python(run, tmp_path, name: str) -> Path:
+    """An env made over a Python that is then removed: a real problem (exit 1)."""
+    link = tmp_path / "gone" / "bin" / "python3"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(base_python())
+    env = create_env(run, name, str(link))
+    link.unlink()
+    return env
+
+
+def check_line(proc: subprocess.CompletedProcess, name: str) -> str:
+    """The one stdout line about env ``name``."""
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"{name}: ")]
+    assert len(lines) == 1, proc.stdout
+    return lines[0]
+
+
+def test_check_of_a_missing_env_could_not_check_exit_2(run):
+    proc = run("check", "nosuch")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.splitlines() == [check_line(proc, "nosuch")]
+    assert check_line(proc, "nosuch").startswith("nosuch: could not check: no environment named 'nosuch'")
+    proc = run("check", "nosuch", "--json")
+    assert proc.returncode == 2
+    report = json.loads(proc.stdout)
+    assert (report["env"], report["status"], report["exit_code"]) == ("nosuch", "unchecked", 2)
+    assert "no environment named 'nosuch'" in report["unchecked"]
+
+
+BROKEN_RECORDS = {
+    "future schema": (lambda good: b"envmod_record: 99\nname: myenv\n", "schema 99"),
+    "not yaml": (lambda good: b"envmod_record: [1\nname: {\n", "not valid YAML"),
+    "truncated": (lambda good: good[:len(good) // 3], "envmod.yaml"),
+    "not utf-8": (lambda good: good[:40] + b"\xff\xfe" + good[40:], "not valid UTF-8"),
+    "not a record": (lambda good: b"- just\n- a list\n", "not an envmod environment record"),
+    "empty": (lambda good: b"", "not an envmod environment record"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(BROKEN_RECORDS))
+def test_check_of_a_broken_record_could_not_check_exit_2(run, how):
+    env = create_env(run, "myenv", base_python())
+    record = env / "envmod.yaml"
+    corrupt, says = BROKEN_RECORDS[how]
+    record.write_bytes(corrupt(record.read_bytes()))
+    proc = run("check", "myenv")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = check_line(proc, "myenv")
+    assert proc.stdout.splitlines() == [line]
+    assert line.startswith("myenv: could not check: ") and says in line, line
+    proc = run("check", "myenv", "--json")
+    assert proc.returncode == 2, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["env"], report["status"], report["exit_code"]) == ("myenv", "unchecked", 2)
+    assert says in report["unchecked"] and report["prefix"] == str(env)
+
+
+def test_check_of_an_env_without_a_record_could_not_check_exit_2(run):
+    (create_env(run, "myenv", base_python()) / "envmod.yaml").unlink()
+    proc = run("check", "myenv")
+    assert proc.returncode == 2, proc.stderr
+    assert check_line(proc, "myenv").startswith("myenv: could not check: no environment record at ")
+
+
+def test_check_all_goes_on_past_a_bad_record_and_the_worst_wins(run, tmp_path):
+    create_env(run, "good", base_python())
+    env_losing_its_python(run, tmp_path, "sick")
+    broken = create_env(run, "broken", base_python())
+    (broken / "envmod.yaml").write_text("envmod_record: 99\nname: broken\n")
+
+    proc = run("check", "--all")
+    assert proc.returncode == 2, proc.stdout + proc.stderr      # could not check outranks problems
+    assert "Traceback" not in proc.stderr
+    assert check_line(proc, "good").startswith("good: healthy")
+    assert check_line(proc, "sick").startswith("sick: 1 problem")
+    assert "is gone" in proc.stdout
+    assert check_line(proc, "broken").startswith("broken: could not check: ") and "schema 99" in proc.stdout
+
+    proc = run("check", "--all", "--json")
+    assert proc.returncode == 2
+    reports = {r["env"]: r for r in json.loads(proc.stdout)}
+    assert {n: (r["status"], r["exit_code"]) for n, r in reports.items()} == {
+        "broken": ("unchecked", 2), "good": ("healthy", 0), "sick": ("problems", 1)}
+    assert "schema 99" in reports["broken"]["unchecked"]
+    assert [f["code"] for f in reports["sick"]["findings"]] == ["python-missing"]
+
+    shutil.rmtree(broken)
+    assert run("check", "--all").returncode == 1
+    shutil.rmtree(run.root / "envs" / "sick")
+    assert run("check", "--all").returncode == 0
+
+
+def test_check_all_on_an_empty_root_is_healthy(run):
+    proc = run("check", "--all")
+    assert (proc.returncode, proc.stdout) == (0, "no environments to check\n")
+
+
+def test_check_of_a_bad_name_stays_a_usage_error(run):
+    proc = run("check", "bad/name")
+    assert proc.returncode == 2
+    assert "invalid environment name 'bad/name'" in one_error_line(proc)
+    assert proc.stdout == ""
+
+
+def test_check_help_says_which_exit_status_wins(run):
+    proc = run("check", "--help")
+    assert proc.returncode == 0
+    assert "2 wins over 1" in " ".join(proc.stdout.split())

@@ -237,22 +237,27 @@ def _check(args) -> int:
     import json
 
     from bridge import spack_stack as ss
-    from bridge.check import check_env, combined_exit_code, format_report
+    from bridge.check import check_stored, combined_exit_code, format_report
     from bridge.errors import UsageError
+    from bridge.names import validate_env_name
     from bridge.store import Store
 
     from spack.extensions.envmod import spackside
 
     if bool(args.name) == bool(args.all):
         raise UsageError("name one environment, or pass --all")
+    if args.name:
+        validate_env_name(args.name)
     store = Store(_settings(args))
     system = _module_system()
     site = spackside.SpackSite(None)
-    reports = []
-    for name in (store.names() if args.all else [args.name]):
-        record = store.load(name)
-        environ = {**os.environ, "MODULEPATH": ss.modulepath_with_record(record, os.environ.get("MODULEPATH", ""))}
-        reports.append(check_env(record, system, environ, spack_installed=site.installed))
+
+    def environ_for(record):
+        return {**os.environ, "MODULEPATH": ss.modulepath_with_record(record, os.environ.get("MODULEPATH", ""))}
+
+    # as the standalone check: an env that cannot be read is "could not check" (2), the rest go on
+    reports = [check_stored(store, name, system, environ_for=environ_for, spack_installed=site.installed)
+               for name in (store.names() if args.all else [args.name])]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports] if args.all else reports[0].to_dict(), indent=2))
     else:
