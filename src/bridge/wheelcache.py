@@ -10,19 +10,28 @@ file hash (sha256). Any difference is a miss, and the package is compiled again.
 Layout: ``<cache>/<package>/<version>/<request key>/<entry>/`` holding the wheel, the unpacked
 files (to rescan) and ``entry.json``. Entries are written whole to a temp dir and renamed in,
 so a cache shared by a group (``wheel_cache:`` in the site config) is safe for concurrent use.
+
+Everything in an entry is made like any other file the user creates: directories 0777 and files
+0666, less the umask, and nothing is chmod-ed afterwards, so the setgid bit (and the group) that
+a shared cache root hands down to new directories is kept. With umask 002 and a group-writable
+setgid root, every member of the group can read and add entries. A cache that cannot be read or
+written costs a compile, never the create: it is said once (one warning line per WheelCache for
+reading, one for writing), and the build goes on.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .record import LinkEvidence
 from .rules import SourceBuild
@@ -56,44 +65,105 @@ def link_identity(links: Sequence[LinkEvidence]) -> list[list]:
                   for link in links if link.provider not in _NOT_CENTRAL)
 
 
+def _why(exc: BaseException) -> str:
+    """An OSError in a few words: 'Permission denied: /path'."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _new_dir(parent: Path, prefix: str) -> Path:
+    """A fresh directory in ``parent`` made with mode 0777 less the umask (`tempfile.mkdtemp`
+    makes 0700, which the rename would carry into the shared cache)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(parent))
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"envmod: warning: {message}", file=sys.stderr, flush=True)
+
+
 class WheelCache:
-    def __init__(self, root: Path, modules: Sequence[CentralModule], python: str | None) -> None:
+    def __init__(self, root: Path, modules: Sequence[CentralModule], python: str | None,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.root = root
         self.modules = list(modules)
         self.python = python
+        self.warn = warn or _stderr_warning
+        self._warned: set[str] = set()
 
-    def _scan(self, unpacked: Path) -> list[LinkEvidence]:
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self.warn(" ".join(message.split()))
+
+    def _scan(self, unpacked: Path, on_error: Callable[[str, Exception], None] | None = None) -> list[LinkEvidence]:
         from .evidence import scan_links
 
-        return scan_links(unpacked, self.modules, self.python)
+        return scan_links(unpacked, self.modules, self.python, on_error=on_error)
+
+    def _unreadable(self, what: Path, exc: BaseException) -> None:
+        self._warn_once("read", f"cannot read the wheel cache entry {what} ({_why(exc)}), so it is compiled "
+                        "again; a shared cache needs entries its users can read (umask 002 and a setgid, "
+                        "group-writable cache directory)")
 
     def lookup(self, request: CacheRequest) -> tuple[Path | None, str]:
         """A cached wheel valid against the modules loaded now, and why (not) one."""
         base = self.root / request.package / request.version / request.key()
-        entries = sorted(base.iterdir(), reverse=True) if base.is_dir() else []
+        try:
+            entries = sorted((e for e in base.iterdir() if not e.name.startswith(".")), reverse=True)
+        except FileNotFoundError:
+            entries = []
+        except OSError as exc:
+            if isinstance(exc, PermissionError):
+                self._unreadable(base, exc)
+            entries = []
         if not entries:
             return None, "no cached build for these settings"
         reason = "cached builds link other central libraries than the modules provide now"
         for entry in entries:
             try:
                 meta = json.loads((entry / ENTRY_FILE).read_text())
-            except (OSError, ValueError):
+                wheel = entry / meta["wheel"]
+                links = meta["links"]
+                if not wheel.is_file():
+                    continue
+                with open(wheel, "rb"):         # readable, or pip fails on it later
+                    pass
+            except PermissionError as exc:
+                self._unreadable(entry, exc)
                 continue
-            wheel = entry / meta["wheel"]
-            if not wheel.is_file():
+            except (OSError, ValueError, KeyError, TypeError):
+                continue                        # half-written or damaged: a miss, not an error
+            denied: list[Exception] = []
+
+            def on_error(path: str, exc: Exception) -> None:
+                if isinstance(exc, PermissionError):
+                    denied.append(exc)
+
+            now = link_identity(self._scan(entry / "unpacked", on_error))
+            if denied:
+                self._unreadable(entry, denied[0])
                 continue
-            now = link_identity(self._scan(entry / "unpacked"))
-            if now == meta["links"]:
-                return wheel, f"cached wheel built {meta['built']} links the same central libraries"
+            if now == links:
+                return wheel, f"cached wheel built {meta.get('built', '?')} links the same central libraries"
         return None, reason
 
     def store(self, request: CacheRequest, wheel: Path, built: str) -> Path | None:
-        """Put a freshly built wheel in the cache; never fails the create if the cache is unwritable."""
+        """Put a freshly built wheel in the cache; never fails the create if the cache is
+        unwritable (warns once and returns None)."""
         base = self.root / request.package / request.version / request.key()
+        tmp: Path | None = None
         try:
             base.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=base))
-            shutil.copy2(wheel, tmp / wheel.name)
+            tmp = _new_dir(base, ".new-")
+            shutil.copyfile(wheel, tmp / wheel.name)        # a new file: 0666 less the umask
             with zipfile.ZipFile(wheel) as zf:
                 zf.extractall(tmp / "unpacked")
             links = self._scan(tmp / "unpacked")
@@ -103,9 +173,19 @@ class WheelCache:
             digest = hashlib.sha256(json.dumps(meta["links"]).encode()).hexdigest()[:16]
             final = base / f"{built.replace(':', '')}-{digest}"
             if final.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
                 return final / wheel.name
-            os.rename(tmp, final)
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and final.is_dir():
+                    return final / wheel.name            # another process stored the same build
+                raise
+            tmp = None
             return final / wheel.name
-        except OSError:
+        except (OSError, zipfile.BadZipFile) as exc:
+            self._warn_once("write", f"cannot add to the wheel cache {self.root} ({_why(exc)}); the build "
+                            "is not cached")
             return None
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
