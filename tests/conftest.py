@@ -7,12 +7,16 @@ Tests that need the site skip with a reason when it is absent, unless ENVMOD_REQ
 from __future__ import annotations
 
 import base64
+import importlib
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -40,6 +44,46 @@ def require_site() -> None:
         if os.environ.get("ENVMOD_REQUIRE_SITE") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip with ``reason`` locally, fail under ENVMOD_REQUIRE_SITE=1 (require_site's rule), for
+    anything CI always has: the site setup's tools (lmod brings lua, tcl brings tclsh, binutils
+    readelf) and the [test] extra. There, its absence is a broken setup, not a reason to pass."""
+    if os.environ.get("ENVMOD_REQUIRE_SITE") == "1":
+        pytest.fail(reason + " (ENVMOD_REQUIRE_SITE=1: CI must not pass by skipping)")
+    pytest.skip(reason)
+
+
+# Programs the site setup installs (ci/site.sh: lmod, which brings lua5.x, tcl, build-essential,
+# which brings binutils): the names to try on PATH, first first, and where each comes from.
+SITE_TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
+    "lua": (("lua", "lua5.4", "lua5.3", "lua5.2", "lua5.1"), "Lmod's lua5.x package"),
+    "luac": (("luac", "luac5.4", "luac5.3", "luac5.2", "luac5.1"), "Lmod's lua5.x package"),
+    "tclsh": (("tclsh", "tclsh8.6", "tclsh9.0"), "the tcl package"),
+    "readelf": (("readelf",), "binutils (build-essential)"),
+    "bash": (("bash",), "bash"),
+    "find": (("find",), "findutils"),
+}
+
+
+def require_tool(tool: str) -> str:
+    """The path of ``tool`` (or of the first of its SITE_TOOLS names found on PATH), else
+    skip_or_fail saying what provides it."""
+    names, provider = SITE_TOOLS.get(tool, ((tool,), tool))
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    skip_or_fail(f"{' or '.join(names)} not found on PATH (it comes with {provider}, which ci/site.sh installs)")
+
+
+def require_module(name: str, provider: str) -> ModuleType:
+    """``import name``, else skip_or_fail, saying what provides it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(f"cannot import {name} ({exc}; it comes with {provider})")
 
 
 def envmod_command() -> str:
@@ -126,3 +170,18 @@ def lmod_shell(tmp_path: Path, envmod_root: Path) -> ModuleShell:
 def tcl_shell(tmp_path: Path, envmod_root: Path) -> ModuleShell:
     require_site()
     return ModuleShell("envmodules", envmod_root, tmp_path / "cache")
+
+
+# Bookkeeping variables that the module tools themselves keep; the rest of the environment
+# must come back exactly as it was when a module is unloaded.
+_TOOL_STATE = ("_ModuleTable", "__LMOD", "LMOD_", "__MODULES_", "_LMFILES_", "LOADEDMODULES", "MODULES_LMALTNAME")
+
+
+def user_visible(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the module tools' own bookkeeping."""
+    return {k: v for k, v in env.items() if not k.startswith(_TOOL_STATE) and k != "_"}
+
+
+def loaded(env: dict[str, str]) -> list[str]:
+    """The loaded modules, in load order, as both tools keep them in LOADEDMODULES."""
+    return [m for m in env.get("LOADEDMODULES", "").split(":") if m]

@@ -7,13 +7,9 @@ from __future__ import annotations
 import pytest
 
 from bridge.record import read_record
-from tests.conftest import REPO, ModuleShell, require_site
+from tests.conftest import REPO, ModuleShell, loaded, require_site, user_visible
 
 pytestmark = pytest.mark.slow
-
-
-def loaded(env: dict[str, str]) -> list[str]:
-    return [m for m in env.get("LOADEDMODULES", "").split(":") if m]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +56,7 @@ def test_env_module_alone_runs_parallel_hdf5_with_two_ranks(lmod_env, tmp_path):
     run = shell.run(f"""
 module purge
 module use "$ENVMOD_ROOT/modules"
+snap before
 module load myenv/py3.11
 snap during
 mpirun -n 2 python {REPO}/ci/demo.py {tmp_path}/demo.h5
@@ -70,6 +67,8 @@ snap after
     assert "2 ranks wrote" in run.stdout and "read back [0, 10]" in run.stdout
     assert "mpi=True" in run.stdout
     assert loaded(run.snapshots["after"]) == []
+    # unloading the env releases python, openmpi and hdf5 and every variable they set
+    assert user_visible(run.snapshots["after"]) == user_visible(run.snapshots["before"])
 
 
 def test_compiled_extensions_link_the_site_libraries(lmod_env):
@@ -95,6 +94,7 @@ def test_tcl_module_of_same_env_runs_under_environment_modules(lmod_env, tmp_pat
     tcl = ModuleShell("envmodules", shell.root, shell.cache)
     run = tcl.run(f"""
 module use "$ENVMOD_ROOT/modules"
+snap before
 module load myenv/py3.11
 snap during
 mpirun -n 2 python {REPO}/ci/demo.py {tmp_path}/demo.h5
@@ -104,6 +104,7 @@ snap after
     assert set(loaded(run.snapshots["during"])) == {"python/3.11", "openmpi/4.1.4", "hdf5/1.10.8", "myenv/py3.11"}
     assert "read back [0, 10]" in run.stdout
     assert loaded(run.snapshots["after"]) == []
+    assert user_visible(run.snapshots["after"]) == user_visible(run.snapshots["before"])
 
 
 def test_create_under_environment_modules_compiles_mpi4py(tmp_path):

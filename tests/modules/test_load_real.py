@@ -10,19 +10,9 @@ import os
 
 import pytest
 
+from tests.conftest import loaded, user_visible
+
 pytestmark = pytest.mark.modules
-
-# Bookkeeping variables that the module tools themselves keep; the rest of the environment
-# must come back exactly as it was.
-_TOOL_STATE = ("_ModuleTable", "__LMOD", "LMOD_", "__MODULES_", "_LMFILES_", "LOADEDMODULES", "MODULES_LMALTNAME")
-
-
-def user_visible(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if not k.startswith(_TOOL_STATE) and k != "_"}
-
-
-def loaded(env: dict[str, str]) -> list[str]:
-    return [m for m in env.get("LOADEDMODULES", "").split(":") if m]
 
 
 def test_create_then_load_and_unload_restores_environment(shell):

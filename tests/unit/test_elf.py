@@ -3,11 +3,18 @@
 The oracles are real: pyelftools and ``readelf -d`` for parsing, ``ldconfig
 -p`` for the ld.so.cache, and the dynamic loader itself (``LD_DEBUG=libs``,
 ``LD_TRACE_LOADED_OBJECTS``, ``ldd``) for resolution, on binaries built with
-gcc in tmp_path.  Tests needing a tool that is missing are skipped.
+gcc in tmp_path.  The parsing corpus is the machine's libraries and programs,
+the test venv (its compiled extension modules), and every ELF file of the
+central site ($ENVMOD_SITE: CPython's lib-dynload, numpy, the OpenMPI/HDF5
+links).  A missing pyelftools, readelf or site skips the test with the reason
+locally and fails it under ENVMOD_REQUIRE_SITE=1 (CI); tests needing gcc or
+ldd are skipped without them.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
 import os
 import random
 import re
@@ -35,18 +42,24 @@ from bridge.elf import (
     resolve_tree,
 )
 from bridge.ldcache import LdCacheError, libcmp, parse_ldcache, read_ldcache
+from tests.conftest import require_module, require_site, require_tool, site_dir, skip_or_fail
 
 IS_LINUX_X86_64 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"
 GCC = shutil.which("gcc")
-READELF = shutil.which("readelf")
 LDD = shutil.which("ldd")
 LDCONFIG = shutil.which("ldconfig") or ("/sbin/ldconfig" if os.path.exists("/sbin/ldconfig") else None)
 
 needs_gcc = pytest.mark.skipif(not (GCC and IS_LINUX_X86_64), reason="needs gcc on x86_64 Linux")
 needs_ldd = pytest.mark.skipif(not LDD, reason="needs ldd")
 
-# Cap on the oracle corpus so the test stays in seconds on big systems.
+# Cap on the system part of the oracle corpus (an even sample) so the test stays in seconds
+# on big systems; the venv and the site are always compared whole.
 CORPUS_CAP = 4000
+PYELFTOOLS = "pyelftools, in the [test] extra: pip install -e '.[test]'"
+# What the central site is known to hold (ci/site.sh); the site corpus must include each.
+SITE_PARTS = {"CPython's lib-dynload": "/lib/python3.11/lib-dynload/", "numpy": "/site-packages/numpy/",
+              "OpenMPI": "/software/openmpi/", "HDF5": "/software/hdf5/"}
+EXTENSION_SUFFIXES = tuple(s for s in importlib.machinery.EXTENSION_SUFFIXES if s != ".so")
 
 CLEAN_ENV = {k: v for k, v in os.environ.items()
              if k not in ("LD_LIBRARY_PATH", "LD_PRELOAD", "LD_DEBUG", "LD_TRACE_LOADED_OBJECTS",
@@ -57,31 +70,116 @@ CLEAN_ENV = {k: v for k, v in os.environ.items()
 # helpers
 
 
-def _corpus_roots() -> List[str]:
+def _system_roots() -> Tuple[str, ...]:
     roots = []
     multiarch = sysconfig.get_config_var("MULTIARCH")
     for d in ([f"/usr/lib/{multiarch}"] if multiarch else []) + ["/usr/lib64", "/usr/bin"]:
         if os.path.isdir(d) and not os.path.islink(d):
             roots.append(d)
+    return tuple(roots)
+
+
+def _site_packages() -> Tuple[str, ...]:
+    roots: List[str] = []
     for key in ("platlib", "purelib"):
         p = sysconfig.get_paths().get(key)
         if p and os.path.isdir(p) and p not in roots:
             roots.append(p)
-    return roots
+    return tuple(roots)
 
 
-@pytest.fixture(scope="module")
-def corpus() -> List[ElfInfo]:
+@functools.lru_cache(maxsize=None)
+def _scan(roots: Tuple[str, ...]) -> Tuple[Tuple[ElfInfo, ...], Tuple[Tuple[str, str], ...]]:
+    """Every ELF file iter_elf_files finds under ``roots`` (each path once), and the files it
+    could not read, as (path, error)."""
     infos: List[ElfInfo] = []
+    errors: List[Tuple[str, str]] = []
     seen = set()
-    for root in _corpus_roots():
-        for info in iter_elf_files(root):
+    for root in roots:
+        for info in iter_elf_files(root, on_error=lambda p, e: errors.append((p, repr(e)))):
             if info.path not in seen:
                 seen.add(info.path)
                 infos.append(info)
-    if len(infos) > CORPUS_CAP:
-        step = len(infos) / CORPUS_CAP
-        infos = [infos[int(i * step)] for i in range(CORPUS_CAP)]
+    return tuple(infos), tuple(errors)
+
+
+def _even_sample(infos: Sequence[ElfInfo], n: int) -> List[ElfInfo]:
+    if len(infos) <= n:
+        return list(infos)
+    step = len(infos) / n
+    return [infos[int(i * step)] for i in range(n)]
+
+
+def _elf_files_by_find(top: Path) -> Dict[Tuple[int, int], str]:
+    """Independently of iter_elf_files: every ELF file find(1) lists under ``top``, and every
+    file a symlink there points to (what the tree's users load), keyed by (device, inode)."""
+    out = subprocess.run([require_tool("find"), str(top), "(", "-type", "f", "-o", "-type", "l", ")",
+                          "-print0"], capture_output=True, check=True).stdout
+    found: Dict[Tuple[int, int], str] = {}
+    for raw in out.split(b"\0"):
+        if not raw:
+            continue
+        path = os.fsdecode(raw)
+        try:
+            st = os.stat(path)  # follows a symlink; a dangling one is no file
+            if not (os.path.isfile(path) and st.st_size >= 4):
+                continue
+            with open(path, "rb") as f:
+                if f.read(4) != b"\x7fELF":
+                    continue
+        except OSError:
+            continue
+        found.setdefault((st.st_dev, st.st_ino), path)
+    return found
+
+
+def _site_corpus() -> List[ElfInfo]:
+    require_site()
+    site = site_dir()
+    infos, errors = _scan((str(site),))
+    assert not errors, f"iter_elf_files could not read {len(errors)} site files: {errors[:3]}"
+    found = _elf_files_by_find(site)
+    got = {(st.st_dev, st.st_ino): i.path for i in infos for st in [os.stat(i.path)]}
+    assert len(got) == len(infos), "a site file is in the corpus twice"
+    missing = sorted(found[k] for k in found.keys() - got.keys())
+    extra = sorted(got[k] for k in got.keys() - found.keys())
+    assert not missing and not extra, f"site corpus != find: missing {missing[:5]}, extra {extra[:5]}"
+    for what, part in SITE_PARTS.items():
+        assert any(part in i.path for i in infos), f"no {what} ELF files ({part}) under {site}"
+    return list(infos)
+
+
+def _venv_corpus() -> List[ElfInfo]:
+    """The test venv whole (site-packages' extension modules, bin/), as envmod scans an env."""
+    if sys.prefix == sys.base_prefix:
+        skip_or_fail(f"the tests do not run in a venv ({sys.executable}): run them with .venv/bin/python")
+    infos, errors = _scan((sys.prefix,))
+    assert not errors, f"iter_elf_files could not read {len(errors)} venv files: {errors[:3]}"
+    ext = [i for i in infos if i.path.endswith(EXTENSION_SUFFIXES)]
+    if not ext:
+        skip_or_fail(f"the test venv {sys.prefix} holds no compiled extension module ({EXTENSION_SUFFIXES})")
+    return list(infos)
+
+
+@pytest.fixture(scope="module", params=["system", "venv", "site"])
+def corpus(request) -> List[ElfInfo]:
+    """The files the parsing oracles compare: ``system`` (an even sample of the machine's
+    libraries and programs), ``venv`` (the test venv, whole), ``site`` ($ENVMOD_SITE, whole)."""
+    if request.param == "venv":
+        return _venv_corpus()
+    if request.param == "site":
+        return _site_corpus()
+    infos = _even_sample(_scan(_system_roots())[0], CORPUS_CAP)
+    if len(infos) < 50:
+        pytest.skip(f"corpus too small ({len(infos)} ELF files)")
+    return infos
+
+
+@pytest.fixture(scope="module")
+def ldd_corpus() -> List[ElfInfo]:
+    """The pool test_tree_matches_ldd_on_system_files samples: the machine's files and the test
+    interpreter's site-packages."""
+    infos = _even_sample(_scan(_system_roots() + _site_packages())[0], CORPUS_CAP)
     if len(infos) < 50:
         pytest.skip(f"corpus too small ({len(infos)} ELF files)")
     return infos
@@ -129,6 +227,11 @@ def _pyelftools_dynamic(path: str):
                             tuple(b(runpath).split(b":")) if runpath is not None else ())
 
 
+def _enum(names: Dict[str, int], value) -> int:
+    """pyelftools names the values it knows (``EM_X86_64``); the raw number otherwise."""
+    return names[value] if isinstance(value, str) else value
+
+
 def _mine(info: ElfInfo):
     b = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
     return (tuple(map(b, info.needed)), b(info.soname), tuple(map(b, info.rpath)),
@@ -139,7 +242,8 @@ _READELF_RE = re.compile(r"\((NEEDED|SONAME|RPATH|RUNPATH)\)\s+[^\[]*\[(.*)\]$")
 
 
 def _readelf_dynamic(paths: Sequence[str]) -> Dict[str, Dict[str, list]]:
-    out = subprocess.run([READELF, "-dW", *paths], capture_output=True, check=False).stdout
+    readelf = require_tool("readelf")
+    out = subprocess.run([readelf, "-dW", *paths], capture_output=True, check=False).stdout
     res: Dict[str, Dict[str, list]] = {}
     cur = None
     if len(paths) == 1:  # readelf prints no "File:" header for a single file
@@ -218,27 +322,24 @@ def _ldd(path: Path, env: Optional[Dict[str, str]] = None, cwd: Optional[Path] =
 
 
 def test_corpus_matches_pyelftools(corpus: List[ElfInfo]) -> None:
-    pytest.importorskip("elftools")
+    require_module("elftools", PYELFTOOLS)
+    from elftools.elf.enums import ENUM_E_MACHINE, ENUM_EI_OSABI
     mismatches = []
     for info in corpus:
         hdr, interp, dyn = _pyelftools_dynamic(info.path)
         elfclass, little, machine, etype, osabi = hdr
-        mine_hdr = (info.elf_class, info.endian == "little", info.elf_type)
-        want_hdr = (elfclass, little, etype.replace("ET_", ""))
-        if _mine(info) != dyn or mine_hdr != want_hdr or \
-                (info.interpreter and os.fsencode(info.interpreter)) != interp:
-            mismatches.append((info.path, _mine(info), dyn))
+        mine_hdr = (info.elf_class, info.endian == "little", info.machine, info.osabi, info.elf_type)
+        want_hdr = (elfclass, little, _enum(ENUM_E_MACHINE, machine), _enum(ENUM_EI_OSABI, osabi),
+                    etype.replace("ET_", ""))
+        mine_interp = info.interpreter and os.fsencode(info.interpreter)
+        if _mine(info) != dyn or mine_hdr != want_hdr or mine_interp != interp:
+            mismatches.append((info.path, (mine_hdr, mine_interp, _mine(info)), (want_hdr, interp, dyn)))
     assert not mismatches, f"{len(mismatches)} of {len(corpus)} differ, e.g. {mismatches[:3]}"
 
 
-@pytest.mark.skipif(not READELF, reason="needs readelf")
-def test_corpus_sample_matches_readelf(corpus: List[ElfInfo]) -> None:
-    # Every file with a search path (the interesting ones) plus an even
-    # spread of the rest.
-    with_paths = [i for i in corpus if i.rpath or i.runpath]
-    rest = [i for i in corpus if not (i.rpath or i.runpath)]
-    sample = with_paths[:150] + rest[:: max(1, len(rest) // 150)]
-    by_path = {i.path: i for i in sample}
+def test_corpus_matches_readelf(corpus: List[ElfInfo]) -> None:
+    # The whole corpus: readelf takes well under a second for thousands of files.
+    by_path = {i.path: i for i in corpus}
     paths = list(by_path)
     for k in range(0, len(paths), 100):
         got = _readelf_dynamic(paths[k:k + 100])
@@ -484,10 +585,9 @@ def test_crafted_elf(tmp_path: Path, cls: int, endian: str, machine: int, varian
         interpreter="/lib/ld-test.so.1", soname="libme.so.3", needed=("liba.so.1", "libb.so"),
         rpath=("$ORIGIN/../lib", "/opt/x"), runpath=("${ORIGIN}", "/y", "", ""), dynamic=True)
     if variant != "no-sections":
-        pytest.importorskip("elftools")
+        require_module("elftools", PYELFTOOLS)
         assert _pyelftools_dynamic(str(p))[2] == _mine(info)
-        if READELF:
-            _readelf_matches(info, _readelf_dynamic([str(p)])[str(p)])
+        _readelf_matches(info, _readelf_dynamic([str(p)])[str(p)])
 
 
 def test_crafted_unreachable_strtab_raises(tmp_path: Path) -> None:
@@ -534,8 +634,7 @@ def test_real_32bit_objects(tmp_path: Path) -> None:
     assert (info.elf_class, info.endian, info.machine) == (32, "little", 3)
     assert info.needed == ("libq.so.0",) and info.soname == "libp.so"
     assert info.rpath == ("$ORIGIN/x", "/abs") and info.runpath == ()
-    if READELF:
-        _readelf_matches(info, _readelf_dynamic([str(p)])[str(p)])
+    _readelf_matches(info, _readelf_dynamic([str(p)])[str(p)])
 
 
 # ---------------------------------------------------------------------------
@@ -957,8 +1056,8 @@ def _ldd_sample(corpus: List[ElfInfo]) -> List[ElfInfo]:
 
 @needs_ldd
 @pytest.mark.skipif(not IS_LINUX_X86_64, reason="x86_64 Linux only")
-def test_tree_matches_ldd_on_system_files(corpus: List[ElfInfo]) -> None:
-    sample = _ldd_sample(corpus)
+def test_tree_matches_ldd_on_system_files(ldd_corpus: List[ElfInfo]) -> None:
+    sample = _ldd_sample(ldd_corpus)
     assert len(sample) >= 20
     resolver = Resolver()  # shared caches across the sample
     bad = []

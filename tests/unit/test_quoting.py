@@ -7,14 +7,13 @@ cannot hold one).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from bridge.quoting import QUOTERS, comment_text, lua_string, shell_word, tcl_string
+from tests.conftest import require_tool, skip_or_fail
 
 try:
     from hypothesis import HealthCheck, given, settings
@@ -81,13 +80,6 @@ HOSTILE = [
 ]
 
 
-def _require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed")
-    return path
-
-
 def _split(out: bytes, count: int) -> list[str]:
     parts = out.split(b"\0")
     assert parts[-1] == b"", out[-200:]
@@ -99,7 +91,7 @@ def lua_read_back(values: list[str], tmp: Path) -> list[str]:
     script = tmp / "read.lua"
     script.write_text("".join(f'io.write({lua_string(v)})\nio.write("\\0")\n' for v in values),
                       encoding="utf-8")
-    proc = subprocess.run([_require("lua"), str(script)], capture_output=True, timeout=30)
+    proc = subprocess.run([require_tool("lua"), str(script)], capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return _split(proc.stdout, len(values))
 
@@ -112,14 +104,14 @@ def tcl_read_back(values: list[str], tmp: Path) -> list[str]:
     # Read the script as UTF-8 whatever the locale (an ASCII wrapper says so).
     wrapper = tmp / "wrapper.tcl"
     wrapper.write_text(f"source -encoding utf-8 {{{script}}}\n", encoding="ascii")
-    proc = subprocess.run([_require("tclsh"), str(wrapper)], capture_output=True, timeout=30)
+    proc = subprocess.run([require_tool("tclsh"), str(wrapper)], capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return _split(proc.stdout, len(values))
 
 
 def bash_read_back(values: list[str]) -> list[str]:
     script = "printf '%s\\0'" + "".join(" " + shell_word(v) for v in values) if values else ":"
-    proc = subprocess.run([_require("bash"), "--noprofile", "--norc", "-c", script], capture_output=True,
+    proc = subprocess.run([require_tool("bash"), "--noprofile", "--norc", "-c", script], capture_output=True,
                           timeout=30, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return _split(proc.stdout, len(values))
@@ -145,7 +137,7 @@ def test_lua_string_keeps_nul_apart_from_a_following_digit(tmp_path):
     # "\0" followed by "1" must not become Lua's "\01" (= chr(1)).
     script = tmp_path / "nul.lua"
     script.write_text(f"io.write({lua_string('a' + chr(0) + '12b')})\n", encoding="utf-8")
-    proc = subprocess.run([_require("lua"), str(script)], capture_output=True, timeout=30)
+    proc = subprocess.run([require_tool("lua"), str(script)], capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"a\x0012b"
 
@@ -227,7 +219,4 @@ if given is not None:
 else:  # pragma: no cover
     def test_generated_text_round_trips():
         # Like the site: CI (ENVMOD_REQUIRE_SITE=1) must not pass by skipping.
-        reason = "hypothesis is not installed (it belongs in the [test] extra)"
-        if os.environ.get("ENVMOD_REQUIRE_SITE") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail("hypothesis is not installed (it belongs in the [test] extra)")

@@ -1,13 +1,14 @@
 """Modulefile rendering (bridge.emit): the Lua and Tcl text, read back by the real interpreters.
 
 The rendered file is run by ``lua``/``tclsh`` with stub module functions that record their
-arguments, so hostile text (a description, a path) is shown to arrive as data.
+arguments, so hostile text (a description, a package name, a path) is shown to arrive as data;
+the hostile record is also loaded by the real Lmod and Environment Modules. A missing lua,
+luac, tclsh or module tool skips locally and fails under ENVMOD_REQUIRE_SITE=1 (CI).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -30,17 +31,11 @@ from bridge.emit.modulefile import (
 from bridge.emit.templating import make_environment
 from bridge.errors import ConfigError
 from bridge.record import PackageRecord
+from tests.conftest import require_tool
 
 HOSTILE_DESCRIPTION = ("it's \"quoted\" ]] ]==] $(touch /tmp/envmod-pwned) `id` [exec id] ${HOME} $HOME "
                        "{unbalanced \\ back\\slash\n second line\ttab \x01\x1b[0m ü ☃ 😀 -- comment # hash ; done")
 HOSTILE_PREFIX = "/scratch/o'brien \"x\" $HOME [pwd] {b} ]]/envmod/envs/myenv"
-
-
-def require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed")
-    return path
 
 
 def decode_calls(data: bytes) -> list[tuple]:
@@ -110,7 +105,7 @@ if {[info procs ModulesHelp] ne {}} { ModulesHelp }
 def run_lua(path: Path, tmp: Path) -> list[tuple]:
     runner = tmp / "runner.lua"
     runner.write_text(LUA_STUBS)
-    proc = subprocess.run([require("lua"), str(runner), str(path)], capture_output=True, timeout=30)
+    proc = subprocess.run([require_tool("lua"), str(runner), str(path)], capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return decode_calls(proc.stdout)
 
@@ -118,7 +113,7 @@ def run_lua(path: Path, tmp: Path) -> list[tuple]:
 def run_tcl(path: Path, tmp: Path, new_commands: bool = True, env: dict | None = None):
     runner = tmp / "runner.tcl"
     runner.write_text(f"set with_new_commands {int(new_commands)}\n" + TCL_STUBS)
-    proc = subprocess.run([require("tclsh"), str(runner), str(path)], capture_output=True, timeout=30,
+    proc = subprocess.run([require_tool("tclsh"), str(runner), str(path)], capture_output=True, timeout=30,
                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})})
     return proc
 
@@ -145,7 +140,7 @@ def rendered(tmp_path: Path, record, module_type: str) -> Path:
 
 def test_lua_modulefile_passes_luac(tmp_path, hostile):
     path = rendered(tmp_path, hostile[0], "lmod")
-    proc = subprocess.run([require("luac"), "-p", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([require_tool("luac"), "-p", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -215,6 +210,114 @@ def test_tcl_before_modules_5_1_reloading_the_same_env_is_fine(tmp_path, hostile
 
 def test_tcl_modulefile_starts_with_the_magic_cookie(hostile):
     assert render_modulefile(hostile[0], "tcl").startswith("#%Module")
+
+
+# ---- hostile text everywhere a record puts text: description, package names, the prefix ------
+# Each value must arrive exactly, and nothing in it may run: every injection below would touch
+# the marker file (Lua's os.execute, Tcl's exec, a shell's $(...) and backticks).
+
+MARKER = "@MARKER@"
+HOSTILE_TEXT = ("]] ]=] ]==] [[ [==[ \" ' \\ \\\\ $ $HOME ${HOME} $$ {b} "
+                "[exec touch @MARKER@] $(touch @MARKER@) `touch @MARKER@` "
+                "\") os.execute(\"touch @MARKER@\") -- ]] os.execute(\"touch @MARKER@\") --[[ "
+                "\"; exec touch @MARKER@; \" } ; exec touch @MARKER@ ; { "
+                "\n second line\r\n\ttab \x01\x07\x08\x0b\x0c\x1b[31m\x1f\x7f "
+                "ü ☃ 😀 日本語 \u2028\u00a0 ends in a backslash \\")
+
+
+def hostile_everywhere(tmp_path: Path, line_breaks_in_paths: bool = True):
+    """A record with HOSTILE_TEXT in its description, in a requested compiled package's name,
+    version and build module, in a dependency's name, and in its prefix; and the marker file
+    the text's injections would create."""
+    marker = tmp_path / "pwned"
+    text = HOSTILE_TEXT.replace(MARKER, str(marker))
+    path_text = text if line_breaks_in_paths else text.replace("\r", "").replace("\n", "")
+    packages = [PackageRecord(name="pkg " + text, version="1.0 " + text, install="source", requested=True,
+                              built_against=["openmpi/4.1.4 " + text]),
+                PackageRecord(name="dep " + text, version="2", install="wheel")]
+    record = make_record(str(tmp_path / ("env " + path_text)), description=text, packages=packages)
+    ctx = module_context(record)
+    # the text really is in every place checked below
+    assert f"Description: {text}" in ctx["whatis"] and f"pkg {text} 1.0 {text}" in key_packages(record)
+    assert f"compiled:   pkg {text}" in ctx["help"] and ("VIRTUAL_ENV", record.prefix) in ctx["setenv"]
+    assert path_text in record.prefix
+    return record, ctx, text, marker
+
+
+def expected_calls(record, ctx, module_type: str) -> list[tuple]:
+    """Every call the rendered modulefile makes, with the values the record holds."""
+    if module_type == "lmod":
+        return ([("help", ctx["help"])] + [("whatis", w) for w in ctx["whatis"]] + [("family", "envmod")]
+                + [("depends_on", m) for m in record.module.depends_on]
+                + [("setenv", k, v) for k, v in ctx["setenv"]] + [("prepend_path", k, v) for k, v in ctx["prepend_path"]])
+    return ([("module-whatis", w) for w in ctx["whatis"]] + [("family", "envmod")]
+            + [("depends-on", m) for m in record.module.depends_on]
+            + [("setenv", k, v) for k, v in ctx["setenv"]] + [("prepend-path", k, v) for k, v in ctx["prepend_path"]])
+
+
+def test_hostile_text_everywhere_round_trips_in_lua(tmp_path):
+    record, ctx, _, marker = hostile_everywhere(tmp_path)
+    path = rendered(tmp_path, record, "lmod")
+    proc = subprocess.run([require_tool("luac"), "-p", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert run_lua(path, tmp_path) == expected_calls(record, ctx, "lmod")
+    assert not marker.exists(), "text in a Lua modulefile ran code"
+
+
+@pytest.mark.parametrize("new_commands", [True, False], ids=["modules-5.1", "before-5.1"])
+def test_hostile_text_everywhere_round_trips_in_tclsh(tmp_path, new_commands):
+    record, ctx, _, marker = hostile_everywhere(tmp_path)
+    calls, stderr = tcl_calls(rendered(tmp_path, record, "tcl"), tmp_path, new_commands=new_commands)
+    expected = expected_calls(record, ctx, "tcl")
+    if not new_commands:
+        expected = [c for c in expected if c[0] != "family"]
+        expected = [("module", "load", c[1]) if c[0] == "depends-on" else c for c in expected]
+    assert calls == expected
+    assert stderr == ctx["help"] + "\n"
+    assert not marker.exists(), "text in a Tcl modulefile ran code"
+
+
+def _real_tool_run(tmp_path: Path, tool: str, module_type: str):
+    """The hostile record's modulefile, loaded and described by the real tool; its shell code
+    evaluated by bash. Paths hold no line break here: neither tool's bash output can carry one
+    in a value (envmod refuses one in its root, bridge.store)."""
+    from test_modsys import lmod_command, modulecmd_tcl, tool_env
+
+    record, ctx, text, marker = hostile_everywhere(tmp_path, line_breaks_in_paths=False)
+    record.module.depends_on = []  # no central modules to find in this tree
+    ctx = module_context(record)
+    modules = tmp_path / "modules"
+    write_modulefile(record, module_type, modules)
+    cmd = [lmod_command()] if tool == "lmod" else [require_tool("tclsh"), modulecmd_tcl()]
+    env = dict(tool_env(tmp_path, modules), LC_ALL="C.UTF-8")
+
+    def tool_run(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*cmd, "bash", *args, record.module.name], capture_output=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        return proc
+
+    load = tool_run("load")
+    shown = subprocess.run([require_tool("bash"), "--noprofile", "--norc", "-c",
+                            'eval "$1" && printf "%s\\0" "$VIRTUAL_ENV" "$ENVMOD_RECORD" "$ENVMOD_ENV" "$PATH"',
+                            "bash", load.stdout.decode("utf-8")], capture_output=True, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr.decode(errors="replace")
+    values = shown.stdout.decode("utf-8").split("\0")
+    assert values[:3] == [record.prefix, record.prefix + "/envmod.yaml", "myenv"]
+    assert values[3].startswith(ctx["prepend_path"][0][1] + ":")
+    help_err = tool_run("help").stderr.decode("utf-8")
+    assert ctx["help"] in help_err
+    whatis_err = tool_run("whatis").stderr.decode("utf-8")
+    for line in ctx["whatis"]:
+        assert line in whatis_err
+    assert not marker.exists(), f"text in a {module_type} modulefile ran code in {tool}"
+
+
+def test_hostile_text_everywhere_round_trips_in_real_environment_modules(tmp_path):
+    _real_tool_run(tmp_path, "envmodules", "tcl")
+
+
+def test_hostile_text_everywhere_round_trips_in_real_lmod(tmp_path):
+    _real_tool_run(tmp_path, "lmod", "lmod")
 
 
 # ---- what the text says ----------------------------------------------------------------
