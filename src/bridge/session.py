@@ -122,25 +122,6 @@ class _TerminatedBySignal(BaseException):
     pass
 
 
-def _template_error(exc: BaseException) -> str:
-    """A template failure in one line, with the template file and line it happened at."""
-    import jinja2
-
-    if isinstance(exc, OSError):
-        text = exc.strerror or str(exc) or type(exc).__name__
-        return f"{text}: {exc.filename}" if exc.filename else text
-    text = " ".join(str(getattr(exc, "message", None) or exc).split()) or type(exc).__name__
-    if isinstance(exc, jinja2.TemplateSyntaxError):
-        return f"{text} ({exc.filename or exc.name}, line {exc.lineno})"
-    where = None
-    tb = exc.__traceback__
-    while tb is not None:      # Jinja2 puts the template's own file and line into the traceback
-        if not tb.tb_frame.f_code.co_filename.endswith(".py"):
-            where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
-        tb = tb.tb_next
-    return f"{text} ({where[0]}, line {where[1]})" if where else text
-
-
 def _make_dirs(dirs) -> list[Path]:
     """Make each directory (with its parents); return those made, outermost first."""
     made: list[Path] = []
@@ -366,21 +347,13 @@ class CreateSession:
     def _render_modulefiles(self, record: EnvRecord) -> list[tuple[Path, str]]:
         """Each modulefile the record names, as (path, text): rendered before the env is put in
         place, so that a broken template fails the create with nothing changed."""
-        import jinja2
-
-        rendered = []
-        for module_type in record.module.files:
-            try:
-                text = render_modulefile(record, module_type, self.settings.templates, self.settings.cache_dir)
-            except (jinja2.TemplateError, OSError) as exc:
-                where = self.settings.templates
-                raise ConfigError(
-                    f"cannot write the {module_type} modulefile of {record.name!r}: {_template_error(exc)}",
-                    hint=(f"fix the site templates in {where} (config 'templates:')" if where else
-                          "the built-in templates are broken: reinstall envmod")
-                         + "; nothing was put in place") from None
-            rendered.append((modulefile_path(self.settings.modules_dir, record, module_type), text))
-        return rendered
+        try:
+            return [(modulefile_path(self.settings.modules_dir, record, module_type),
+                     render_modulefile(record, module_type, self.settings.templates, self.settings.cache_dir))
+                    for module_type in record.module.files]
+        except ConfigError as exc:
+            raise ConfigError(exc.message, hint=f"{exc.hint}; nothing was put in place" if exc.hint else
+                              "nothing was put in place") from None
 
     def build(self, plan: Plan, target: Path, final: Path, system: ModuleSystem | None = None) -> EnvRecord:
         """Create the env at ``target`` (to live at ``final``), install, and return its record.

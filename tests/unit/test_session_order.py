@@ -127,6 +127,19 @@ def test_broken_site_template_fails_a_force_create_and_keeps_the_old_env_and_mod
     assert run.stdout.strip() == str(env)
 
 
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_broken_site_template_fails_envmod_module_and_keeps_the_modulefile(envmod, tmp_path, kind):
+    module_type, config, says = broken_site_config(tmp_path, kind)
+    assert create(envmod, "kept", module_type).returncode == 0
+    modules = envmod.root / "modules" / "kept"
+    before = snapshot(modules)
+    proc = envmod("module", "kept", "--module-type", module_type, site_config=config)
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert f"cannot write the {module_type} modulefile of 'kept'" in line and says in line
+    assert snapshot(modules) == before
+
 def test_a_good_site_template_is_still_written_after_the_env_is_in_place(envmod, tmp_path):
     templates = tmp_path / "site templates"
     (templates / "modulefiles").mkdir(parents=True)

@@ -387,18 +387,16 @@ def site_template(tmp_path: Path, text: str, name: str = "modulefiles/env.lua.j2
 
 
 def test_site_template_printing_a_raw_value_fails(tmp_path):
-    import jinja2
-
     site = site_template(tmp_path, 'whatis("{{ name }}")\n')
-    with pytest.raises(jinja2.TemplateError, match="unquoted value"):
+    with pytest.raises(ConfigError, match="unquoted value") as caught:
         render_modulefile(make_record(tmp_path), "lmod", site)
+    assert "modulefiles/env.lua.j2, line 1)" in caught.value.one_line()
+    assert f"fix the site templates in {site}" in caught.value.one_line()
 
 
 def test_site_template_using_an_undefined_name_fails(tmp_path):
-    import jinja2
-
     site = site_template(tmp_path, "whatis({{ no_such_value | lua }})\n")
-    with pytest.raises(jinja2.UndefinedError):
+    with pytest.raises(ConfigError, match="'no_such_value' is undefined"):
         render_modulefile(make_record(tmp_path), "lmod", site)
 
 
@@ -458,11 +456,9 @@ def test_compiled_template_cache_sees_a_changed_site_template(tmp_path):
 
 
 def test_compiled_template_cache_keeps_the_finalize_guard(tmp_path):
-    import jinja2
-
     render_modulefile(make_record(tmp_path), "lmod", cache_dir=tmp_path / "cache")
     site = site_template(tmp_path, 'whatis("{{ name }}")\n')
-    with pytest.raises(jinja2.TemplateError, match="unquoted value"):
+    with pytest.raises(ConfigError, match="unquoted value"):
         render_modulefile(make_record(tmp_path), "lmod", site, tmp_path / "cache")
 
 

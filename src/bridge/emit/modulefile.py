@@ -15,7 +15,8 @@ from typing import Any
 from .. import __version__
 from ..fsutil import atomic_write_text
 from ..record import RECORD_FILE, EnvRecord
-from .templating import make_environment
+from ..errors import ConfigError
+from .templating import describe_template_error, make_environment
 
 # The Lmod family (and Tcl guard) every envmod env's module joins: one env loaded at a time.
 FAMILY = "envmod"
@@ -103,8 +104,18 @@ def modulefile_path(modules_dir: Path, record: EnvRecord, module_type: str) -> P
 
 def render_modulefile(record: EnvRecord, module_type: str, site_templates: Path | None = None,
                       cache_dir: Path | None = None) -> str:
+    """The modulefile's text; a broken template (a site's, or ours) is one `ConfigError` naming
+    the template file and line."""
+    import jinja2
+
     env = make_environment(site_templates, cache_dir)
-    return env.get_template(SYNTAXES[module_type].template).render(module_context(record))
+    try:
+        return env.get_template(SYNTAXES[module_type].template).render(module_context(record))
+    except (jinja2.TemplateError, OSError) as exc:
+        raise ConfigError(
+            f"cannot write the {module_type} modulefile of {record.name!r}: {describe_template_error(exc)}",
+            hint=(f"fix the site templates in {site_templates} (config 'templates:')" if site_templates else
+                  "the built-in templates are broken: reinstall envmod")) from None
 
 
 def write_modulefile(record: EnvRecord, module_type: str, modules_dir: Path,

@@ -64,3 +64,22 @@ def _bytecode_cache(cache_dir: Path | None):
     except OSError:
         return None
     return jinja2.FileSystemBytecodeCache(str(cache_dir / "templates"))
+
+
+def describe_template_error(exc: BaseException) -> str:
+    """A template failure in one line, with the template file and line it happened at."""
+    import jinja2
+
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc) or type(exc).__name__
+        return f"{text}: {exc.filename}" if exc.filename else text
+    text = " ".join(str(getattr(exc, "message", None) or exc).split()) or type(exc).__name__
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"{text} ({exc.filename or exc.name}, line {exc.lineno})"
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:      # Jinja2 puts the template's own file and line into the traceback
+        if not tb.tb_frame.f_code.co_filename.endswith(".py"):
+            where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return f"{text} ({where[0]}, line {where[1]})" if where else text
