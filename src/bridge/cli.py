@@ -186,7 +186,8 @@ def cmd_show(args) -> int:
     rows = [("description", record.description or "-"), ("prefix", record.prefix),
             ("module", f"{record.module.name} ({record.module.type})"),
             ("modulefiles", ", ".join(record.module.files.values()) or "-"),
-            ("loads", ", ".join(record.module.depends_on) or "no central modules"),
+            ("loads", (", ".join(record.module.depends_on) or "no central modules")
+                      + (" (--keep-loaded: every module loaded at create)" if record.module.keep_loaded else "")),
             ("created", f"{record.created.at} by {record.created.by} on {record.created.host} "
                         f"(envmod {record.created.envmod_version}, {record.created.microarchitecture or 'unknown cpu'}, "
                         f"{record.created.module_system or 'no module system'})"),

@@ -36,7 +36,16 @@ class ModuleEffect:
     families: list[str] = field(default_factory=list)
 
     def path_entries(self, var: str) -> list[str]:
+        """The entries the module adds to ``var``, in the order they end up in it."""
         return self.prepend.get(var, []) + self.append.get(var, [])
+
+    def add_path(self, var: str, entries: list[str], prepend: bool) -> None:
+        """One prepend/append statement: a later prepend goes in front of the earlier ones,
+        as the module tool puts it on the variable (``prepend`` is kept in effective order)."""
+        if prepend:
+            self.prepend[var] = entries + self.prepend.get(var, [])
+        else:
+            self.append.setdefault(var, []).extend(entries)
 
     def to_json(self) -> dict:
         return {"prepend": self.prepend, "append": self.append, "setenv": self.setenv,
@@ -173,8 +182,7 @@ class Lmod(ModuleSystem):
                 if func in ("prepend_path", "append_path") and len(args) >= 2:
                     delim = options.get("delim") or (args[2] if len(args) == 3 and len(args[2]) <= 2 else ":")
                     value = args[1] if len(args) == 3 and len(args[2]) <= 2 else '","'.join(args[1:])
-                    target = effect.prepend if func == "prepend_path" else effect.append
-                    target.setdefault(args[0], []).extend(_split_paths(value, delim))
+                    effect.add_path(args[0], _split_paths(value, delim), prepend=func == "prepend_path")
                 elif func in ("setenv", "pushenv") and len(args) >= 2:
                     effect.setenv[args[0]] = '","'.join(args[1:])
                 elif func in cls._DEPENDS:
@@ -266,9 +274,8 @@ class EnvironmentModules(ModuleSystem):
                 if cmd in ("prepend-path", "append-path"):
                     delim, rest = cls._path_arguments(args)
                     if len(rest) >= 2:
-                        target = effect.prepend if cmd == "prepend-path" else effect.append
-                        for value in rest[1:]:
-                            target.setdefault(rest[0], []).extend(_split_paths(value, delim))
+                        effect.add_path(rest[0], [e for value in rest[1:] for e in _split_paths(value, delim)],
+                                        prepend=cmd == "prepend-path")
                 elif cmd in ("setenv", "pushenv") and len(args) == 2:
                     effect.setenv[args[0]] = args[1]
                 elif cmd in cls._DEPENDS:

@@ -60,6 +60,9 @@ class RebuildSession(CreateSession):
         name = self.request.name
         with self.store.lock(name, "rebuilding it"):
             record = self.store.load(name)
+            # An env created with --keep-loaded keeps depending on all its modules, not only on
+            # those the evidence names.
+            self.request.keep_loaded = record.module.keep_loaded
             system, stack = self.stack_now(record)
             return self.stage_and_place(name, "rebuild", lambda staging, final: self._rebuild(record, system, stack,
                                                                                                 staging, final))

@@ -82,6 +82,7 @@ class ModuleRecord:
     type: str                          # "lmod" or "tcl": the last one written
     depends_on: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)   # module type -> path written
+    keep_loaded: bool = False          # created with --keep-loaded: depends on every module loaded then
 
 
 @dataclass

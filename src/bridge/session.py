@@ -247,7 +247,7 @@ class CreateSession:
                                 platform=python.platform),
             module=ModuleRecord(name=self.request.module_name or f"{self.request.name}/{module_version(version)}",
                                 type=plan.module_type,
-                                depends_on=[m.name for m in deps]),
+                                depends_on=[m.name for m in deps], keep_loaded=self.request.keep_loaded),
             created=Provenance(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=_user(),
                                host=os.uname().nodename, envmod_version=__version__,
                                microarchitecture=microarchitecture(self.cache),

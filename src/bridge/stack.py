@@ -153,7 +153,7 @@ def discover_stack(module_system: ModuleSystem | None, environ: Mapping[str, str
     loaded = module_system.loaded(environ)
     if not loaded:
         return CentralStack(module_system, ())
-    key = ["show-1", module_system.name, module_system.command,
+    key = ["show-2", module_system.name, module_system.command,
            [[m.name, *file_stamp(m.modulefile)] for m in loaded]]
 
     def show() -> dict:

@@ -9,13 +9,14 @@ $LMOD_CMD or the system package.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from bridge.errors import DiscoveryError, NoModuleSystem
 from bridge.modsys import EnvironmentModules, Lmod, LoadedModule, ModuleEffect, detect_module_system, tcl_words
-from tests.conftest import site_dir
+from tests.conftest import require_tool, site_dir
 
 LMOD_DEFAULT = "/usr/share/lmod/lmod/libexec/lmod"
 
@@ -420,3 +421,39 @@ def test_effect_json_round_trip():
     effect = ModuleEffect(prepend={"PATH": ["/a"]}, append={"X": ["/b"]}, setenv={"A": "1"},
                           depends=["gcc/12"], families=["mpi"])
     assert ModuleEffect.from_json(effect.to_json()) == effect
+
+
+# ---- the order of several prepends, against what the tools really put on the variable ------
+
+ORDER_LUA = ('prepend_path("ORDER_PATH", "/a1:/a2")\nprepend_path("ORDER_PATH", "/b")\n'
+             'append_path("ORDER_PATH", "/z1")\nappend_path("ORDER_PATH", "/z2")\n')
+ORDER_TCL = ("#%Module1.0\nprepend-path ORDER_PATH /a1 /a2\nprepend-path ORDER_PATH /b\n"
+             "append-path ORDER_PATH /z1\nappend-path ORDER_PATH /z2\n")
+
+
+def _loaded_value(argv: list[str], env: dict[str, str], var: str) -> list[str]:
+    """``var`` after bash evaluates what the real module tool prints for a load."""
+    script = 'eval "$("$@")" && printf "%s" "${' + var + '}"'
+    out = subprocess.run(["bash", "--noprofile", "--norc", "-c", script, "bash", *argv], capture_output=True,
+                         text=True, env=env, check=True, timeout=60).stdout
+    return [p for p in out.split(":") if p]
+
+
+def test_lmod_show_lists_several_prepends_in_the_order_they_end_up(tmp_path):
+    tree = tmp_path / "lua"
+    write(tree / "ord/1.lua", ORDER_LUA)
+    env = tool_env(tmp_path, tree)
+    effect = Lmod(lmod_command()).show(["ord/1"], env)[str(tree / "ord/1.lua")]
+    real = _loaded_value([lmod_command(), "bash", "load", "ord/1"], env, "ORDER_PATH")
+    assert real == ["/b", "/a1", "/a2", "/z1", "/z2"]
+    assert effect.path_entries("ORDER_PATH") == real
+
+
+def test_em_show_lists_several_prepends_in_the_order_they_end_up(tmp_path):
+    tree = tmp_path / "tcl"
+    write(tree / "ord/1", ORDER_TCL)
+    env = tool_env(tmp_path, tree)
+    effect = EnvironmentModules(modulecmd_tcl()).show(["ord/1"], env)[str(tree / "ord/1")]
+    real = _loaded_value([require_tool("tclsh"), modulecmd_tcl(), "bash", "load", "ord/1"], env, "ORDER_PATH")
+    assert real == ["/b", "/a1", "/a2", "/z1", "/z2"]
+    assert effect.path_entries("ORDER_PATH") == real
