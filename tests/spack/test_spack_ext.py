@@ -225,14 +225,21 @@ def test_check_with_lmod_runs_the_library_checks_too(spack, site):
 # ------------------------------------------------------------------------------- upstreams and environments
 
 
-def test_specs_of_an_upstream_spack(spack, site, tmp_path):
-    """A personal Spack chained to the site: every spec is an upstream one, names from its index."""
+def personal_spack_scope(site: dict, tmp_path: Path) -> Path:
+    """A config scope making a personal Spack chained to the site: its own install tree, the
+    site's as an upstream (with its module roots)."""
     scope = tmp_path / "scope"
     scope.mkdir()
     (scope / "config.yaml").write_text(f"config:\n  install_tree:\n    root: {tmp_path / 'own'}\n")
     roots = "\n".join(f"      {t}: {root}" for t, root in site["roots"].items())
     (scope / "upstreams.yaml").write_text(
         f"upstreams:\n  site:\n    install_tree: {site['install_root']}\n    modules:\n{roots}\n")
+    return scope
+
+
+def test_specs_of_an_upstream_spack(spack, site, tmp_path):
+    """A personal Spack chained to the site: every spec is an upstream one, names from its index."""
+    scope = personal_spack_scope(site, tmp_path)
     spack("envmod", "create", "up", "--module-type", "lmod", "-q", scope=scope).check()
     record = record_of(spack, "up")
     assert record["module"]["depends_on"] == [module_of(site, "python", "lmod")["name"]]
@@ -241,17 +248,11 @@ def test_specs_of_an_upstream_spack(spack, site, tmp_path):
     assert openmpi["facts"]["spack_unlocks"]       # read from the upstream's modulefile
 
 
-
 def test_two_installed_mpis_are_an_error_listing_both(spack, site, tmp_path):
     """A personal Spack chained to the site that registers Debian's MPICH as well: with two MPIs
     installed and a package to compile against one, envmod refuses to guess and names both
     (before anything is built); --mpi picks one."""
-    scope = tmp_path / "scope"
-    scope.mkdir()
-    (scope / "config.yaml").write_text(f"config:\n  install_tree:\n    root: {tmp_path / 'own'}\n")
-    roots = "\n".join(f"      {t}: {root}" for t, root in site["roots"].items())
-    (scope / "upstreams.yaml").write_text(
-        f"upstreams:\n  site:\n    install_tree: {site['install_root']}\n    modules:\n{roots}\n")
+    scope = personal_spack_scope(site, tmp_path)
     (scope / "packages.yaml").write_text("packages:\n  mpich:\n    buildable: false\n"
                                          "    externals:\n    - spec: mpich@4.0.2\n      prefix: /usr\n")
     spack("install", "mpich", scope=scope, timeout=900).check()
