@@ -174,6 +174,10 @@ def _in_string(value: str, dialect: str, quote: str) -> str:
     return value
 
 
+#: characters that never start a placeholder, a quote, a comment or an escape in any dialect
+_ORDINARY_RUN = re.compile(r"[^_'\"#<>\\`\n]*")
+
+
 def fill_activate_template(text: str, dialect: str, replacements: Mapping[str, str]) -> str:
     """Replace venv's ``__VENV_*__`` placeholders in an activate script by their values, each
     quoted for where it stands in the script: bare, it becomes one quoted word; inside quotes
@@ -189,6 +193,14 @@ def fill_activate_template(text: str, dialect: str, replacements: Mapping[str, s
     opened = -1             # where in ``out`` the current string's opening quote is
     i, n = 0, len(text)
     while i < n:
+        # Only these characters can start a placeholder or change the lexer's state: copy any
+        # run of others at once (the scripts are a few kB, sourced by every create).
+        run = _ORDINARY_RUN.match(text, i).end()
+        if run > i:
+            out.append(text[i:run])
+            i = run
+            if i == n:
+                break
         match = pattern.match(text, i) if text.startswith("__", i) else None
         if match:
             value = replacements[match.group()]
