@@ -100,6 +100,7 @@ def import_library(environ=None, here=None):
         ('rules.select_rules', hasattr(rules, 'select_rules')),
         ('store.Store.register', hasattr(store.Store, 'register')),
         ('emit.modulefile.render_conflict', hasattr(modulefile, 'render_conflict')),
+        ('errors.MissingCentralKind', hasattr(errors, 'MissingCentralKind')),
     ] if not have]
     if lacking:
         raise ImportError("the envmod library at %s is older than this easyblock (it lacks %s)"
@@ -405,10 +406,8 @@ class UserEnv(EasyBlock):
     def explain_plan_error(self, err, stack):
         """A rule package whose central library is missing: name the module to add."""
         text = err.one_line()
-        match = re.search(r"no (\w+) module is loaded", err.message)
-        if match:
-            kind = match.group(1)
-            package = err.message.split(' ', 1)[0]
+        if isinstance(err, self.library().errors.MissingCentralKind):
+            kind, package = err.kind, err.package
             hint = self.suggest(kind)
             return ("%s is compiled from source against the site's %s (envmod's build rules), but no dependency "
                     "of %s provides one: add %s to dependencies%s" % (

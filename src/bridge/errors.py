@@ -58,6 +58,16 @@ class PlanError(EnvmodError):
     exit_code = 3
 
 
+class MissingCentralKind(PlanError):
+    """A package must be compiled against a kind of central module (mpi, hdf5) that is not there;
+    front ends that know the stack another way (EasyBuild's dependencies) name what to add."""
+
+    def __init__(self, package: str, kind: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.package = package
+        self.kind = kind
+
+
 class EnvExists(EnvmodError):
     exit_code = 4
 

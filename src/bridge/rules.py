@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import ConfigError, PlanError, UsageError
+from .errors import ConfigError, MissingCentralKind, PlanError, UsageError
 from .stack import CentralModule, CentralStack
 
 _FIELD = re.compile(r"\{(\w+)\.(\w+)\}")
@@ -128,9 +128,10 @@ def resolve_rule(rule: BuildRule, stack: CentralStack) -> SourceBuild:
     for kind in against:
         module = stack.first(kind)
         if module is None:
-            raise PlanError(f"{rule.package} must be compiled against the site's {kind.upper()} "
-                            f"but no {kind} module is loaded",
-                            hint=f"load your site's {kind} module first (see 'module avail')")
+            raise MissingCentralKind(rule.package, kind,
+                                     f"{rule.package} must be compiled against the site's {kind.upper()} "
+                                     f"but no {kind} module is loaded",
+                                     hint=f"load your site's {kind} module first (see 'module avail')")
         modules.append(module)
 
     def fill(match: re.Match) -> str:
