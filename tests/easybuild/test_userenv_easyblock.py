@@ -298,6 +298,25 @@ def test_unknown_backend_is_refused_listing_the_known_ones(ebrun):
     assert "unknown backend 'conda'; available: venv" in result.output
 
 
+
+def test_system_site_packages_false_is_refused_saying_why(ebrun):
+    result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force",
+                      "--try-amend=system_site_packages=False")
+    assert result.returncode != 0
+    assert "system_site_packages = False is not supported yet" in result.output
+
+
+def test_requirements_files_are_read_from_the_easyconfigs_directory(ebrun):
+    deps = str([(d.split("/")[0], d.split("/")[1]) for d in DEPS])
+    (ebrun.work / "reqs.txt").write_text("mpi4py\n")
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", deps, "requirements = ['reqs.txt']\n")
+    assert "envmod: pip install mpi4py -r reqs.txt" in ebrun.eb(str(ec), "-x").check().stdout
+    missing = write_ec(ebrun.work / "Missing-1.0.eb", deps, "requirements = ['nope.txt']\n")
+    result = ebrun.eb(str(missing), "--stop=configure", "--force")
+    assert result.returncode != 0
+    assert (f"requirements file not found: nope.txt (relative paths are taken from the easyconfig's directory "
+            f"{ebrun.work})") in " ".join(result.output.split())
+
 def test_library_not_importable_says_how_to_make_it_so(ebrun, tmp_path):
     empty = tmp_path / "not-envmod"
     empty.mkdir()
