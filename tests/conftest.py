@@ -128,6 +128,9 @@ snap() {{ printf '@@SNAP %s ' "$1"; env -0 | base64 -w0; echo; }}
                if not k.startswith(("LMOD", "MODULE", "__LMOD", "_ModuleTable", "__MODULES"))
                and k not in ("LOADEDMODULES", "_LMFILES_", "VIRTUAL_ENV", "ENVMOD_ROOT")}
         env["ENVMOD_SITE"] = str(site_dir())
+        # A PATH naming a directory twice (as an inherited one may) is folded by Lmod when a
+        # module's prepend is taken back; start from what a login shell would have.
+        env["PATH"] = ":".join(dict.fromkeys(p for p in env.get("PATH", "/usr/bin:/bin").split(":") if p))
         env.update(extra_env or {})
         proc = subprocess.run(["bash", "--noprofile", "--norc", "-c", preamble + script], capture_output=True,
                               text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
