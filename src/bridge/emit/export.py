@@ -66,17 +66,19 @@ def render_export(record: EnvRecord, fmt: str = "yaml", templates: Path | None =
                 "(with the modules below loaded)\n" + yaml.safe_dump(export_data(record), sort_keys=False))
     if fmt != "requirements":
         raise UsageError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
-    from .templating import make_environment
+    from .templating import TemplateFailure, render_template
 
     compiled = [f"{p.name} {p.version} against {', '.join(p.built_against) or 'the site'}"
                 for p in record.packages if p.install == "source"]
+    context = {"name": record.name, "modules": record.module.depends_on or ["(no central modules)"],
+               "python": f"{record.python.version} from {record.python.module or record.python.executable}",
+               "compiled": compiled, "requirements": pinned_requirements(record)}
     try:
-        return make_environment(templates, cache_dir).get_template("export/requirements.txt.j2").render(
-            name=record.name, modules=record.module.depends_on or ["(no central modules)"],
-            python=f"{record.python.version} from {record.python.module or record.python.executable}",
-            compiled=compiled, requirements=pinned_requirements(record))
+        return render_template("export/requirements.txt.j2", context, templates, cache_dir)
     except ValueError as exc:
         raise RecordError(f"cannot export {record.name}: {exc}") from exc
+    except TemplateFailure as exc:
+        raise exc.config_error(f"the export of {record.name!r}", templates) from None
 
 
 class ExportedEnv:

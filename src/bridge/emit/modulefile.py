@@ -15,8 +15,7 @@ from typing import Any
 from .. import __version__
 from ..fsutil import atomic_write_text
 from ..record import RECORD_FILE, EnvRecord
-from ..errors import ConfigError
-from .templating import describe_template_error, make_environment
+from .templating import TemplateFailure, render_template
 
 # The Lmod family (and Tcl guard) every envmod env's module joins: one env loaded at a time.
 FAMILY = "envmod"
@@ -94,8 +93,8 @@ def render_conflict(module_type: str, name: str, site_templates: Path | None = N
                     cache_dir: Path | None = None) -> str:
     """The text that keeps two envmod envs from loading together (the templates' ``conflict``
     block, a site's override of its file included), for a module another tool writes."""
-    env = make_environment(site_templates, cache_dir)
-    return env.get_template(CONFLICT_TEMPLATES[module_type]).render(family=FAMILY, name=name)
+    return _render(CONFLICT_TEMPLATES[module_type], {"family": FAMILY, "name": name},
+                   f"the {module_type} conflict guard of {name!r}", site_templates, cache_dir)
 
 
 def modulefile_path(modules_dir: Path, record: EnvRecord, module_type: str) -> Path:
@@ -106,16 +105,16 @@ def render_modulefile(record: EnvRecord, module_type: str, site_templates: Path 
                       cache_dir: Path | None = None) -> str:
     """The modulefile's text; a broken template (a site's, or ours) is one `ConfigError` naming
     the template file and line."""
-    import jinja2
+    return _render(SYNTAXES[module_type].template, module_context(record),
+                   f"the {module_type} modulefile of {record.name!r}", site_templates, cache_dir)
 
-    env = make_environment(site_templates, cache_dir)
+
+def _render(template: str, context: dict[str, Any], what: str, site_templates: Path | None,
+            cache_dir: Path | None) -> str:
     try:
-        return env.get_template(SYNTAXES[module_type].template).render(module_context(record))
-    except (jinja2.TemplateError, OSError) as exc:
-        raise ConfigError(
-            f"cannot write the {module_type} modulefile of {record.name!r}: {describe_template_error(exc)}",
-            hint=(f"fix the site templates in {site_templates} (config 'templates:')" if site_templates else
-                  "the built-in templates are broken: reinstall envmod")) from None
+        return render_template(template, context, site_templates, cache_dir)
+    except TemplateFailure as exc:
+        raise exc.config_error(what, site_templates) from None
 
 
 def write_modulefile(record: EnvRecord, module_type: str, modules_dir: Path,

@@ -9,8 +9,9 @@ refuses anything else, so a template cannot interpolate raw text into code by mi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from . import compiled
 from ..errors import ConfigError
 from ..quoting import QUOTERS
 
@@ -34,6 +35,46 @@ def _finalize(value: Any) -> Any:
     raise TemplateError(f"template printed an unquoted value {str(value)[:40]!r}; use |lua, |tcl or |sh")
 
 
+class TemplateFailure(Exception):
+    """A template that cannot be rendered; the text is one line naming its file and line."""
+
+    def config_error(self, what: str, site_dir: Path | None) -> ConfigError:
+        return ConfigError(f"cannot write {what}: {self}",
+                           hint=(f"fix the site templates in {site_dir} (config 'templates:')" if site_dir else
+                                 "the built-in templates are broken: reinstall envmod"))
+
+
+def render_template(name: str, context: Mapping[str, Any], site_dir: Path | None = None,
+                    cache_dir: Path | None = None) -> str:
+    """``name`` rendered with ``context``, a site's override of it included. With a
+    ``cache_dir`` the template is compiled once to plain Python (`compiled`), so a render
+    usually imports no Jinja2; Jinja2 renders whatever that cannot, and words every failure."""
+    check_site_dir(site_dir)
+    fast = compiled.load(name, site_dir, cache_dir)
+    if fast is not None:
+        try:
+            return fast(context)
+        except Exception:
+            pass            # Jinja2 renders it again, and says what is wrong if something is
+    env = make_environment(site_dir, cache_dir)
+    try:
+        text = env.get_template(name).render(context)
+    except Exception as exc:
+        import jinja2
+
+        if isinstance(exc, (jinja2.TemplateError, OSError)):
+            raise TemplateFailure(describe_template_error(exc)) from None
+        raise
+    if fast is None and cache_dir is not None:
+        compiled.store(env, name, builtin_template_dir(), site_dir, cache_dir, context, text)
+    return text
+
+
+def check_site_dir(site_dir: Path | None) -> None:
+    if site_dir is not None and not site_dir.is_dir():
+        raise ConfigError(f"site template directory does not exist: {site_dir}")
+
+
 def make_environment(site_dir: Path | None = None, cache_dir: Path | None = None):
     """``cache_dir`` keeps compiled templates (Jinja2's bytecode cache) so a create doesn't
     parse and compile the same templates every time."""
@@ -42,8 +83,7 @@ def make_environment(site_dir: Path | None = None, cache_dir: Path | None = None
     ours = jinja2.FileSystemLoader(str(builtin_template_dir()))
     loaders: list = []
     if site_dir is not None:
-        if not site_dir.is_dir():
-            raise ConfigError(f"site template directory does not exist: {site_dir}")
+        check_site_dir(site_dir)
         loaders.append(jinja2.FileSystemLoader(str(site_dir)))
     loaders += [jinja2.PrefixLoader({"builtin": ours}), ours]
     env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=False, keep_trailing_newline=True,
