@@ -35,6 +35,15 @@ def compiled_render(name: str, context: dict, cache: Path, site: Path | None = N
     return fast(context)
 
 
+def site_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A site template directory holding ``files`` (name -> text)."""
+    site = tmp_path / "site"
+    for name, text in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    return site
+
+
 def contexts(tmp_path: Path) -> list[dict]:
     plain = make_record(tmp_path / "env")
     hostile = make_record(Path(HOSTILE_PREFIX), name="x", description=HOSTILE_DESCRIPTION)
@@ -89,9 +98,7 @@ SUBSET_CASES = {
 
 @pytest.mark.parametrize("case", sorted(SUBSET_CASES))
 def test_subset_renders_as_jinja2_does(tmp_path, case):
-    site = tmp_path / "site"
-    (site / "t").mkdir(parents=True)
-    (site / "t" / "case.j2").write_text(SUBSET_CASES[case])
+    site = site_with(tmp_path, {"t/case.j2": SUBSET_CASES[case]})
     for n, flag, xs in ((1, False, ["a", "b", "c"]), (2, True, []), (3, False, ["z", "$(id)"])):
         context = {"xs": xs, "n": n, "flag": flag, "pairs": [("p", 1), ("q", 2)], "thing": Thing(n),
                    "d": {"key": f"v'{n}"}}
@@ -102,25 +109,21 @@ def test_subset_renders_as_jinja2_does(tmp_path, case):
 
 
 def test_extends_include_and_overrides_follow_jinja2(tmp_path):
-    site = tmp_path / "site"
-    (site / "modulefiles").mkdir(parents=True)
-    (site / "modulefiles" / "base.j2").write_text(
-        "{% block head %}H{% endblock %}|{% for x in xs %}{% include 'modulefiles/item.j2' %}{% endfor %}|"
-        "{% block foot %}F{% endblock %}\n")
-    (site / "modulefiles" / "item.j2").write_text("({{ x|sh }} of {{ total|sh }})")
-    (site / "modulefiles" / "mid.j2").write_text("{% extends 'modulefiles/base.j2' %}\n{% block head %}M{% endblock %}\n")
-    (site / "modulefiles" / "leaf.j2").write_text(
-        "{% extends 'modulefiles/mid.j2' %}\n{% block foot %}L{% block deeper %}D{% endblock %}{% endblock %}\n")
+    site = site_with(tmp_path, {
+        "modulefiles/base.j2": "{% block head %}H{% endblock %}|"
+                               "{% for x in xs %}{% include 'modulefiles/item.j2' %}{% endfor %}|{% block foot %}F{% endblock %}\n",
+        "modulefiles/item.j2": "({{ x|sh }} of {{ total|sh }})",
+        "modulefiles/mid.j2": "{% extends 'modulefiles/base.j2' %}\n{% block head %}M{% endblock %}\n",
+        "modulefiles/leaf.j2": "{% extends 'modulefiles/mid.j2' %}\n"
+                               "{% block foot %}L{% block deeper %}D{% endblock %}{% endblock %}\n"})
     context = {"xs": ["a", "b"], "total": 2}
     for name in ("modulefiles/base.j2", "modulefiles/mid.j2", "modulefiles/leaf.j2"):
         assert compiled_render(name, context, tmp_path / "cache", site) == jinja2_render(name, context, site)
 
 
 def test_site_template_extending_the_builtin_one_compiles(tmp_path):
-    site = tmp_path / "site"
-    (site / "modulefiles").mkdir(parents=True)
-    (site / "modulefiles" / "env.lua.j2").write_text(
-        '{% extends "builtin/modulefiles/env.lua.j2" %}\n{% block footer %}\n-- site: {{ name|lua }}\n{% endblock %}\n')
+    site = site_with(tmp_path, {"modulefiles/env.lua.j2": '{% extends "builtin/modulefiles/env.lua.j2" %}\n'
+                                                          '{% block footer %}\n-- site: {{ name|lua }}\n{% endblock %}\n'})
     record = make_record(tmp_path)
     text = render_modulefile(record, "lmod", site, tmp_path / "cache")
     assert text == render_modulefile(record, "lmod", site) and "-- site:" in text
@@ -140,10 +143,7 @@ UNSUPPORTED = {
 
 @pytest.mark.parametrize("case", sorted(UNSUPPORTED))
 def test_outside_the_subset_jinja2_renders_every_time(tmp_path, case):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "case.j2").write_text(UNSUPPORTED[case])
-    (site / "base.j2").write_text("{% block b %}{{ name|sh }}{% endblock %}")
+    site = site_with(tmp_path, {"case.j2": UNSUPPORTED[case], "base.j2": "{% block b %}{{ name|sh }}{% endblock %}"})
     context = {"xs": ["a"], "family": "envmod", "name": "n"}
     cache = tmp_path / "cache"
     for _ in range(2):
