@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import __version__
 from .errors import EnvmodError, UsageError
@@ -43,19 +43,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"envmod: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="envmod", description="Personal Python environments on top of your site's "
-                     "central modules, exposed as Lmod or Tcl modules that load exactly what they were built against.",
-                     epilog="run 'envmod COMMAND --help' for a command's options and an example")
-    parser.add_argument("--version", action="version", version=f"envmod {__version__}")
-    parser.add_argument("--root", help="where envs and modules live (default: $ENVMOD_ROOT, config, ~/.local/share/envmod)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    p = command("create", "create an environment over the loaded central Python and write its module")
+def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="environment name (letters, digits, . _ + -)")
     p.add_argument("--with", dest="packages", nargs="+", default=[], metavar="PKG",
                    help="packages to install (pip requirement syntax); mpi4py, h5py, ... are compiled against the loaded modules")
@@ -74,43 +62,98 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recreate an exported env (envmod export): its packages pinned, with the same central modules loaded")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
-    p = command("list", "list environments")
+
+def _list_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = command("show", "show an environment's record: Python, central modules, packages and how they were built")
+
+def _show_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="the whole record as JSON")
-
     p.add_argument("--all-links", action="store_true", help="also show libraries from the system (libc, ...)")
 
-    p = command("check", "re-verify environments against the site as it is now (after maintenance)")
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="the environment (or --all)")
     p.add_argument("--all", action="store_true", help="check every environment")
     p.add_argument("--json", action="store_true", help="machine-readable report")
 
-    p = command("rebuild", "compile again what an environment compiled against the site, against the site as it is now")
+
+def _rebuild_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--from-loaded", action="store_true",
                    help="build against the modules loaded in this shell (e.g. a replacement MPI) instead of the recorded ones")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
-    p = command("module", "write an environment's modulefile again from its record")
+
+def _module_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--module-type", choices=["lmod", "tcl"], help="syntax to write (default: the one recorded)")
 
-    p = command("remove", "remove an environment and its modulefiles")
+
+def _remove_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
-    p = command("export", "write an environment out so it can be recreated: packages pinned, central modules named")
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--format", choices=["yaml", "requirements"], default="yaml",
                    help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements")
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE instead of standard output")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
-    command("root", "print the envmod root (envs, modules, logs)")
+
+# Each command's one-line help and what adds its arguments, in the order 'envmod --help' lists them.
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None]] = {
+    "create": ("create an environment over the loaded central Python and write its module", _create_arguments),
+    "list": ("list environments", _list_arguments),
+    "show": ("show an environment's record: Python, central modules, packages and how they were built",
+             _show_arguments),
+    "check": ("re-verify environments against the site as it is now (after maintenance)", _check_arguments),
+    "rebuild": ("compile again what an environment compiled against the site, against the site as it is now",
+                _rebuild_arguments),
+    "module": ("write an environment's modulefile again from its record", _module_arguments),
+    "remove": ("remove an environment and its modulefiles", _remove_arguments),
+    "export": ("write an environment out so it can be recreated: packages pinned, central modules named",
+               _export_arguments),
+    "root": ("print the envmod root (envs, modules, logs)", None),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``envmod`` parser. With ``command``, it holds that command's subparser only: building
+    every subcommand's parser is a measurable part of a create's start. Parsing a command line
+    that names ``command`` gives the same result and the same errors either way; the top-level
+    help and an unknown command's error need the whole parser (``command=None``)."""
+    parser = _Parser(prog="envmod", description="Personal Python environments on top of your site's "
+                     "central modules, exposed as Lmod or Tcl modules that load exactly what they were built against.",
+                     epilog="run 'envmod COMMAND --help' for a command's options and an example")
+    parser.add_argument("--version", action="version", version=f"envmod {__version__}")
+    parser.add_argument("--root", help="where envs and modules live (default: $ENVMOD_ROOT, config, ~/.local/share/envmod)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help_text, add_arguments) in SUBCOMMANDS.items():
+        if command is not None and name != command:
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if add_arguments is not None:
+            add_arguments(p)
     return parser
+
+
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs when it has the plain shape ``[--root DIR]... COMMAND ...``;
+    None for anything else (help, --version, an abbreviated option, an unknown command), which
+    the whole parser handles."""
+    i = 0
+    while i < len(argv) and (argv[i] == "--root" or argv[i].startswith("--root=")):
+        if argv[i] == "--root":
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                return None
+            i += 1
+        i += 1
+    return argv[i] if i < len(argv) and argv[i] in SUBCOMMANDS else None
 
 
 def _settings(args):
@@ -343,7 +386,8 @@ COMMANDS = {"create": cmd_create, "list": cmd_list, "show": cmd_show, "check": c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_named_command(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

@@ -23,6 +23,8 @@ _KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_
 
 @dataclass(frozen=True)
 class Settings:
+    """The settings in effect: where things live and which defaults apply."""
+
     root: Path
     cache_dir: Path
     module_type: str | None = None

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LoadedModule:
+    """A loaded module as the tool publishes it: its name and modulefile."""
+
     name: str
     modulefile: str
 
@@ -105,12 +107,14 @@ class ModuleSystem(ABC):
     def parse_show(cls, text: str) -> dict[str, ModuleEffect]: ...
 
 
-_RULE = re.compile(r"^-{20,}\s*$")
+# Patterns for parsing `module show` output, left to re's cache: a create whose discovery is
+# cached parses none, so compiling them at import would be a cost with no use.
+_RULE = r"^-{20,}\s*$"
 
 
 def _reason(text: str) -> str:
     """A tool's error message folded onto one line (tools wrap it over several)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not _RULE.match(line.strip())]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not re.match(_RULE, line.strip())]
     return " ".join(lines)[:300]
 
 
@@ -125,7 +129,7 @@ def _blocks(text: str) -> dict[str, list[str]]:
     after_rule = False
     for line in text.splitlines():
         stripped = line.strip()
-        if _RULE.match(stripped):
+        if re.match(_RULE, stripped):
             after_rule = True
             continue
         if after_rule and stripped.startswith("/") and stripped.endswith(":"):
@@ -148,8 +152,8 @@ class Lmod(ModuleSystem):
         return [self.command, shell, *args]
 
     # prepend_path("VAR","value") or, with options, prepend_path{"VAR","value",priority="10"}
-    _CALL = re.compile(r"^(\w+)\s*[({](.*)[)}]\s*$")
-    _OPTION = re.compile(r',\s*(\w+)\s*=\s*("[^"]*"|[^,"]*)\s*$')
+    _CALL = r"^(\w+)\s*[({](.*)[)}]\s*$"
+    _OPTION = r',\s*(\w+)\s*=\s*("[^"]*"|[^,"]*)\s*$'
     _DEPENDS = ("depends_on", "load", "always_load", "prereq", "try_load")
 
     @classmethod
@@ -160,7 +164,7 @@ class Lmod(ModuleSystem):
         are split on '","' boundaries; a variable name never holds a quote.
         """
         options = {}
-        while (m := cls._OPTION.search(inner)) is not None:
+        while (m := re.search(cls._OPTION, inner)) is not None:
             options[m.group(1)] = m.group(2).strip().strip('"')
             inner = inner[:m.start()]
         inner = inner.strip()
@@ -174,7 +178,7 @@ class Lmod(ModuleSystem):
         for path, lines in _blocks(text).items():
             effect = ModuleEffect()
             for line in lines:
-                m = cls._CALL.match(line)
+                m = re.match(cls._CALL, line)
                 parsed = cls._arguments(m.group(2)) if m else None
                 if not parsed:
                     continue

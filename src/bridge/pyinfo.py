@@ -28,6 +28,8 @@ print(json.dumps({
 
 @dataclass(frozen=True)
 class PythonInfo:
+    """What an interpreter reports about itself (see ``_PROBE``)."""
+
     version: str
     implementation: str
     executable: str

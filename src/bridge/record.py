@@ -15,9 +15,14 @@ from .errors import RecordError
 SCHEMA_VERSION = 1
 RECORD_FILE = "envmod.yaml"
 
+# Every dataclass here has a docstring: without one, @dataclass makes its __doc__ from
+# inspect.signature(), a cost each command (a create included) pays at import.
+
 
 @dataclass
 class PythonRecord:
+    """The central Python the env runs on."""
+
     version: str
     executable: str
     module: str | None = None
@@ -28,6 +33,8 @@ class PythonRecord:
 
 @dataclass
 class CentralModuleRecord:
+    """A central module that was loaded when the env was built, as discovery saw it."""
+
     name: str
     kind: str
     modulefile: str | None = None
@@ -44,6 +51,8 @@ class CentralModuleRecord:
 
 @dataclass
 class PackageRecord:
+    """A package installed into the env, and how it was built."""
+
     name: str
     version: str
     install: str                      # "source" (compiled here) or "wheel"
@@ -78,6 +87,8 @@ class RequirementEvidence:
 
 @dataclass
 class ModuleRecord:
+    """The env's own module: its name, what it loads, the files written for it."""
+
     name: str                          # e.g. "myenv/py3.11"
     type: str                          # "lmod" or "tcl": the last one written
     depends_on: list[str] = field(default_factory=list)
@@ -87,6 +98,8 @@ class ModuleRecord:
 
 @dataclass
 class Provenance:
+    """When, where, by whom and with what an env was created (or rebuilt)."""
+
     at: str
     by: str
     host: str
@@ -98,6 +111,8 @@ class Provenance:
 
 @dataclass
 class EnvRecord:
+    """Everything envmod knows about one environment: the content of its record file."""
+
     name: str
     backend: str
     prefix: str

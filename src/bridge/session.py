@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class CreateRequest:
+    """What a front end asks to create: the env, its packages, and how to build it."""
+
     name: str
     packages: Sequence[str] = ()
     requirement_files: Sequence[Path] = ()
@@ -62,6 +64,8 @@ class CreateRequest:
 
 @dataclass
 class Plan:
+    """A request checked against the discovered stack: the Python, the module type, the build rules."""
+
     request: CreateRequest
     stack: CentralStack
     python: PythonInfo

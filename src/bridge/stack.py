@@ -58,6 +58,8 @@ class CentralModule:
 
 @dataclass(frozen=True)
 class CentralStack:
+    """The loaded central modules, in load order, and the tool that loaded them."""
+
     module_system: ModuleSystem | None
     modules: tuple[CentralModule, ...] = ()
 

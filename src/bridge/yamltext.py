@@ -16,14 +16,19 @@ import re
 from typing import Any
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Not printable in a YAML stream, or a line break YAML would fold: escape as \uXXXX.
-_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+# Not printable in a YAML stream, or a line break YAML would fold: escape as \uXXXX. Compiled
+# only for text beyond ASCII (re caches it): its wide ranges make compiling it a noticeable part
+# of writing a record, and most records are ASCII.
+_UNSAFE = "[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]"
 _WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
 
 
 def quoted(text: str) -> str:
     """``text`` as a YAML double-quoted scalar."""
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
+    dumped = json.dumps(text, ensure_ascii=False)
+    if dumped.isascii() and "\x7f" not in dumped:      # nothing _UNSAFE could match
+        return dumped
+    return re.sub(_UNSAFE, lambda m: f"\\u{ord(m.group()):04x}", dumped)
 
 
 def _scalar(value: Any) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import __version__
+from bridge import __version__, cli
 from bridge.cli import COMMANDS, build_parser
 
 
@@ -198,6 +198,28 @@ def test_every_command_has_a_handler():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [
+    ["create", "e", "-q"], ["--root", "/r", "create", "e", "--with", "a", "b", "--module-type", "tcl"],
+    ["--root=/r", "list", "--json"], ["show", "e", "--all-links"], ["check", "--all"],
+    ["rebuild", "e", "--from-loaded"], ["module", "e"], ["remove", "e", "-y"],
+    ["export", "e", "--format", "requirements", "-o", "f"], ["root"],
+])
+def test_a_command_parses_the_same_with_only_its_own_subparser_built(argv):
+    # main builds only the subparser of the command it runs (the others cost a create's start)
+    command = next(a for a in argv if a in COMMANDS)
+    assert cli._named_command(argv) == command
+    whole, own = build_parser(), build_parser(command)
+    assert vars(own.parse_args(argv)) == vars(whole.parse_args(argv))
+    subparsers = [next(a for a in p._actions if a.dest == "command").choices[command] for p in (whole, own)]
+    assert subparsers[0].format_help() == subparsers[1].format_help()
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["--version"], ["--ro", "/r", "list"], ["--root"],
+                                  ["--root", "-x", "list"], ["frobnicate"], ["--", "list"]])
+def test_help_version_and_unusual_command_lines_get_the_whole_parser(argv):
+    assert cli._named_command(argv) is None
 
 
 def test_create_collects_packages_and_requirement_files():
