@@ -372,3 +372,25 @@ def test_check_help_says_which_exit_status_wins(run):
     proc = run("check", "--help")
     assert proc.returncode == 0
     assert "2 wins over 1" in " ".join(proc.stdout.split())
+
+
+def test_the_program_entry_point_passes_main_through_and_freezes_what_is_left(monkeypatch):
+    """`envmod` runs `command_line`: main's exit code, and the collector set for a short run."""
+    import gc
+
+    monkeypatch.setattr(sys, "argv", ["envmod", "--version"])
+    before = gc.get_threshold()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.command_line()
+        assert exit_info.value.code == 0
+        assert gc.get_threshold()[0] == 50_000 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    monkeypatch.setattr(sys, "argv", ["envmod", "--root", "/nonexistent-envmod-root", "show", "no-such-env"])
+    try:
+        assert cli.command_line() != 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -36,7 +36,7 @@ def test_the_wheel_holds_every_template_and_data_table_and_the_command(wheel):
         assert "bridge/" + template in names
     for table in DATA:
         assert table in names
-    assert "envmod = bridge.cli:main" in entry_points
+    assert "envmod = bridge.cli:command_line" in entry_points
 
 
 def test_an_installed_envmod_renders_from_its_own_templates(wheel, tmp_path):
