@@ -354,7 +354,7 @@ def cmd_remove(args) -> int:
 
 def cmd_export(args) -> int:
     from .emit.export import render_export
-    from .fsutil import atomic_write_text
+    from .fsutil import atomic_write_text, current_umask
     from .store import Store
 
     settings = _settings(args)
@@ -369,9 +369,7 @@ def cmd_export(args) -> int:
         raise UsageError(f"{args.output} exists; not replacing it", hint="pass --force, or name another file")
     if not target.parent.is_dir():
         raise UsageError(f"--output {args.output}: directory {target.parent} does not exist")
-    umask = os.umask(0)
-    os.umask(umask)
-    atomic_write_text(target, text, mode=0o666 & ~umask)     # a file to share, not a private temp file
+    atomic_write_text(target, text, mode=0o666 & ~current_umask())     # a file to share, not a private temp file
     print(f"wrote {args.output}")
     return 0
 

@@ -7,6 +7,13 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: it is put straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(target: Path, text: str, mode: int | None = None) -> Path:
     """Write ``text`` to a temp file beside ``target`` and rename it over ``target``."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")

@@ -16,7 +16,8 @@ from test_templates import HOSTILE_DESCRIPTION, HOSTILE_PREFIX
 from bridge.emit import compiled
 from bridge.emit.export import render_export
 from bridge.emit.modulefile import CONFLICT_TEMPLATES, SYNTAXES, module_context, render_modulefile
-from bridge.emit.templating import TemplateFailure, builtin_template_dir, make_environment, render_template
+from bridge.emit.templating import (TemplateFailure, builtin_template_dir, make_environment, quoting_filters,
+                                    render_template)
 from bridge.errors import ConfigError
 from bridge.record import PackageRecord
 
@@ -27,10 +28,15 @@ def jinja2_render(name: str, context: dict, site: Path | None = None) -> str:
     return make_environment(site).get_template(name).render(context)
 
 
+def cached(name: str, site: Path | None, cache: Path):
+    """The cache's render function of ``name``, or None."""
+    return compiled.load(name, site, cache, quoting_filters())
+
+
 def compiled_render(name: str, context: dict, cache: Path, site: Path | None = None):
     """Compile ``name`` (first render fills the cache) and render ``context`` with the result."""
     render_template(name, context, site, cache)
-    fast = compiled.load(name, site, cache)
+    fast = cached(name, site, cache)
     assert fast is not None, f"{name} was not compiled"
     return fast(context)
 
@@ -127,7 +133,7 @@ def test_site_template_extending_the_builtin_one_compiles(tmp_path):
     record = make_record(tmp_path)
     text = render_modulefile(record, "lmod", site, tmp_path / "cache")
     assert text == render_modulefile(record, "lmod", site) and "-- site:" in text
-    assert compiled.load("modulefiles/env.lua.j2", site, tmp_path / "cache") is not None
+    assert cached("modulefiles/env.lua.j2", site, tmp_path / "cache") is not None
 
 
 UNSUPPORTED = {
@@ -148,7 +154,7 @@ def test_outside_the_subset_jinja2_renders_every_time(tmp_path, case):
     cache = tmp_path / "cache"
     for _ in range(2):
         assert render_template("case.j2", context, site, cache) == jinja2_render("case.j2", context, site)
-    assert compiled.load("case.j2", site, cache) is None
+    assert cached("case.j2", site, cache) is None
     assert not list((cache / "templates").glob("py-*"))
 
 
@@ -157,10 +163,10 @@ def test_a_site_template_added_later_replaces_the_compiled_builtin(tmp_path):
     site.mkdir()
     record, cache = make_record(tmp_path), tmp_path / "cache"
     builtin_text = render_modulefile(record, "tcl", site, cache)
-    assert compiled.load("modulefiles/env.tcl.j2", site, cache) is not None
+    assert cached("modulefiles/env.tcl.j2", site, cache) is not None
     (site / "modulefiles").mkdir()
     (site / "modulefiles" / "conflict.tcl.j2").write_text("# site guard for {{ name|tcl }}\n")
-    assert compiled.load("modulefiles/env.tcl.j2", site, cache) is None    # an included file appeared
+    assert cached("modulefiles/env.tcl.j2", site, cache) is None    # an included file appeared
     text = render_modulefile(record, "tcl", site, cache)
     assert '# site guard for "myenv"' in text and text != builtin_text
 
@@ -168,7 +174,7 @@ def test_a_site_template_added_later_replaces_the_compiled_builtin(tmp_path):
 def test_a_failing_render_is_worded_by_jinja2(tmp_path):
     cache = tmp_path / "cache"
     render_template(CONFLICT_TEMPLATES["lmod"], {"family": "envmod", "name": "n"}, None, cache)
-    assert compiled.load(CONFLICT_TEMPLATES["lmod"], None, cache) is not None
+    assert cached(CONFLICT_TEMPLATES["lmod"], None, cache) is not None
     with pytest.raises(TemplateFailure, match=r"'family' is undefined \(.*conflict\.lua\.j2, line 3\)"):
         render_template(CONFLICT_TEMPLATES["lmod"], {"name": "n"}, None, cache)
 
@@ -179,7 +185,7 @@ def test_a_damaged_cache_entry_is_made_again(tmp_path):
     (entry,) = (cache / "templates").glob("py-*")
     entry.write_text("def render(:\n")
     assert render_template(CONFLICT_TEMPLATES["tcl"], context, None, cache) == expected
-    assert compiled.load(CONFLICT_TEMPLATES["tcl"], None, cache) is not None
+    assert cached(CONFLICT_TEMPLATES["tcl"], None, cache) is not None
 
 
 def test_a_cache_entry_others_can_write_is_not_run(tmp_path):
@@ -187,9 +193,9 @@ def test_a_cache_entry_others_can_write_is_not_run(tmp_path):
     render_template(CONFLICT_TEMPLATES["tcl"], context, None, cache)
     (entry,) = (cache / "templates").glob("py-*")
     entry.chmod(0o664)
-    assert compiled.load(CONFLICT_TEMPLATES["tcl"], None, cache) is None
+    assert cached(CONFLICT_TEMPLATES["tcl"], None, cache) is None
     entry.chmod(0o644)
-    assert compiled.load(CONFLICT_TEMPLATES["tcl"], None, cache) is not None
+    assert cached(CONFLICT_TEMPLATES["tcl"], None, cache) is not None
 
 
 def test_an_edited_builtin_template_is_compiled_again(tmp_path):
@@ -201,7 +207,7 @@ def test_an_edited_builtin_template_is_compiled_again(tmp_path):
     conflict.write_text((builtin_template_dir() / "modulefiles" / "conflict.lua.j2").read_text())
     first = render_template("modulefiles/conflict.lua.j2", context, site, cache)
     conflict.write_text(conflict.read_text() + "-- edited\n")
-    assert compiled.load("modulefiles/conflict.lua.j2", site, cache) is None
+    assert cached("modulefiles/conflict.lua.j2", site, cache) is None
     assert render_template("modulefiles/conflict.lua.j2", context, site, cache) == first + "-- edited\n"
 
 

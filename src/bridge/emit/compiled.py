@@ -31,6 +31,7 @@ from ..quoting import QUOTERS
 GENERATOR = 1
 
 Render = Callable[[Mapping[str, Any]], str]
+Filters = Mapping[str, Callable[[Any], Any]]     # the environment's quoting filters, by name
 
 
 class Unsupported(Exception):
@@ -58,17 +59,19 @@ def signature(path: str) -> tuple[int, int] | None:
     return (st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None
 
 
-def cache_file(cache_dir: Path, name: str, site_dir: Path | None) -> Path:
-    key = f"{__version__}\0{GENERATOR}\0{site_dir}\0{name}".encode("utf-8", "surrogateescape")
-    return cache_dir / "templates" / f"py-{name.replace('/', '-')}-{zlib.crc32(key):08x}.py"
-
-
 def cache_key(name: str, site_dir: Path | None) -> tuple:
+    """What an entry was made for; kept in it, and checked, since its file name is a hash."""
     return (__version__, GENERATOR, str(site_dir) if site_dir is not None else None, name)
 
 
-def load(name: str, site_dir: Path | None, cache_dir: Path | None) -> Render | None:
-    """The cached render function of ``name``, or None if there is none that is still valid."""
+def cache_file(cache_dir: Path, name: str, site_dir: Path | None) -> Path:
+    digest = zlib.crc32(repr(cache_key(name, site_dir)).encode("utf-8", "surrogateescape"))
+    return cache_dir / "templates" / f"py-{name.replace('/', '-')}-{digest:08x}.py"
+
+
+def load(name: str, site_dir: Path | None, cache_dir: Path | None, filters: Filters) -> Render | None:
+    """The cached render function of ``name`` (rendering with ``filters``), or None if there is
+    none that is still valid."""
     if cache_dir is None:
         return None
     path = cache_file(cache_dir, name, site_dir)
@@ -90,39 +93,26 @@ def load(name: str, site_dir: Path | None, cache_dir: Path | None) -> Render | N
     render = namespace.get("render")
     if render is None:
         return None
-    filters = quoting_filters()
     return lambda context: render(context, filters)
 
 
-def store(env: Any, name: str, builtin_dir: Path, site_dir: Path | None, cache_dir: Path,
+def store(env: Any, name: str, builtin_dir: Path, site_dir: Path | None, cache_dir: Path, filters: Filters,
           context: Mapping[str, Any], expected: str) -> None:
     """Compile ``name`` and keep it, if it is in the subset and renders ``context`` as Jinja2
     did (``expected``). Any failure leaves just no cache entry."""
-    from ..fsutil import atomic_write_text
+    from ..fsutil import atomic_write_text, current_umask
 
     try:
         source = TemplateCompiler(env, builtin_dir, site_dir).module_source(name, cache_key(name, site_dir))
         namespace: dict[str, Any] = {}
         exec(compile(source, "<compiled template>", "exec"), namespace)
-        if namespace["render"](context, quoting_filters()) != expected:
+        if namespace["render"](context, filters) != expected:
             return
         target = cache_file(cache_dir, name, site_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, source, 0o644 & ~_umask())
+        atomic_write_text(target, source, 0o644 & ~current_umask())
     except Exception:     # outside the subset, or not writable: Jinja2 goes on rendering it
         return
-
-
-def quoting_filters() -> dict[str, Callable[[Any], Any]]:
-    from .templating import Quoted
-
-    return {name: (lambda value, _q=quote: Quoted(_q(value))) for name, quote in QUOTERS.items()}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class _Chain:

@@ -50,7 +50,8 @@ def render_template(name: str, context: Mapping[str, Any], site_dir: Path | None
     ``cache_dir`` the template is compiled once to plain Python (`compiled`), so a render
     usually imports no Jinja2; Jinja2 renders whatever that cannot, and words every failure."""
     check_site_dir(site_dir)
-    fast = compiled.load(name, site_dir, cache_dir)
+    filters = quoting_filters()
+    fast = compiled.load(name, site_dir, cache_dir, filters)
     if fast is not None:
         try:
             return fast(context)
@@ -66,7 +67,7 @@ def render_template(name: str, context: Mapping[str, Any], site_dir: Path | None
             raise TemplateFailure(describe_template_error(exc)) from None
         raise
     if fast is None and cache_dir is not None:
-        compiled.store(env, name, builtin_template_dir(), site_dir, cache_dir, context, text)
+        compiled.store(env, name, builtin_template_dir(), site_dir, cache_dir, filters, context, text)
     return text
 
 
@@ -89,9 +90,13 @@ def make_environment(site_dir: Path | None = None, cache_dir: Path | None = None
     env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=False, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
                              finalize=_finalize, bytecode_cache=_bytecode_cache(cache_dir))
-    for name, quote in QUOTERS.items():
-        env.filters[name] = lambda value, _q=quote: Quoted(_q(value))
+    env.filters.update(quoting_filters())
     return env
+
+
+def quoting_filters() -> dict[str, Any]:
+    """The filters that quote a value for the language it is printed into, marking it `Quoted`."""
+    return {name: (lambda value, _q=quote: Quoted(_q(value))) for name, quote in QUOTERS.items()}
 
 
 def _bytecode_cache(cache_dir: Path | None):
