@@ -89,8 +89,9 @@ system_packages() {
         return
     fi
     say "   installing: ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    $SUDO apt-get update -qq || die "apt-get update failed: is Debian's package archive reachable?"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
 }
 
 detect_versions() {

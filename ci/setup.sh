@@ -6,12 +6,17 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
+die() { echo "setup: error: $*" >&2; exit 1; }
+# apt_install PKG...: from Debian's archive, or one line saying it could not be had
+apt_install() {
+    $SUDO apt-get update -qq || die "apt-get update failed: is Debian's package archive reachable?"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
+}
 
 # envmod runs from its own venv over Debian's Python, so the tool never depends on the
 # central Python it builds environments over.
 if ! /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv python3-pip >/dev/null
+    apt_install python3-venv python3-pip
 fi
 
 bash "$REPO/ci/site.sh"
@@ -19,15 +24,14 @@ bash "$REPO/ci/site.sh"
 # A second MPI, as real sites have: the tests swap it in behind a module to prove envmod never
 # reuses a build made against another MPI.
 if ! dpkg -s libmpich-dev >/dev/null 2>&1; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libmpich-dev >/dev/null
+    apt_install libmpich-dev
 fi
 
 VENV="$REPO/.venv"
 if [ ! -x "$VENV/bin/envmod" ] || [ "$REPO/pyproject.toml" -nt "$VENV/.envmod-installed" ]; then
     /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -e "$REPO[test]"
+    "$VENV/bin/pip" install -q --upgrade pip || die "pip cannot reach the Python package index"
+    "$VENV/bin/pip" install -q -e "$REPO[test]" || die "pip install -e $REPO[test] failed"
     touch "$VENV/.envmod-installed"
 fi
 echo "envmod: $("$VENV/bin/envmod" --version) in $VENV"

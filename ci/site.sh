@@ -63,9 +63,9 @@ done
 APT_UPDATED=
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
-    $SUDO apt-get update -qq
+    $SUDO apt-get update -qq || die "apt-get update failed: is Debian's package archive reachable?"
     APT_UPDATED=1
-    $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
 fi
 
 MULTIARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)

@@ -1,18 +1,56 @@
 #!/usr/bin/env bash
-# Set up (ci/setup.sh: the plain central site; ci/eb-site.sh: the central EasyBuild site) and run
-# every test tier: unit, real modules (Lmod and Environment Modules), end to end (compiling
-# mpi4py/h5py against the central site), and the UserEnv easyblock under a real EasyBuild.
-# The Spack tier runs when a Spack is found (SPACK_ROOT or spack on PATH; see spack-ext/README.md)
-# and skips with the reason otherwise. The benches are run by hand: bench/*.
+# Set up every central site and run every test tier: unit, real modules (Lmod and Environment
+# Modules), end to end (compiling mpi4py/h5py against the central site), the UserEnv easyblock under
+# a real EasyBuild, and `spack envmod` under a real Spack 1.1.0.
+#   ci/setup.sh     the plain central site and envmod's own .venv
+#   ci/eb-site.sh   the central EasyBuild site
+#   ci/spack.sh     Spack 1.1.0 from ../shared/vendor (or your SPACK_ROOT) and the central Spack site
+# The tests run on every core (pytest-xdist, one test file per worker at a time, so a file's shared
+# env is built once). At the end: a table of how long each step and tier took, and the 20 slowest
+# tests. The benches are run by hand: bench/*.
 # Extra arguments go to pytest, e.g. `bash ci/test.sh -m "not slow"`.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export ENVMOD_SITE=${ENVMOD_SITE:-/opt/envmod-site}
-bash "$REPO/ci/setup.sh"
-# after setup.sh: it reuses the plain site's CPython tarball
 export ENVMOD_EB_SITE=${ENVMOD_EB_SITE:-/opt/envmod-eb-site}
-bash "$REPO/ci/eb-site.sh"
+export ENVMOD_SPACK_SITE=${ENVMOD_SPACK_SITE:-/opt/envmod-spack-site}
+
+STEPS=()
+# step NAME CMD...: run CMD, remember its wall time for the table at the end
+step() {
+    local name=$1 t0 rc=0
+    shift
+    t0=$(date +%s)
+    "$@" || rc=$?
+    STEPS+=("$(printf '%-34s %6.1f min' "$name" "$(awk -v s=$(($(date +%s) - t0)) 'BEGIN { print s / 60 }')")")
+    return $rc
+}
+table() {
+    echo
+    echo "== ci/test.sh: time per step"
+    printf '%s\n' "${STEPS[@]}"
+}
+trap table EXIT
+
+step "plain site + envmod (ci/setup.sh)" bash "$REPO/ci/setup.sh"
+# after setup.sh: it reuses the plain site's CPython tarball
+step "EasyBuild site (ci/eb-site.sh)" bash "$REPO/ci/eb-site.sh"
 # A site that is missing here is a failure, not a skip.
 export ENVMOD_REQUIRE_SITE=1 ENVMOD_REQUIRE_EASYBUILD=1
+
+spack_rc=0
+step "Spack + its site (ci/spack.sh)" bash "$REPO/ci/spack.sh" >"${TMPDIR:-/tmp}/envmod-spack-env.$$" || spack_rc=$?
+if [ $spack_rc = 0 ]; then
+    # the last line is SPACK_ROOT=... SPACK_PYTHON=...
+    export $(tail -n 1 "${TMPDIR:-/tmp}/envmod-spack-env.$$")
+    export ENVMOD_REQUIRE_SPACK=1
+elif [ $spack_rc != 3 ]; then
+    rm -f "${TMPDIR:-/tmp}/envmod-spack-env.$$"
+    echo "ci/test.sh: error: setting up Spack failed (ci/spack.sh exit $spack_rc)" >&2
+    exit 1
+fi
+rm -f "${TMPDIR:-/tmp}/envmod-spack-env.$$"
+
 cd "$REPO"
-"$REPO/.venv/bin/python" -m pytest -ra "$@"
+step "tests (pytest -n $(nproc))" "$REPO/.venv/bin/python" -m pytest -ra -n "$(nproc)" --dist loadfile \
+    --durations=20 "$@"

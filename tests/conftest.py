@@ -188,3 +188,30 @@ def user_visible(env: dict[str, str]) -> dict[str, str]:
 def loaded(env: dict[str, str]) -> list[str]:
     """The loaded modules, in load order, as both tools keep them in LOADEDMODULES."""
     return [m for m in env.get("LOADEDMODULES", "").split(":") if m]
+
+
+# ------------------------------------------------------------------ the tier table
+# CI prints how long each tier took (tests/<tier>/...), so the next slowdown shows where it is.
+# Under pytest-xdist the reports of every worker reach the controlling process, so the sums are
+# the test time spent in each tier, whichever worker ran it.
+_TIERS: dict[str, dict[str, float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    parts = Path(report.nodeid.split("::", 1)[0]).parts
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+    row = _TIERS.setdefault(tier, {"seconds": 0.0, "passed": 0, "failed": 0, "skipped": 0})
+    row["seconds"] += report.duration
+    if report.when == "call" or report.outcome != "passed":
+        if report.when != "teardown" or report.outcome == "failed":
+            row[report.outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _TIERS:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("time per tier (test time summed over workers)")
+    write(f"{'tier':<12} {'minutes':>8} {'passed':>7} {'failed':>7} {'skipped':>8}")
+    for tier, row in sorted(_TIERS.items(), key=lambda item: -item[1]["seconds"]):
+        write(f"{tier:<12} {row['seconds'] / 60:>8.1f} {row['passed']:>7.0f} {row['failed']:>7.0f} {row['skipped']:>8.0f}")
