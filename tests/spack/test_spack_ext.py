@@ -156,8 +156,23 @@ def test_choices_that_match_nothing_list_the_candidates(spack, site):
     result = spack("envmod", "create", "bad", "--mpi", "openmpi hdf5")
     assert result.returncode == 2 and "names 2 specs" in result.stderr
     result = spack("envmod", "create", "bad", "--mpi", "none", "--hdf5", "none", "--with", "mpi4py")
-    assert result.returncode == 3 and "mpi4py must be compiled against an MPI but none was chosen" in result.stderr
+    assert result.returncode == 3 and "--mpi none: mpi4py must be compiled against an MPI" in result.stderr
     assert not (spack.root / "envs" / "bad").exists()
+
+
+def test_mpi_none_wins_over_the_mpi_of_an_installed_hdf5(spack, site):
+    """Issue #9: with an hdf5+mpi installed, '--mpi none --with mpi4py' compiled mpi4py against
+    the HDF5's MPI and exited 0. An explicit choice wins or the command refuses in one line."""
+    assert module_of(site, "hdf5", "lmod")["spec"]          # the site has an HDF5 built against an MPI
+    result = spack("envmod", "create", "nompi", "--mpi", "none", "--with", "mpi4py", timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "--mpi none: mpi4py must be compiled against an MPI" in errors[0]
+    assert "or --mpi none" not in errors[0]
+    assert not (spack.root / "envs" / "nompi").exists() and not (spack.root / "modules" / "nompi").exists()
+    # without packages that need one, 'none' leaves out the MPI and the HDF5 built against it
+    spack("envmod", "create", "nompi", "--mpi", "none", "-q").check()
+    assert [m["kind"] for m in record_of(spack, "nompi")["central_modules"]] == ["python"]
 
 
 def test_spec_selection_by_hash_and_none(spack, site):

@@ -435,3 +435,55 @@ def test_record_round_trip_keeps_spack_facts(created, tmp_path):
     again = read_record(path)
     assert again.central_module("openmpi/4.1.4-d2lqwco").facts["spack_unlocks"] == \
         record.central_module("openmpi/4.1.4-d2lqwco").facts["spack_unlocks"]
+
+
+# issue #9: an explicit --mpi none is never overridden by the MPI of an HDF5
+
+
+def test_mpi_none_is_not_overridden_by_the_mpi_of_an_hdf5():
+    cands = {"python": [PY], "mpi": [OMPI], "hdf5": [H5_OMPI]}
+    assert choose(cands, {"mpi": "none"}, need=False) == {"python": PY}
+
+
+def test_mpi_none_with_a_package_that_needs_an_mpi_is_refused():
+    cands = {"python": [PY], "mpi": [OMPI], "hdf5": [H5_OMPI]}
+    with pytest.raises(PlanError) as err:
+        ss.choose_specs(cands, {"python": None, "mpi": None, "hdf5": None},
+                        {"python": None, "mpi": "none", "hdf5": None}, need_libraries=True,
+                        needed={"mpi": "mpi4py"})
+    assert "--mpi none: mpi4py must be compiled against an MPI" in err.value.one_line()
+
+
+def test_mpi_none_and_an_hdf5_built_against_an_mpi_are_refused():
+    cands = {"python": [PY], "mpi": [OMPI], "hdf5": [H5_OMPI]}
+    with pytest.raises(PlanError) as err:
+        choose(cands, {"mpi": "none", "hdf5": "/h5o"}, {"hdf5": [H5_OMPI]})
+    text = err.value.one_line()
+    assert "was built against openmpi/ompi1xx" in text and "--mpi none" in text
+
+
+def test_mpi_none_leaves_out_hdf5s_built_against_an_mpi_and_says_so_when_one_is_needed():
+    cands = {"python": [PY], "mpi": [OMPI], "hdf5": [H5_OMPI]}
+    with pytest.raises(PlanError) as err:
+        ss.choose_specs(cands, {"python": None, "mpi": None, "hdf5": None},
+                        {"python": None, "mpi": "none", "hdf5": None}, need_libraries=True,
+                        needed={"hdf5": "h5py"})
+    text = err.value.one_line()
+    assert "--mpi none" in text and "hdf5@1.0/h5oxx" in text and "built against an MPI" in text
+
+
+def test_roles_needed_come_from_the_build_rules():
+    rules = load_rules()
+    assert ss.roles_needed(["mpi4py>=4", "numpy"], rules) == {"mpi": "mpi4py"}
+    assert ss.roles_needed(["numpy"], rules) == {}
+    assert ss.roles_needed(["h5py"], rules) == {"hdf5": "h5py"}
+
+
+def test_the_none_hint_is_not_offered_for_a_role_the_packages_need():
+    cands = {"python": [PY], "mpi": [OMPI, MPICH], "hdf5": []}
+    with pytest.raises(PlanError) as err:
+        ss.choose_specs(cands, {"python": None, "mpi": None, "hdf5": None},
+                        {"python": None, "mpi": None, "hdf5": None}, need_libraries=True,
+                        needed={"mpi": "mpi4py"})
+    text = err.value.one_line()
+    assert "--mpi /ompi1xx" in text and "--mpi none" not in text

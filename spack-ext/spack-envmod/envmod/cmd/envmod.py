@@ -139,6 +139,7 @@ def _create(args) -> int:
     from bridge import spack_stack as ss
     from bridge.config import check_module_type
     from bridge.progress import Reporter
+    from bridge.rules import load_rules
     from bridge.session import CreateRequest
 
     from spack.extensions.envmod import spackside
@@ -151,7 +152,8 @@ def _create(args) -> int:
     requested = {"python": args.python, "mpi": args.mpi, "hdf5": args.hdf5}
     stack = spackside.central_stack(site, requested, module_type,
                                     need_libraries=bool(args.packages or args.requirement_files),
-                                    module_system=system)
+                                    module_system=system,
+                                    needed=ss.roles_needed(args.packages, load_rules(settings.build_rules)))
     _rule_packages_have_their_stack(args, settings, stack, site.where)
     python = stack.first("python")
     if python is None or not python.facts.get("python"):
