@@ -37,7 +37,7 @@ def _import_bridge():
 
             # found, not imported (cheap): the library's dependencies, and its Spack module,
             # which an envmod older than this extension lacks
-            for needed in ("yaml", "jinja2", "packaging", "bridge.spack_stack"):
+            for needed in ("yaml", "jinja2", "packaging", "bridge.spack_stack", "bridge.frontends"):
                 if importlib.util.find_spec(needed) is None:
                     raise ImportError(needed, name=needed)
             return bridge
@@ -163,7 +163,8 @@ def _create(args) -> int:
                        f" ({python.prefix if python else '?'})")
     request = CreateRequest(name=args.name, packages=args.packages, requirement_files=args.requirement_files,
                             python=python.facts["python"], description=args.description, module_type=module_type,
-                            force=args.force, keep_loaded=args.keep_loaded, use_wheel_cache=args.use_wheel_cache)
+                            force=args.force, keep_loaded=args.keep_loaded, use_wheel_cache=args.use_wheel_cache,
+                            front_end="spack")
     record = ss.SpackCreateSession(request, settings, Reporter(quiet=args.quiet), stack=stack,
                                    module_system=system).run()
     print(f"created {record.name}: {record.backend} over {record.python.module or record.python.executable} "
@@ -273,6 +274,9 @@ def envmod(parser, args):
         return 2
     _import_bridge()
     from bridge.errors import EnvmodError
+    from bridge.frontends import set_running
+
+    set_running("spack")      # the library's hints name 'spack envmod ...'
 
     try:
         if args.envmod_command == "create":
