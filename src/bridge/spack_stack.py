@@ -428,6 +428,35 @@ def choose_specs(candidates: Mapping[str, Sequence[SpecFacts]], matching: Mappin
     return chosen
 
 
+def format_spack_builds(record: EnvRecord) -> list[str]:
+    """One line per central module of ``record`` that Spack built or registered: its name, spec
+    and full DAG hash (what ``envmod show`` prints; ``--json`` has them in the facts)."""
+    lines = []
+    for module in record.central_modules:
+        dag_hash = module.facts.get("spack_hash")
+        if not dag_hash:
+            continue
+        spec = module.facts.get("spack_spec") or dag_hash[:7]
+        external = f" (external {module.facts.get('spack_prefix')})" if module.facts.get("spack_external") else ""
+        lines.append(f"{module.name}: {spec} {dag_hash}{external}")
+    return lines
+
+
+def requested_from_export(requested: Mapping[str, str | None], spack_hashes: Mapping[str, str]) -> dict[str, str | None]:
+    """``requested`` (role -> SPEC) with each role not given taken from an export's DAG hashes
+    (``/hash``), so ``spack envmod create --from FILE`` builds against the same specs. An MPI or
+    HDF5 the exported env did not load is left out (``none``), as it was; an export without
+    Spack hashes (of a site without Spack) leaves the choice as it is."""
+    def spec(role: str) -> str | None:
+        if requested.get(role) is not None or not spack_hashes:
+            return requested.get(role)
+        if role in spack_hashes:
+            return f"/{spack_hashes[role]}"
+        return None if role == "python" else "none"
+
+    return {role: spec(role) for role in ROLES}
+
+
 def roles_needed(packages: Sequence[str], rules: Mapping[str, Any]) -> dict[str, str]:
     """Role -> the first of ``packages`` (pip requirements) whose build rule compiles it against
     that role (``{"mpi": "mpi4py"}``): the roles ``none`` cannot be chosen for."""

@@ -16,6 +16,7 @@ import pytest
 
 from bridge import spack_stack as ss
 from bridge.config import load_settings
+from bridge.emit.export import read_export, render_export
 from bridge.errors import DiscoveryError, PlanError, UsageError
 from bridge.record import LinkEvidence, read_record, write_record
 from bridge.rules import load_rules, resolve_rule
@@ -487,3 +488,40 @@ def test_the_none_hint_is_not_offered_for_a_role_the_packages_need():
                         needed={"mpi": "mpi4py"})
     text = err.value.one_line()
     assert "--mpi /ompi1xx" in text and "--mpi none" not in text
+
+
+def test_an_export_names_the_specs_of_a_spack_create_from_it(tmp_path):
+    record = read_record_with_spack_facts(tmp_path)
+    path = tmp_path / "exp.yaml"
+    path.write_text(render_export(record, "yaml"))
+    exported = read_export(path)
+    assert exported.spack_hashes == {"python": PY.dag_hash, "mpi": OMPI.dag_hash}
+    requested = ss.requested_from_export({"python": None, "mpi": None, "hdf5": None}, exported.spack_hashes)
+    assert requested == {"python": f"/{PY.dag_hash}", "mpi": f"/{OMPI.dag_hash}", "hdf5": "none"}
+    assert ss.requested_from_export({"python": None, "mpi": None, "hdf5": "/h5o"}, {}) == \
+        {"python": None, "mpi": None, "hdf5": "/h5o"}
+    # what the user names wins over the export
+    assert ss.requested_from_export({"python": None, "mpi": "none", "hdf5": None},
+                                    exported.spack_hashes)["mpi"] == "none"
+
+
+def test_show_prints_the_spack_builds(tmp_path):
+    record = read_record_with_spack_facts(tmp_path)
+    assert ss.format_spack_builds(record) == [
+        f"python/3.11.2-aaaaaaa: python@3.11.2/py1xxxx {PY.dag_hash} (external /usr)",
+        f"openmpi/4.1.4-bbbbbbb: openmpi@4.1.4/ompi1xx {OMPI.dag_hash}"]
+
+
+def read_record_with_spack_facts(tmp_path):
+    from bridge.record import CentralModuleRecord
+    from tests.unit.test_record import make_record
+
+    record = make_record(tmp_path, central_modules=[
+        CentralModuleRecord(name="python/3.11.2-aaaaaaa", kind="python",
+                            facts={"spack_hash": PY.dag_hash, "spack_spec": "python@3.11.2/py1xxxx",
+                                   "spack_external": True, "spack_prefix": "/usr"}),
+        CentralModuleRecord(name="openmpi/4.1.4-bbbbbbb", kind="mpi",
+                            facts={"spack_hash": OMPI.dag_hash, "spack_spec": "openmpi@4.1.4/ompi1xx",
+                                   "spack_external": False, "spack_prefix": "/opt/ompi"})])
+    record.module.depends_on = ["python/3.11.2-aaaaaaa", "openmpi/4.1.4-bbbbbbb"]
+    return record

@@ -94,6 +94,9 @@ class ExportedEnv:
         self.modules = [str(m["name"]) for m in data.get("modules") or []]
         self.requirements = [str(r) for r in data.get("requirements") or []]
         self.python_version = str((data.get("python") or {}).get("version") or "")
+        #: kind (python, mpi, hdf5) -> the Spack DAG hash of the module of that kind, where known
+        self.spack_hashes = {str(m["kind"]): str(m["spack_hash"]) for m in data.get("modules") or []
+                             if m.get("kind") and m.get("spack_hash")}
 
 
 def read_export(path: Path) -> ExportedEnv:
