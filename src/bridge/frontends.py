@@ -28,7 +28,7 @@ def user_command(front_end: str | None = None) -> str:
     return COMMANDS.get(front_end or _running, COMMANDS[DEFAULT])
 
 
-def command_for(record: "EnvRecord") -> str:
+def command_for(record: EnvRecord) -> str:
     """The command that handles ``record``'s env: that of the front end that created it."""
     return user_command(getattr(record.created, "front_end", None) or DEFAULT)
 
