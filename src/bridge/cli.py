@@ -237,6 +237,11 @@ def cmd_show(args) -> int:
             ("log", record.created.log or "-")]
     for key, value in rows:
         print(f"  {key + ':':13} {value}")
+    if any(m.facts.get("spack_hash") for m in record.central_modules):
+        from .spack_stack import format_spack_builds
+
+        for i, line in enumerate(format_spack_builds(record)):
+            print(f"  {'spack builds:' if i == 0 else '':13} {line}")
     print(f"  {'packages:':13} {len(record.packages) or 'none beyond the central Python'}")
     for pkg in record.packages:
         how = ("binary wheel" if pkg.install == "wheel" else

@@ -107,6 +107,7 @@ class Provenance:
     microarchitecture: str | None = None
     module_system: str | None = None
     log: str | None = None
+    front_end: str | None = None       # "envmod", "spack" or "easybuild" (bridge.frontends); None: envmod
 
 
 @dataclass

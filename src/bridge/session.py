@@ -24,6 +24,7 @@ from .cache import JsonCache
 from .config import Settings, check_module_type
 from .emit.modulefile import module_version, modulefile_path, render_modulefile
 from .errors import BuildError, ConfigError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
+from .frontends import user_command
 from .fsutil import atomic_write_text
 from .modsys import ModuleSystem, detect_module_system
 from .names import validate_description, validate_env_name
@@ -60,6 +61,8 @@ class CreateRequest:
     # the rule table; a list = only these (a name the table lacks compiles from source against
     # nothing in particular). EasyBuild's 'compile_against_stack' parameter.
     source_builds: Sequence[str] | None = None
+    # Which front end asks (bridge.frontends): the env's help and exports name its command.
+    front_end: str = "envmod"
 
 
 @dataclass
@@ -256,7 +259,8 @@ class CreateSession:
                                host=os.uname().nodename, envmod_version=__version__,
                                microarchitecture=microarchitecture(self.cache),
                                module_system=system.name if system else None,
-                               log=str(self.reporter.log_path) if self.reporter.log_path else None),
+                               log=str(self.reporter.log_path) if self.reporter.log_path else None,
+                               front_end=self.request.front_end),
             central_modules=[CentralModuleRecord.of(m) for m in plan.stack.modules],
             packages=[PackageRecord(name=p.name, version=p.version, install="wheel" if p.from_wheel else "source",
                                     requested=p.requested,
@@ -284,7 +288,7 @@ class CreateSession:
             with self.store.lock(name, "creating it"):
                 if self.store.exists(name) and not self.request.force:
                     raise EnvExists(f"environment {name!r} already exists at {self.store.env_path(name)}",
-                                    hint="use --force to replace it, or 'envmod remove' it first")
+                                    hint=f"use --force to replace it, or '{user_command()} remove' it first")
                 return self._create(name)
         finally:
             if previous is not None:

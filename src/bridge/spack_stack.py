@@ -335,7 +335,8 @@ def describe(specs: Iterable[SpecFacts]) -> str:
 
 def choose_specs(candidates: Mapping[str, Sequence[SpecFacts]], matching: Mapping[str, Sequence[SpecFacts] | None],
                  requested: Mapping[str, str | None], *, need_libraries: bool, where: str = "installed",
-                 option: Callable[[str], str] = lambda role: f"--{role}") -> dict[str, SpecFacts]:
+                 option: Callable[[str], str] = lambda role: f"--{role}",
+                 needed: Mapping[str, str] | None = None) -> dict[str, SpecFacts]:
     """Pick the Python, MPI and HDF5 of a create.
 
     ``candidates[role]`` are all specs of that role (``where`` says from where: the installed
@@ -343,9 +344,19 @@ def choose_specs(candidates: Mapping[str, Sequence[SpecFacts]], matching: Mappin
     when none was given; ``requested[role]`` the text given (``none`` leaves the role out).
     One candidate is taken by default; several are an error that lists them, unless nothing
     will be compiled against them (``need_libraries`` false: no packages asked for), in which
-    case MPI and HDF5 are left out. An HDF5 built against an MPI decides the MPI.
+    case MPI and HDF5 are left out. An HDF5 built against an MPI decides the MPI, unless the
+    MPI was given: an explicit choice always wins (``none`` leaves out the HDF5s built against
+    an MPI) or the choice is refused.
+
+    ``needed[role]`` names a requested package that must be compiled against that role
+    (``{"mpi": "mpi4py"}``): ``none`` for it is refused at once, and no hint offers it.
     """
+    needed = needed or {}
     chosen: dict[str, SpecFacts] = {}
+    for role, package in needed.items():
+        if requested.get(role) == "none":
+            raise PlanError(f"{option(role)} none: {package} must be compiled against an {role.upper()}",
+                             hint=f"name one with {option(role)} SPEC, or leave {option(role)} out")
 
     def pick(role: str, pool: Sequence[SpecFacts], required: bool) -> SpecFacts | None:
         text = requested.get(role)
@@ -372,7 +383,7 @@ def choose_specs(candidates: Mapping[str, Sequence[SpecFacts]], matching: Mappin
             return None
         raise PlanError(f"{len(found)} {where} {role} specs: {describe(found)}",
                         hint=f"pick one with {option(role)} SPEC, e.g. {option(role)} /{found[0].dag_hash[:7]}"
-                        + ("" if role == "python" else f", or {option(role)} none"))
+                        + ("" if role == "python" or role in needed else f", or {option(role)} none"))
 
     def pool(role: str) -> list[SpecFacts]:
         given = matching.get(role)
@@ -381,11 +392,20 @@ def choose_specs(candidates: Mapping[str, Sequence[SpecFacts]], matching: Mappin
     mpi_given = requested.get("mpi") is not None
     mpi = pick("mpi", pool("mpi"), False) if mpi_given else None
     hdf5_pool = pool("hdf5")
-    if mpi is not None and requested.get("hdf5") is None:
-        # an MPI was named: HDF5s built against another MPI are not candidates
-        hdf5_pool = [h for h in hdf5_pool if h.mpi_hash in (None, mpi.dag_hash)]
+    if mpi_given and requested.get("hdf5") is None:
+        # an MPI was named (or none): HDF5s built against another MPI are not candidates
+        narrowed = [h for h in hdf5_pool if h.mpi_hash in (None, mpi.dag_hash if mpi else None)]
+        if mpi is None and not narrowed and hdf5_pool and "hdf5" in needed:
+            raise PlanError(f"{option('mpi')} none leaves no {where} HDF5 for {needed['hdf5']}: "
+                            f"{describe(hdf5_pool)} {'is' if len(hdf5_pool) == 1 else 'are'} built against an MPI",
+                            hint=f"leave out {option('mpi')} none, or install a serial HDF5 with Spack")
+        hdf5_pool = narrowed
     hdf5 = pick("hdf5", hdf5_pool, False)
     if hdf5 is not None and hdf5.mpi_hash:
+        if mpi is None and mpi_given:
+            raise PlanError(f"{hdf5.short_spec} was built against {hdf5.mpi_name}/{hdf5.mpi_hash[:7]}, "
+                            f"which {option('mpi')} none leaves out",
+                            hint=f"pick a serial HDF5, or leave out {option('mpi')} none")
         if mpi is not None and mpi.dag_hash != hdf5.mpi_hash:
             raise PlanError(f"{hdf5.short_spec} was built against {hdf5.mpi_name}/{hdf5.mpi_hash[:7]}, "
                             f"not {mpi.short_spec}",
@@ -406,6 +426,48 @@ def choose_specs(candidates: Mapping[str, Sequence[SpecFacts]], matching: Mappin
     if hdf5 is not None:
         chosen["hdf5"] = hdf5
     return chosen
+
+
+def format_spack_builds(record: EnvRecord) -> list[str]:
+    """One line per central module of ``record`` that Spack built or registered: its name, spec
+    and full DAG hash (what ``envmod show`` prints; ``--json`` has them in the facts)."""
+    lines = []
+    for module in record.central_modules:
+        dag_hash = module.facts.get("spack_hash")
+        if not dag_hash:
+            continue
+        spec = module.facts.get("spack_spec") or dag_hash[:7]
+        external = f" (external {module.facts.get('spack_prefix')})" if module.facts.get("spack_external") else ""
+        lines.append(f"{module.name}: {spec} {dag_hash}{external}")
+    return lines
+
+
+def requested_from_export(requested: Mapping[str, str | None], spack_hashes: Mapping[str, str]) -> dict[str, str | None]:
+    """``requested`` (role -> SPEC) with each role not given taken from an export's DAG hashes
+    (``/hash``), so ``spack envmod create --from FILE`` builds against the same specs. An MPI or
+    HDF5 the exported env did not load is left out (``none``), as it was; an export without
+    Spack hashes (of a site without Spack) leaves the choice as it is."""
+    def spec(role: str) -> str | None:
+        if requested.get(role) is not None or not spack_hashes:
+            return requested.get(role)
+        if role in spack_hashes:
+            return f"/{spack_hashes[role]}"
+        return None if role == "python" else "none"
+
+    return {role: spec(role) for role in ROLES}
+
+
+def roles_needed(packages: Sequence[str], rules: Mapping[str, Any]) -> dict[str, str]:
+    """Role -> the first of ``packages`` (pip requirements) whose build rule compiles it against
+    that role (``{"mpi": "mpi4py"}``): the roles ``none`` cannot be chosen for."""
+    from .install import check_requirements
+
+    needed: dict[str, str] = {}
+    for name in check_requirements(packages):
+        rule = rules.get(name)
+        for role in (rule.against if rule else ()):
+            needed.setdefault(role, name)
+    return needed
 
 
 def choose_module_type(explicit: str | None, configured: str | None, system: ModuleSystem | None,

@@ -26,6 +26,7 @@ from typing import Iterator
 
 from .config import Settings
 from .errors import ConfigError, EnvBusy, EnvExists, EnvNotFound, RecordError
+from .frontends import user_command
 from .names import validate_env_name
 from .record import RECORD_FILE, EnvRecord, read_record
 
@@ -83,7 +84,7 @@ class Store:
         path = self.record_path(name)
         if not path.parent.is_dir():
             raise EnvNotFound(f"no environment named {name!r} under {self.settings.envs_dir}",
-                              hint="'envmod list' shows the environments there are")
+                              hint=f"'{user_command()} list' shows the environments there are")
         return read_record(path)
 
     def names(self) -> list[str]:

@@ -143,6 +143,39 @@ def test_export_is_the_library_export_with_dag_hashes(spack, site, tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr
 
 
+def test_create_from_an_export_uses_the_same_specs_and_spack_envmod_speaks_spack(spack, site, tmp_path):
+    """Issue #9: the export of a Spack-made env tells users 'spack envmod create NEWNAME --from',
+    which works: the new env is built against the specs of the DAG hashes the export names."""
+    mpi = module_of(site, "mpi", "lmod")
+    spack("envmod", "create", "orig", "--mpi", f"/{mpi['hash'][:7]}", "--hdf5", "none", "--keep-loaded",
+          "--module-type", "lmod", "-q").check()
+    exported = tmp_path / "orig.yaml"
+    spack("envmod", "export", "orig", "-o", str(exported)).check()
+    assert exported.read_text().startswith("# envmod export of orig: spack envmod create NEWNAME --from THIS_FILE")
+    spack("envmod", "create", "copy", "--from", str(exported), "--keep-loaded", "--module-type", "lmod", "-q").check()
+    orig, copy = record_of(spack, "orig"), record_of(spack, "copy")
+    hashes = [m["facts"]["spack_hash"] for m in copy["central_modules"]]
+    assert hashes == [m["facts"]["spack_hash"] for m in orig["central_modules"]]
+    assert mpi["hash"] in hashes and copy["module"]["depends_on"] == orig["module"]["depends_on"]
+    assert copy["created"]["front_end"] == "spack"
+    # the module's help and header name the command this user has
+    modulefile = Path(copy["module"]["files"]["lmod"]).read_text()
+    assert "'spack envmod show copy' describes it" in modulefile and "'spack envmod module copy'" in modulefile
+    # show prints the Spack builds in its text form, not only in --json
+    shown = spack("envmod", "show", "copy").check().stdout
+    python = module_of(site, "python", "lmod")
+    assert "spack builds:" in shown and python["hash"] in shown and mpi["hash"] in shown
+    assert python["spec"] in shown
+    # hints name 'spack envmod' too; a bad export is one line
+    missing = spack("envmod", "show", "nosuch")
+    assert missing.returncode == 4 and "'spack envmod list' shows the environments" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: 1\n")
+    result = spack("envmod", "create", "x", "--from", str(bad))
+    assert result.returncode == 2 and "make one with 'spack envmod export NAME -o FILE'" in result.stderr
+    assert not (spack.root / "envs" / "x").exists()
+
+
 def test_choices_that_match_nothing_list_the_candidates(spack, site):
     result = spack("envmod", "create", "bad", "--mpi", "mpich")
     assert result.returncode == 3
@@ -156,8 +189,23 @@ def test_choices_that_match_nothing_list_the_candidates(spack, site):
     result = spack("envmod", "create", "bad", "--mpi", "openmpi hdf5")
     assert result.returncode == 2 and "names 2 specs" in result.stderr
     result = spack("envmod", "create", "bad", "--mpi", "none", "--hdf5", "none", "--with", "mpi4py")
-    assert result.returncode == 3 and "mpi4py must be compiled against an MPI but none was chosen" in result.stderr
+    assert result.returncode == 3 and "--mpi none: mpi4py must be compiled against an MPI" in result.stderr
     assert not (spack.root / "envs" / "bad").exists()
+
+
+def test_mpi_none_wins_over_the_mpi_of_an_installed_hdf5(spack, site):
+    """Issue #9: with an hdf5+mpi installed, '--mpi none --with mpi4py' compiled mpi4py against
+    the HDF5's MPI and exited 0. An explicit choice wins or the command refuses in one line."""
+    assert module_of(site, "hdf5", "lmod")["spec"]          # the site has an HDF5 built against an MPI
+    result = spack("envmod", "create", "nompi", "--mpi", "none", "--with", "mpi4py", timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "--mpi none: mpi4py must be compiled against an MPI" in errors[0]
+    assert "or --mpi none" not in errors[0]
+    assert not (spack.root / "envs" / "nompi").exists() and not (spack.root / "modules" / "nompi").exists()
+    # without packages that need one, 'none' leaves out the MPI and the HDF5 built against it
+    spack("envmod", "create", "nompi", "--mpi", "none", "-q").check()
+    assert [m["kind"] for m in record_of(spack, "nompi")["central_modules"]] == ["python"]
 
 
 def test_spec_selection_by_hash_and_none(spack, site):

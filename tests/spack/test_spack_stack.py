@@ -16,6 +16,7 @@ import pytest
 
 from bridge import spack_stack as ss
 from bridge.config import load_settings
+from bridge.emit.export import read_export, render_export
 from bridge.errors import DiscoveryError, PlanError, UsageError
 from bridge.record import LinkEvidence, read_record, write_record
 from bridge.rules import load_rules, resolve_rule
@@ -435,3 +436,92 @@ def test_record_round_trip_keeps_spack_facts(created, tmp_path):
     again = read_record(path)
     assert again.central_module("openmpi/4.1.4-d2lqwco").facts["spack_unlocks"] == \
         record.central_module("openmpi/4.1.4-d2lqwco").facts["spack_unlocks"]
+
+
+# issue #9: an explicit --mpi none is never overridden by the MPI of an HDF5
+
+
+def test_mpi_none_is_not_overridden_by_the_mpi_of_an_hdf5():
+    cands = {"python": [PY], "mpi": [OMPI], "hdf5": [H5_OMPI]}
+    assert choose(cands, {"mpi": "none"}, need=False) == {"python": PY}
+
+
+def test_mpi_none_with_a_package_that_needs_an_mpi_is_refused():
+    cands = {"python": [PY], "mpi": [OMPI], "hdf5": [H5_OMPI]}
+    with pytest.raises(PlanError) as err:
+        ss.choose_specs(cands, {"python": None, "mpi": None, "hdf5": None},
+                        {"python": None, "mpi": "none", "hdf5": None}, need_libraries=True,
+                        needed={"mpi": "mpi4py"})
+    assert "--mpi none: mpi4py must be compiled against an MPI" in err.value.one_line()
+
+
+def test_mpi_none_and_an_hdf5_built_against_an_mpi_are_refused():
+    cands = {"python": [PY], "mpi": [OMPI], "hdf5": [H5_OMPI]}
+    with pytest.raises(PlanError) as err:
+        choose(cands, {"mpi": "none", "hdf5": "/h5o"}, {"hdf5": [H5_OMPI]})
+    text = err.value.one_line()
+    assert "was built against openmpi/ompi1xx" in text and "--mpi none" in text
+
+
+def test_mpi_none_leaves_out_hdf5s_built_against_an_mpi_and_says_so_when_one_is_needed():
+    cands = {"python": [PY], "mpi": [OMPI], "hdf5": [H5_OMPI]}
+    with pytest.raises(PlanError) as err:
+        ss.choose_specs(cands, {"python": None, "mpi": None, "hdf5": None},
+                        {"python": None, "mpi": "none", "hdf5": None}, need_libraries=True,
+                        needed={"hdf5": "h5py"})
+    text = err.value.one_line()
+    assert "--mpi none" in text and "hdf5@1.0/h5oxx" in text and "built against an MPI" in text
+
+
+def test_roles_needed_come_from_the_build_rules():
+    rules = load_rules()
+    assert ss.roles_needed(["mpi4py>=4", "numpy"], rules) == {"mpi": "mpi4py"}
+    assert ss.roles_needed(["numpy"], rules) == {}
+    assert ss.roles_needed(["h5py"], rules) == {"hdf5": "h5py"}
+
+
+def test_the_none_hint_is_not_offered_for_a_role_the_packages_need():
+    cands = {"python": [PY], "mpi": [OMPI, MPICH], "hdf5": []}
+    with pytest.raises(PlanError) as err:
+        ss.choose_specs(cands, {"python": None, "mpi": None, "hdf5": None},
+                        {"python": None, "mpi": None, "hdf5": None}, need_libraries=True,
+                        needed={"mpi": "mpi4py"})
+    text = err.value.one_line()
+    assert "--mpi /ompi1xx" in text and "--mpi none" not in text
+
+
+def test_an_export_names_the_specs_of_a_spack_create_from_it(tmp_path):
+    record = read_record_with_spack_facts(tmp_path)
+    path = tmp_path / "exp.yaml"
+    path.write_text(render_export(record, "yaml"))
+    exported = read_export(path)
+    assert exported.spack_hashes == {"python": PY.dag_hash, "mpi": OMPI.dag_hash}
+    requested = ss.requested_from_export({"python": None, "mpi": None, "hdf5": None}, exported.spack_hashes)
+    assert requested == {"python": f"/{PY.dag_hash}", "mpi": f"/{OMPI.dag_hash}", "hdf5": "none"}
+    assert ss.requested_from_export({"python": None, "mpi": None, "hdf5": "/h5o"}, {}) == \
+        {"python": None, "mpi": None, "hdf5": "/h5o"}
+    # what the user names wins over the export
+    assert ss.requested_from_export({"python": None, "mpi": "none", "hdf5": None},
+                                    exported.spack_hashes)["mpi"] == "none"
+
+
+def test_show_prints_the_spack_builds(tmp_path):
+    record = read_record_with_spack_facts(tmp_path)
+    assert ss.format_spack_builds(record) == [
+        f"python/3.11.2-aaaaaaa: python@3.11.2/py1xxxx {PY.dag_hash} (external /usr)",
+        f"openmpi/4.1.4-bbbbbbb: openmpi@4.1.4/ompi1xx {OMPI.dag_hash}"]
+
+
+def read_record_with_spack_facts(tmp_path):
+    from bridge.record import CentralModuleRecord
+    from tests.unit.test_record import make_record
+
+    record = make_record(tmp_path, central_modules=[
+        CentralModuleRecord(name="python/3.11.2-aaaaaaa", kind="python",
+                            facts={"spack_hash": PY.dag_hash, "spack_spec": "python@3.11.2/py1xxxx",
+                                   "spack_external": True, "spack_prefix": "/usr"}),
+        CentralModuleRecord(name="openmpi/4.1.4-bbbbbbb", kind="mpi",
+                            facts={"spack_hash": OMPI.dag_hash, "spack_spec": "openmpi@4.1.4/ompi1xx",
+                                   "spack_external": False, "spack_prefix": "/opt/ompi"})])
+    record.module.depends_on = ["python/3.11.2-aaaaaaa", "openmpi/4.1.4-bbbbbbb"]
+    return record

@@ -152,16 +152,18 @@ class SpackSite:
 
 
 def central_stack(site: SpackSite, requested: Dict[str, Optional[str]], module_type: str, need_libraries: bool,
-                  module_system=None):
+                  module_system=None, needed: Optional[Dict[str, str]] = None):
     """The CentralStack of a ``spack envmod create``: Python, MPI and HDF5 chosen among the
-    site's (or environment's) installed specs, named as Spack's modules of ``module_type``."""
+    site's (or environment's) installed specs, named as Spack's modules of ``module_type``.
+    ``needed``: role -> a requested package compiled against it (``none`` is refused there)."""
     candidates = {role: site.candidates(role) for role in ss.ROLES}
     for role in ss.ROLES:
         if site.env is not None and not candidates[role] and site.not_installed(role) and requested.get(role) != "none":
             raise DiscoveryError(f"the {role} of Spack environment {site.env.name} is not installed: "
                                  f"{', '.join(site.not_installed(role))}", hint=f"run 'spack -e {site.env.name} install'")
     matching = {role: site.matching(role, requested.get(role), candidates[role]) for role in ss.ROLES}
-    chosen = ss.choose_specs(candidates, matching, requested, need_libraries=need_libraries, where=site.where)
+    chosen = ss.choose_specs(candidates, matching, requested, need_libraries=need_libraries, where=site.where,
+                             needed=needed)
     modules = {s.dag_hash: site.module(s.dag_hash, module_type) for s in chosen.values()}
     extra: List[ss.SpecFacts] = []
     if module_type == "lmod":

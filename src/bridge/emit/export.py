@@ -4,9 +4,12 @@ Two formats, both from the record alone:
 
 * ``yaml`` (default): what the env is: its Python, the central modules it loads, each package
   pinned with how it was installed (compiled against which modules), plus the Spack DAG hashes
-  when the modules are Spack's. ``envmod create NAME --from FILE`` reads it back.
+  when the modules are Spack's. ``envmod create NAME --from FILE`` reads it back (``spack
+  envmod create NAME --from FILE`` too, choosing the specs by their hashes).
 * ``requirements``: a pip requirements file of every package pinned, its header naming the
   modules to load first, for ``envmod create NAME -r FILE`` or plain pip.
+
+Each header names the command of the front end that made the env (:mod:`bridge.frontends`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import PlanError, RecordError, UsageError
+from ..frontends import command_for, user_command
 from ..record import EnvRecord
 
 EXPORT_SCHEMA = 1
@@ -62,7 +66,7 @@ def render_export(record: EnvRecord, fmt: str = "yaml", templates: Path | None =
     if fmt == "yaml":
         import yaml
 
-        return (f"# envmod export of {record.name}: envmod create NEWNAME --from THIS_FILE "
+        return (f"# envmod export of {record.name}: {command_for(record)} create NEWNAME --from THIS_FILE "
                 "(with the modules below loaded)\n" + yaml.safe_dump(export_data(record), sort_keys=False))
     if fmt != "requirements":
         raise UsageError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
@@ -72,7 +76,7 @@ def render_export(record: EnvRecord, fmt: str = "yaml", templates: Path | None =
                 for p in record.packages if p.install == "source"]
     context = {"name": record.name, "modules": record.module.depends_on or ["(no central modules)"],
                "python": f"{record.python.version} from {record.python.module or record.python.executable}",
-               "compiled": compiled, "requirements": pinned_requirements(record)}
+               "compiled": compiled, "requirements": pinned_requirements(record), "command": command_for(record)}
     try:
         return render_template("export/requirements.txt.j2", context, templates, cache_dir)
     except ValueError as exc:
@@ -90,6 +94,9 @@ class ExportedEnv:
         self.modules = [str(m["name"]) for m in data.get("modules") or []]
         self.requirements = [str(r) for r in data.get("requirements") or []]
         self.python_version = str((data.get("python") or {}).get("version") or "")
+        #: kind (python, mpi, hdf5) -> the Spack DAG hash of the module of that kind, where known
+        self.spack_hashes = {str(m["kind"]): str(m["spack_hash"]) for m in data.get("modules") or []
+                             if m.get("kind") and m.get("spack_hash")}
 
 
 def read_export(path: Path) -> ExportedEnv:
@@ -104,7 +111,7 @@ def read_export(path: Path) -> ExportedEnv:
         raise UsageError(f"export file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict) or "envmod_export" not in data:
         raise UsageError(f"{path} is not an envmod export (no 'envmod_export' key)",
-                         hint="make one with 'envmod export NAME -o FILE'")
+                         hint=f"make one with '{user_command()} export NAME -o FILE'")
     if data["envmod_export"] != EXPORT_SCHEMA:
         raise UsageError(f"{path}: export schema {data['envmod_export']!r} is not supported (this envmod reads "
                          f"{EXPORT_SCHEMA})")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..frontends import command_for
 from ..fsutil import atomic_write_text
 from ..record import RECORD_FILE, EnvRecord
 from .templating import TemplateFailure, render_template
@@ -50,6 +51,7 @@ def key_packages(record: EnvRecord, limit: int = 8) -> str:
 
 
 def module_context(record: EnvRecord) -> dict[str, Any]:
+    command = command_for(record)      # 'spack envmod' for an env made through Spack
     python = f"Python {record.python.version}" + (f" from {record.python.module}" if record.python.module else "")
     compiled = [f"{p.name} {p.version} (against {', '.join(p.built_against)})"
                 for p in record.packages if p.install == "source"]
@@ -65,12 +67,13 @@ def module_context(record: EnvRecord) -> dict[str, Any]:
         f"  loads:      {', '.join(record.module.depends_on) or 'no central modules'}",
         f"  record:     {record.path}",
         "",
-        f"  'envmod show {record.name}' describes it; 'envmod check {record.name}' verifies it against the site.",
+        f"  '{command} show {record.name}' describes it; '{command} check {record.name}' verifies it against the site.",
     ]
     prefix = record.prefix
     return {
         "name": record.name,
         "module_name": record.module.name,
+        "command": command,
         "envmod_version": __version__,
         "whatis": whatis,
         "help": "\n".join(help_lines),

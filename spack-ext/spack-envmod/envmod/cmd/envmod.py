@@ -37,7 +37,7 @@ def _import_bridge():
 
             # found, not imported (cheap): the library's dependencies, and its Spack module,
             # which an envmod older than this extension lacks
-            for needed in ("yaml", "jinja2", "packaging", "bridge.spack_stack"):
+            for needed in ("yaml", "jinja2", "packaging", "bridge.spack_stack", "bridge.frontends"):
                 if importlib.util.find_spec(needed) is None:
                     raise ImportError(needed, name=needed)
             return bridge
@@ -78,6 +78,9 @@ def setup_parser(subparser: argparse.ArgumentParser) -> None:
                    help="make the module load the whole chosen stack, not only the modules the env is proved to need")
     p.add_argument("--no-wheel-cache", dest="use_wheel_cache", action="store_false",
                    help="compile even when a cached build links exactly the same central libraries")
+    p.add_argument("--from", dest="from_export", metavar="FILE", type=Path,
+                   help="recreate an exported env (spack envmod export): its packages pinned, against the "
+                   "specs of the DAG hashes it names (unless --python/--mpi/--hdf5 say otherwise)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
     p = sub.add_parser("list", help="list environments")
@@ -139,6 +142,7 @@ def _create(args) -> int:
     from bridge import spack_stack as ss
     from bridge.config import check_module_type
     from bridge.progress import Reporter
+    from bridge.rules import load_rules
     from bridge.session import CreateRequest
 
     from spack.extensions.envmod import spackside
@@ -149,9 +153,19 @@ def _create(args) -> int:
     module_type = ss.choose_module_type(args.module_type, settings.module_type, system, site.enabled)
     check_module_type(module_type)
     requested = {"python": args.python, "mpi": args.mpi, "hdf5": args.hdf5}
+    exported, packages, description = None, list(args.packages), args.description
+    if args.from_export is not None:
+        from bridge.emit.export import read_export
+
+        exported = read_export(args.from_export)
+        packages = exported.requirements + packages
+        description = description or exported.description
+        requested = ss.requested_from_export(requested, exported.spack_hashes)
+    args.packages = packages
     stack = spackside.central_stack(site, requested, module_type,
-                                    need_libraries=bool(args.packages or args.requirement_files),
-                                    module_system=system)
+                                    need_libraries=bool(packages or args.requirement_files),
+                                    module_system=system,
+                                    needed=ss.roles_needed(packages, load_rules(settings.build_rules)))
     _rule_packages_have_their_stack(args, settings, stack, site.where)
     python = stack.first("python")
     if python is None or not python.facts.get("python"):
@@ -159,9 +173,10 @@ def _create(args) -> int:
 
         raise NoPython(f"no interpreter found in the prefix of {python.facts.get('spack_spec') if python else 'the Python'}"
                        f" ({python.prefix if python else '?'})")
-    request = CreateRequest(name=args.name, packages=args.packages, requirement_files=args.requirement_files,
-                            python=python.facts["python"], description=args.description, module_type=module_type,
-                            force=args.force, keep_loaded=args.keep_loaded, use_wheel_cache=args.use_wheel_cache)
+    request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
+                            python=python.facts["python"], description=description, module_type=module_type,
+                            force=args.force, keep_loaded=args.keep_loaded, use_wheel_cache=args.use_wheel_cache,
+                            front_end="spack", from_export=exported)
     record = ss.SpackCreateSession(request, settings, Reporter(quiet=args.quiet), stack=stack,
                                    module_system=system).run()
     print(f"created {record.name}: {record.backend} over {record.python.module or record.python.executable} "
@@ -271,6 +286,9 @@ def envmod(parser, args):
         return 2
     _import_bridge()
     from bridge.errors import EnvmodError
+    from bridge.frontends import set_running
+
+    set_running("spack")      # the library's hints name 'spack envmod ...'
 
     try:
         if args.envmod_command == "create":
