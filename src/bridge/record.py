@@ -6,6 +6,7 @@ environments only through this module, so they all agree on what an environment 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -183,10 +184,33 @@ def _yaml():
 
 
 def dump_record(record: EnvRecord) -> str:
-    from .yamltext import dump
+    import yaml
 
     header = f"# envmod environment record (schema {record.schema}); envmod reads and rewrites it.\n"
-    return header + dump(record.to_dict())
+    data = record.to_dict()
+    style = {"sort_keys": False, "allow_unicode": True, "default_flow_style": False, "width": 100}
+    try:
+        text = yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", None) or _python_dumper(), **style)
+    except UnicodeEncodeError:   # libyaml takes valid UTF-8 only; Python's emitter escapes a lone
+        text = yaml.dump(data, Dumper=_python_dumper(), **style)   # surrogate (os.fsdecode'd file name)
+    return header + text
+
+
+@functools.cache
+def _python_dumper() -> type:
+    """PyYAML's Python ``SafeDumper``, made to double-quote text holding NEL, LS or PS: it
+    would write them raw inside single quotes, where a reader folds them into spaces."""
+    import yaml
+
+    class RecordDumper(yaml.SafeDumper):
+        pass
+
+    def represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+        style = '"' if any(c in text for c in "\x85\u2028\u2029") else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+    RecordDumper.add_representer(str, represent_str)
+    return RecordDumper
 
 
 def write_record(record: EnvRecord, directory: Path | None = None) -> Path:

@@ -105,7 +105,7 @@ def test_failed_write_leaves_the_old_record_and_no_temporary_file(tmp_path):
     write_record(record)
     before = (tmp_path / RECORD_FILE).read_bytes()
     broken = make_record(tmp_path, description=object())   # not plain data: the writer refuses it
-    with pytest.raises(TypeError):
+    with pytest.raises(yaml.representer.RepresenterError):
         write_record(broken)
     assert (tmp_path / RECORD_FILE).read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == [RECORD_FILE]
@@ -245,3 +245,74 @@ def test_central_module_lookup_by_name(tmp_path):
 def test_dump_is_deterministic(tmp_path):
     record = make_record(tmp_path)
     assert dump_record(record) == dump_record(make_record(tmp_path))
+
+
+# ---- the file is written by PyYAML (libyaml's emitter when there, else PyYAML's own) ------
+
+HOSTILE_STRINGS = ["", "plain", "yes", "no", "on", "null", "~", "1", "0x1f", "1e3", "- item", "a: b", "# hash",
+                   "'single'", '"double"', "back\\slash", "tab\there", "new\nline", "ends in newline\n", "\r\n",
+                   "\x00\x07\x1b\x7f", "\x85\u2028\u2029", "ü ß 漢字 😀", "\ufeffbom", "  leading and trailing  ",
+                   "{flow}", "[list]", "&anchor *alias !tag %dir @ `", "x" * 150 + " " + "y" * 150,
+                   "]] $(touch /tmp/x) `id` [exec id] ${HOME}\n second line\ttab"]
+
+
+@pytest.fixture(params=["libyaml", "python emitter"])
+def yaml_emitter(request, monkeypatch):
+    """Both ways a record is written: the C dumper, and PyYAML's own (a fake absence of libyaml,
+    which this machine has: the emitter used where PyYAML was built without it)."""
+    if request.param == "libyaml":
+        if not hasattr(yaml, "CSafeDumper"):
+            pytest.skip("PyYAML without libyaml")
+    else:
+        monkeypatch.delattr(yaml, "CSafeDumper", raising=False)
+    return request.param
+
+
+def hostile_record(tmp_path, text: str) -> EnvRecord:
+    (tmp_path / "env").mkdir(exist_ok=True)
+    record = make_record(tmp_path / "env", description=text)
+    record.packages[0].build_env = {"MPICC": text, text: "key"}
+    record.central_modules[0].facts = {"note": text, "list": [text, 1, None, True, 1.5e300]}
+    record.links[0].file = "lib/" + text
+    record.requested = [text]
+    return record
+
+
+def test_hostile_text_round_trips_through_the_record_file_exactly(tmp_path, yaml_emitter):
+    for text in HOSTILE_STRINGS:
+        record = hostile_record(tmp_path, text)
+        path = write_record(record)
+        assert read_record(path) == record, repr(text)
+        assert yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader) == record.to_dict()
+
+
+def test_record_file_keeps_the_key_order_in_block_style(tmp_path, yaml_emitter):
+    record = make_record(tmp_path)
+    text = dump_record(record)
+    assert list(yaml.safe_load(text)) == list(record.to_dict())
+    assert "\nname: myenv\n" in text and "\ncentral_modules:\n- name: openmpi/4.1.4\n" in text    # block style
+    assert "ü" in text
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path, yaml_emitter):
+    """A file name os.fsdecode made from bytes that are not UTF-8 holds a lone surrogate, which
+    libyaml cannot take: it is written by PyYAML's own emitter, escaped."""
+    record = make_record(tmp_path)
+    record.links[0].file = os.fsdecode(b"lib/caf\xff.so")
+    text = dump_record(record)
+    assert text.isascii() or text.encode("utf-8")           # writable as UTF-8
+    assert yaml.load(text, Loader=yaml.SafeLoader) == record.to_dict()
+
+
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    @settings(max_examples=150, deadline=None)
+    @given(st.text(), st.dictionaries(st.text(), st.text() | st.integers() | st.none() | st.booleans(), max_size=4))
+    def test_generated_text_round_trips_through_the_record_file(tmp_path_factory, text, facts):
+        record = make_record(tmp_path_factory.mktemp("env"), description=text)
+        record.central_modules[0].facts = facts
+        assert read_record(write_record(record)) == record

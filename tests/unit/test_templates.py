@@ -17,6 +17,7 @@ import pytest
 from test_record import make_record
 
 from bridge.cli import COMMANDS
+from bridge.emit.export import render_export
 from bridge.emit.modulefile import (
     SYNTAXES,
     key_packages,
@@ -436,15 +437,47 @@ def test_site_directory_without_the_template_falls_back_to_the_builtin(tmp_path)
     assert render_modulefile(make_record(tmp_path), "tcl", site) == render_modulefile(make_record(tmp_path), "tcl")
 
 
-def test_compiled_template_cache_gives_the_same_text(tmp_path):
+# ---- Jinja2's bytecode cache (bridge.emit.template_cache) --------------------------------
+
+def cache_entries(cache: Path) -> list[Path]:
+    """The bytecode cache's entries: one private directory per user inside ``cache_dir``."""
+    directory = cache / f"templates-{os.getuid()}"
+    return sorted(directory.iterdir()) if directory.is_dir() else []
+
+
+def contexts_of_every_kind(tmp_path: Path) -> list:
+    plain = make_record(tmp_path / "env")
+    hostile_record = make_record(HOSTILE_PREFIX, name="x", description=HOSTILE_DESCRIPTION)
+    bare = make_record(tmp_path / "bare", packages=[], description="")
+    bare.module.depends_on = []
+    many = make_record(tmp_path / "many", packages=[PackageRecord(name=f"p{i}", version="1", install="wheel")
+                                                    for i in range(12)])
+    return [plain, hostile_record, bare, many, hostile_everywhere(tmp_path)[0]]
+
+
+@pytest.mark.parametrize("module_type", sorted(SYNTAXES))
+def test_template_cache_gives_the_same_text(tmp_path, module_type):
+    """Hostile, empty and long records render the same from a cold cache, a warm one and none."""
+    cache = tmp_path / "cache"
+    for record in contexts_of_every_kind(tmp_path):
+        expected = render_modulefile(record, module_type)
+        assert render_modulefile(record, module_type, cache_dir=cache) == expected     # cold: fills it
+        assert cache_entries(cache)
+        assert render_modulefile(record, module_type, cache_dir=cache) == expected     # warm: reads it
+        for name in ("myenv", "o'brien $(id) ]]"):
+            assert render_conflict(module_type, name, cache_dir=cache) == render_conflict(module_type, name)
     record = make_record(tmp_path)
-    first = render_modulefile(record, "lmod", cache_dir=tmp_path / "cache")
-    second = render_modulefile(record, "lmod", cache_dir=tmp_path / "cache")
-    assert first == second == render_modulefile(record, "lmod")
-    assert any((tmp_path / "cache" / "templates").iterdir())
+    assert render_export(record, "requirements", cache_dir=cache) == render_export(record, "requirements")
 
 
-def test_compiled_template_cache_sees_a_changed_site_template(tmp_path):
+def test_template_cache_directory_is_private(tmp_path):
+    render_modulefile(make_record(tmp_path), "lmod", cache_dir=tmp_path / "cache")
+    directory = tmp_path / "cache" / f"templates-{os.getuid()}"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert [p.name for p in cache_entries(tmp_path / "cache") if p.name.endswith(".tmp")] == []
+
+
+def test_template_cache_sees_a_changed_site_template(tmp_path):
     site = site_template(tmp_path, '{% extends "builtin/modulefiles/env.lua.j2" %}\n'
                                    '{% block footer %}\n-- first\n{% endblock %}\n')
     record = make_record(tmp_path)
@@ -455,11 +488,97 @@ def test_compiled_template_cache_sees_a_changed_site_template(tmp_path):
     assert "-- second" in text and "-- first" not in text
 
 
-def test_compiled_template_cache_keeps_the_finalize_guard(tmp_path):
+def test_a_site_template_added_later_replaces_the_cached_builtin(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    record, cache = make_record(tmp_path), tmp_path / "cache"
+    builtin_text = render_modulefile(record, "tcl", site, cache)
+    (site / "modulefiles").mkdir()
+    (site / "modulefiles" / "conflict.tcl.j2").write_text("# site guard for {{ name|tcl }}\n")
+    text = render_modulefile(record, "tcl", site, cache)
+    assert '# site guard for "myenv"' in text and text != builtin_text
+
+
+def test_template_cache_keeps_the_finalize_guard(tmp_path):
     render_modulefile(make_record(tmp_path), "lmod", cache_dir=tmp_path / "cache")
     site = site_template(tmp_path, 'whatis("{{ name }}")\n')
-    with pytest.raises(ConfigError, match="unquoted value"):
-        render_modulefile(make_record(tmp_path), "lmod", site, tmp_path / "cache")
+    for _ in range(2):     # the second time from the cache
+        with pytest.raises(ConfigError, match=r"unquoted value .*modulefiles/env\.lua\.j2, line 1\)"):
+            render_modulefile(make_record(tmp_path), "lmod", site, tmp_path / "cache")
+
+
+def test_a_failing_render_from_the_cache_names_file_and_line(tmp_path):
+    site = site_template(tmp_path, "family({{ family | lua }})\nconflict({{ nothing | lua }})\n",
+                         name="modulefiles/conflict.lua.j2")
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"'nothing' is undefined \(.*conflict\.lua\.j2, line 2\)"):
+            render_conflict("lmod", "n", site, tmp_path / "cache")
+
+
+def test_a_damaged_cache_entry_is_compiled_again(tmp_path):
+    cache, record = tmp_path / "cache", make_record(tmp_path)
+    expected = render_modulefile(record, "tcl", cache_dir=cache)
+    for entry in cache_entries(cache):
+        data = entry.read_bytes()
+        entry.write_bytes(data[:len(data) // 2])     # cut inside the pickled checksum or the code
+    assert render_modulefile(record, "tcl", cache_dir=cache) == expected
+    assert render_modulefile(record, "tcl", cache_dir=cache) == expected
+
+
+def plant_entry(cache: Path, name: str, evil_source: str) -> Path:
+    """A cache entry for the built-in template ``name`` whose code renders ``evil_source``: what
+    another user who could write the entry would put there."""
+    from jinja2.bccache import Bucket
+
+    from bridge.emit.template_cache import bytecode_cache
+
+    env = make_environment()
+    source, filename, _ = env.loader.get_source(env, name)
+    bcc = bytecode_cache(cache)
+    bucket = Bucket(env, bcc.get_cache_key(name, filename), bcc.get_source_checksum(source))
+    bucket.code = env.compile(evil_source, name, filename)
+    bcc.dump_bytecode(bucket)
+    (entry,) = [p for p in cache_entries(cache) if p.name.endswith(".cache")]
+    return entry
+
+
+def test_a_cache_entry_others_can_write_is_not_run(tmp_path):
+    cache = tmp_path / "cache"
+    entry = plant_entry(cache, "modulefiles/conflict.lua.j2", "-- planted {{ name | lua }}\n")
+    assert render_conflict("lmod", "n", cache_dir=cache) == '-- planted "n"\n'    # this user's entry is used
+    for mode in (0o664, 0o646):
+        entry.chmod(mode)
+        assert render_conflict("lmod", "n", cache_dir=cache) == render_conflict("lmod", "n")
+    entry.chmod(0o644)
+    os.chown(entry, 4242, -1) if os.getuid() == 0 else pytest.skip("chown to another user needs root")
+    assert render_conflict("lmod", "n", cache_dir=cache) == render_conflict("lmod", "n")
+
+
+@pytest.mark.parametrize("make_it", ["symlink", "other owner"])
+def test_a_cache_directory_not_this_users_own_is_not_used(tmp_path, make_it):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    directory = cache / f"templates-{os.getuid()}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    if make_it == "symlink":
+        directory.symlink_to(elsewhere)
+    else:
+        if os.getuid() != 0:
+            pytest.skip("chown to another user needs root")
+        directory.mkdir(mode=0o700)
+        os.chown(directory, 4242, -1)
+    record = make_record(tmp_path)
+    assert render_modulefile(record, "lmod", cache_dir=cache) == render_modulefile(record, "lmod")
+    assert list(elsewhere.iterdir()) == [] and (make_it == "symlink" or list(directory.iterdir()) == [])
+
+
+def test_a_loose_cache_directory_of_this_user_is_tightened(tmp_path):
+    directory = tmp_path / "cache" / f"templates-{os.getuid()}"
+    directory.mkdir(parents=True)
+    directory.chmod(0o777)
+    render_modulefile(make_record(tmp_path), "lmod", cache_dir=tmp_path / "cache")
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700 and cache_entries(tmp_path / "cache")
 
 
 def test_unwritable_template_cache_still_renders(tmp_path):
@@ -469,9 +588,31 @@ def test_unwritable_template_cache_still_renders(tmp_path):
         render_modulefile(make_record(tmp_path), "tcl")
 
 
+def test_a_cache_that_cannot_take_an_entry_still_renders(tmp_path):
+    """Writing the entry fails for real (a file size limit of 0: EFBIG, as on a full disk): the
+    render still succeeds and no temp file is left behind."""
+    import resource
+    import signal
+
+    cache, record = tmp_path / "cache", make_record(tmp_path)
+    expected = render_modulefile(record, "tcl")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # EFBIG instead of being killed
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limits[1]))
+    try:
+        text = render_modulefile(record, "tcl", cache_dir=cache)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert text == expected
+    assert (cache / f"templates-{os.getuid()}").is_dir() and cache_entries(cache) == []
+
+
 def test_missing_site_directory_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         make_environment(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="does not exist"):
+        render_modulefile(make_record(tmp_path), "lmod", tmp_path / "nope", tmp_path / "cache")
 
 
 def test_quoting_filters_are_all_available(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import compiled
 from ..errors import ConfigError
 from ..quoting import QUOTERS
 
@@ -46,29 +45,15 @@ class TemplateFailure(Exception):
 
 def render_template(name: str, context: Mapping[str, Any], site_dir: Path | None = None,
                     cache_dir: Path | None = None) -> str:
-    """``name`` rendered with ``context``, a site's override of it included. With a
-    ``cache_dir`` the template is compiled once to plain Python (`compiled`), so a render
-    usually imports no Jinja2; Jinja2 renders whatever that cannot, and words every failure."""
-    check_site_dir(site_dir)
-    filters = quoting_filters()
-    fast = compiled.load(name, site_dir, cache_dir, filters)
-    if fast is not None:
-        try:
-            return fast(context)
-        except Exception:
-            pass            # Jinja2 renders it again, and says what is wrong if something is
+    """``name`` rendered by Jinja2 with ``context``, a site's override of it included; with a
+    ``cache_dir``, Jinja2 keeps the compiled template there (its bytecode cache)."""
     env = make_environment(site_dir, cache_dir)
-    try:
-        text = env.get_template(name).render(context)
-    except Exception as exc:
-        import jinja2
+    import jinja2
 
-        if isinstance(exc, (jinja2.TemplateError, OSError)):
-            raise TemplateFailure(describe_template_error(exc)) from None
-        raise
-    if fast is None and cache_dir is not None:
-        compiled.store(env, name, builtin_template_dir(), site_dir, cache_dir, filters, context, text)
-    return text
+    try:
+        return env.get_template(name).render(context)
+    except (jinja2.TemplateError, OSError) as exc:
+        raise TemplateFailure(describe_template_error(exc)) from None
 
 
 def check_site_dir(site_dir: Path | None) -> None:
@@ -77,9 +62,12 @@ def check_site_dir(site_dir: Path | None) -> None:
 
 
 def make_environment(site_dir: Path | None = None, cache_dir: Path | None = None):
-    """``cache_dir`` keeps compiled templates (Jinja2's bytecode cache) so a create doesn't
-    parse and compile the same templates every time."""
+    """``cache_dir`` keeps compiled templates (Jinja2's bytecode cache, one private directory
+    per user: `template_cache`) so a create doesn't parse and compile the same templates every
+    time. Jinja2 is imported here, not above, so commands that write no template don't load it."""
     import jinja2
+
+    from .template_cache import bytecode_cache
 
     ours = jinja2.FileSystemLoader(str(builtin_template_dir()))
     loaders: list = []
@@ -89,26 +77,15 @@ def make_environment(site_dir: Path | None = None, cache_dir: Path | None = None
     loaders += [jinja2.PrefixLoader({"builtin": ours}), ours]
     env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=False, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-                             finalize=_finalize, bytecode_cache=_bytecode_cache(cache_dir))
+                             finalize=_finalize, bytecode_cache=bytecode_cache(cache_dir))
     env.filters.update(quoting_filters())
     return env
 
 
 def quoting_filters() -> dict[str, Any]:
-    """The filters that quote a value for the language it is printed into, marking it `Quoted`."""
+    """The filters that quote a value for the language it is printed into, marking it `Quoted`
+    (which `_finalize` lets through)."""
     return {name: (lambda value, _q=quote: Quoted(_q(value))) for name, quote in QUOTERS.items()}
-
-
-def _bytecode_cache(cache_dir: Path | None):
-    if cache_dir is None:
-        return None
-    import jinja2
-
-    try:
-        (cache_dir / "templates").mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return jinja2.FileSystemBytecodeCache(str(cache_dir / "templates"))
 
 
 def describe_template_error(exc: BaseException) -> str:
