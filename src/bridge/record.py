@@ -223,8 +223,15 @@ def write_record(record: EnvRecord, directory: Path | None = None) -> Path:
 def read_record(path: Path) -> EnvRecord:
     yaml, loader = _yaml()
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.load(fh, Loader=loader)
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            data = yaml.load(text, Loader=loader)
+        except yaml.YAMLError:
+            if loader is yaml.SafeLoader:
+                raise
+            # libyaml refuses the escaped lone surrogate that the writer uses for a file name
+            # that is not UTF-8; PyYAML's own reader takes it, and fails the same on real damage.
+            data = yaml.load(text, Loader=yaml.SafeLoader)
     except FileNotFoundError as exc:
         raise RecordError(f"no environment record at {path}") from exc
     except OSError as exc:

@@ -302,6 +302,7 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path, yaml_emitter)
     text = dump_record(record)
     assert text.isascii() or text.encode("utf-8")           # writable as UTF-8
     assert yaml.load(text, Loader=yaml.SafeLoader) == record.to_dict()
+    assert read_record(write_record(record)) == record        # and read back, libyaml or not
 
 
 try:
