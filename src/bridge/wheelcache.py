@@ -98,10 +98,15 @@ def _writer() -> str:
 
 
 def _writer_dirs(base: Path, top: Path) -> None:
-    """Make ``top`` (the cache root) as any directory, and each directory from it down to
+    """Make ``top`` (the cache root) if missing, sticky, and each directory from it down to
     ``base`` 0755 less the umask: writable by this user alone whatever the umask, so no one else
     can add, rename or remove anything in them."""
-    top.mkdir(parents=True, exist_ok=True)
+    if not top.is_dir():
+        top.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(top, 0o1777)        # sticky: it may be group-writable (umask 002)
+        except FileExistsError:
+            pass
     for directory in reversed([base, *list(base.parents)[:len(base.relative_to(top).parts) - 1]]):
         try:
             os.mkdir(directory, 0o755)
@@ -193,6 +198,12 @@ class WheelCache:
         except OSError:
             return True                 # no cache yet: nothing to guard
         if st.st_mode & _OTHERS_WRITE and not st.st_mode & stat.S_ISVTX:
+            if st.st_uid == os.geteuid():
+                try:                    # ours (envmod made it so before it made roots sticky)
+                    os.chmod(self.root, stat.S_IMODE(st.st_mode) | stat.S_ISVTX)
+                    return True
+                except OSError:
+                    pass
             self._warn_once("root", f"the wheel cache {self.root} is writable by others but not sticky, "
                             f"so they could replace each other's builds; it is not used (chmod +t {self.root})")
             return False

@@ -382,6 +382,23 @@ def test_an_entry_others_could_change_is_not_used(work, users):
                                "so it is not used"]
 
 
+@pytest.mark.parametrize("made", ["by envmod", "before, not sticky"])
+def test_a_users_own_cache_under_umask_002_is_used(work, users, made):
+    """A cache of one's own, group-writable under umask 002: made sticky by envmod (the one it
+    makes, or one of the user's older envmod left without), so its entries are reused."""
+    cache = work.path / "mine/cache"
+    (work.path / "mine").mkdir()
+    os.chown(work.path / "mine", users.alice.uid, users.alice.gid)
+    if made != "by envmod":
+        users_cache(work, users.alice).rename(cache)
+        cache.chmod(0o775)
+    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"), ("lookup", "1.0"),
+                         user=users.alice, umask=0o002)
+    stored, (hit, _) = out["results"]
+    assert stored and hit == stored and out["warnings"] == [], out
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o1775
+
+
 def test_a_shared_cache_root_that_is_not_sticky_is_not_used(work, users):
     """Group-writable but not sticky: any member could move a writer's directory aside and put
     their own under its name. Not used, with a warning saying how to fix it."""
