@@ -125,11 +125,14 @@ def _guarded(entry: Path) -> bool:
     writer = entry.parents[3]
     paths = [writer, *reversed(list(entry.parents)[:3]), entry,
              *(Path(d) / n for d, dirs, files in os.walk(entry) for n in dirs + files)]
-    uid = writer.lstat().st_uid
-    for path in paths:
-        st = path.lstat()
-        if st.st_uid != uid or (not stat.S_ISLNK(st.st_mode) and st.st_mode & _OTHERS_WRITE):
-            return False
+    try:
+        uid = writer.lstat().st_uid
+        for path in paths:
+            st = path.lstat()
+            if st.st_uid != uid or (not stat.S_ISLNK(st.st_mode) and st.st_mode & _OTHERS_WRITE):
+                return False
+    except OSError:
+        return False                    # what cannot be looked at cannot be vouched for
     return True
 
 
