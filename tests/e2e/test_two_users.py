@@ -9,6 +9,7 @@ root to make the users, and skip saying so otherwise; CI runs as root.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SYSTEMS, require_site, site_dir
-from tests.users import AsUser, copy_modules_sh, install_for_users, make_users
+from tests.users import AsUser, base_python, copy_modules_sh, install_for_users, make_users
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,6 @@ def shared(users):
         runner = AsUser(install_for_users(base / "envmod"))
         yield base, runner
     finally:
-        import shutil
-
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -102,8 +101,6 @@ def _python() -> Path:
     """The site's Python when it is built, else the interpreter running envmod (a create with
     no packages needs nothing more)."""
     site_python = site_dir() / "software/python/3.11.2/bin/python3"
-    from tests.users import base_python
-
     return site_python if site_python.exists() else Path(base_python())
 
 
