@@ -19,7 +19,6 @@ import errno
 import fcntl
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -27,10 +26,13 @@ from typing import Iterator
 from .config import Settings
 from .errors import ConfigError, EnvBusy, EnvExists, EnvNotFound, RecordError
 from .frontends import user_command
+from .fsutil import new_dir
 from .names import validate_env_name
 from .record import RECORD_FILE, EnvRecord, read_record
 
 _AT_FDCWD = -100
+# What a write under the root fails with when the user may not write there.
+_CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS)
 _RENAME_EXCHANGE = 2
 
 
@@ -73,8 +75,34 @@ class Store:
 
     def _state(self, kind: str) -> Path:
         path = self.settings.state_dir / kind
-        path.mkdir(parents=True, exist_ok=True)
+        with self._root_writes():
+            path.mkdir(parents=True, exist_ok=True)
         return path
+
+    # ---- a root this user cannot write -------------------------------------------------
+    @contextlib.contextmanager
+    def _root_writes(self) -> Iterator[None]:
+        """Turn a write refused under the root (another user's directory, a read-only file
+        system) into one line naming it, instead of a traceback."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _CANNOT_WRITE:
+                raise
+            raise self._unwritable(exc.filename or self.settings.root, exc.strerror) from None
+
+    def _unwritable(self, path: Path | str, why: str) -> ConfigError:
+        return ConfigError(f"cannot write to the envmod root {self.settings.root}: {why}: {path}",
+                           hint="use a root you can write: --root, $ENVMOD_ROOT or 'root:' in the config; "
+                           "nothing was changed")
+
+    def check_writable(self, name: str) -> None:
+        """Refuse up front when a create of ``name`` could not write its env, log or module:
+        found only after the build, that would leave an env without its module."""
+        for directory in (self.settings.envs_dir, self.log_dir(name), self.settings.modules_dir / name):
+            existing = next(d for d in (directory, *directory.parents) if d.exists())
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise self._unwritable(existing, os.strerror(errno.EACCES))
 
     # ---- reading -----------------------------------------------------------------------
     def exists(self, name: str) -> bool:
@@ -105,7 +133,8 @@ class Store:
     def lock(self, name: str, action: str = "using it") -> Iterator[None]:
         """Hold the env's lock; a second process gets :class:`EnvBusy` at once, not a wait."""
         path = self._state("locks") / f"{validate_env_name(name)}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with self._root_writes():
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -120,10 +149,14 @@ class Store:
             os.close(fd)
 
     def new_staging(self, name: str) -> Path:
-        """A fresh staging dir beside ``envs`` (same file system, so the final rename is atomic)."""
-        self.settings.envs_dir.mkdir(parents=True, exist_ok=True)
+        """A fresh staging dir beside ``envs`` (same file system, so the final rename is atomic),
+        made 0777 less the umask: renamed into place, it is the env, which the user's colleagues
+        may run as they may read its module."""
+        self.check_writable(name)
+        with self._root_writes():
+            self.settings.envs_dir.mkdir(parents=True, exist_ok=True)
         self.clean_stale(name)
-        return Path(tempfile.mkdtemp(prefix=f"{name}@", dir=self._state("staging")))
+        return new_dir(self._state("staging"), f"{name}@")
 
     def clean_stale(self, name: str) -> None:
         """Drop what a killed create of ``name`` left; called with the env's lock held."""

@@ -135,6 +135,28 @@ def test_staging_is_on_the_same_file_system_as_envs(store):
     assert staging.name.startswith("myenv@")
 
 
+UMASKED_STAGING = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from bridge.config import Settings
+    from bridge.store import Store
+    os.umask(int(sys.argv[2], 8))
+    store = Store(Settings(root=Path(sys.argv[1]), cache_dir=Path(sys.argv[1]) / "cache"))
+    store.commit("myenv", store.new_staging("myenv"))
+    print(oct(os.stat(store.env_path("myenv")).st_mode & 0o7777))
+""")
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o755), (0o002, 0o775), (0o077, 0o700)],
+                         ids=["umask022", "umask002", "umask077"])
+def test_an_env_put_in_place_has_the_mode_the_umask_gives_a_new_directory(tmp_path, umask, mode):
+    """Not mkdtemp's 0700: under umask 022 colleagues who may read the module may run the env
+    (each umask in its own process: the test process's is left alone)."""
+    proc = subprocess.run([sys.executable, "-c", UMASKED_STAGING, str(tmp_path / "root"), oct(umask)],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == oct(mode)
+
+
 def test_commit_into_an_empty_place_moves_staging_there(store):
     staging = staged(store, "myenv", "new")
     assert store.commit("myenv", staging) is None

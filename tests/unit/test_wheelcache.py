@@ -1,22 +1,22 @@
-"""bridge.wheelcache: entries made like normal files (umask, setgid kept), shared between real users.
+"""bridge.wheelcache: entries made like normal files (umask, setgid kept), shared between real
+users, and never changed or replaced by anyone but their writer.
 
 Every store and lookup runs `CLIENT` in its own Python process with the umask it is given, so the
-test process's umask is never changed; as root, the second user is a real one (``useradd``, the
-pattern of tests/easybuild/easybuild_site.py, the same user ``envmodeb``) running `CLIENT` with
-``runuser``. The wheel holds a real extension module (gcc) linking a library of a central module,
-so a lookup really rescans the entry and compares the library's hash; without gcc it holds only
-Python files.
+test process's umask is never changed. The users are real: two made by the test (``groupadd``,
+``useradd``, see tests/users.py), members of one group, running `CLIENT` with ``runuser`` from a
+copy of envmod they can reach. The wheel holds a real extension module (gcc) linking a library of
+a central module, so a lookup really rescans the entry and compares the library's hash; without
+gcc it holds only Python files.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
+import hashlib
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from test_evidence import GCC, IS_LINUX_X86_64, PYTHON, ext, lib
 
-REPO = Path(__file__).resolve().parents[2]
-SECOND_USER = os.environ.get("ENVMOD_EB_USER", "envmodeb")
+from tests.users import AsUser, User, base_python, install_for_users, make_users
+
 EXT = "envmodtest_ext/_core.cpython-311-x86_64-linux-gnu.so"
 
 # One process of one user doing stores and lookups; prints what each returned and the warnings.
@@ -60,12 +60,14 @@ print(json.dumps({"results": out, "warnings": warnings}))
 """
 
 
+
 class Work:
-    """A directory every user can read (pytest's tmp_path of root is not), with a central
-    module's library and wheels built in it."""
+    """A directory every user can read (pytest's tmp_path of root is not), with envmod copied in
+    it, a central module's library and wheels built in it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.runner = AsUser(install_for_users(path / "envmod"))
         self.mpi = path / "software/openmpi/4.1.4"
         if GCC and IS_LINUX_X86_64:
             lib(self.mpi / "lib", "libfakempi.so.40", symbol="f_mpi")
@@ -88,24 +90,20 @@ class Work:
         path.chmod(mode)
         return path
 
-    def client(self, cache: Path, *ops, umask: int = 0o022, user: str | None = None,
+    def client(self, cache: Path, *ops, umask: int = 0o022, user: User | None = None,
                collect: bool = True) -> tuple[dict, str]:
         """Run CLIENT (as ``user`` with runuser, else as this user); its results and stderr."""
         args = {"cache": str(cache), "mpi": str(self.mpi), "python": PYTHON, "umask": umask,
                 "collect": collect, "ops": [list(op) for op in ops]}
-        argv = [sys.executable, "-c", CLIENT, json.dumps(args)]
+        argv = [base_python(), "-c", CLIENT, json.dumps(args)]
         if user:
-            argv = [runuser(), "-u", user, "--", *argv]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-               "PYTHONPATH": str(REPO / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
-                              stdin=subprocess.DEVNULL, cwd="/")
+            proc = self.runner.run(user, argv, umask, timeout=120)
+        else:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                                  cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+                                                "PYTHONPATH": str(self.runner.lib), "PYTHONDONTWRITEBYTECODE": "1"})
         assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         return json.loads(proc.stdout), proc.stderr
-
-
-def runuser() -> str:
-    return shutil.which("runuser", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "runuser"
 
 
 @pytest.fixture
@@ -115,26 +113,37 @@ def work():
     try:
         yield Work(path)
     finally:
+        for d, dirs, files in os.walk(path):      # sealed entries: writable again to delete them
+            os.chmod(d, 0o755)
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def second_user() -> str:
-    """A real unprivileged user (made with useradd if missing), as tests/easybuild does."""
-    if os.geteuid() != 0:
-        pytest.skip("a second user needs root (useradd, runuser); run as root to test a cache shared by two users")
-    if not shutil.which("runuser", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-        pytest.skip("runuser (util-linux) is not installed")
+@pytest.fixture(scope="module")
+def users():
+    """alice and bob, real users, both in a group the test made (removed afterwards)."""
+    made, remove = make_users()
     try:
-        pwd.getpwnam(SECOND_USER)
-    except KeyError:
-        proc = subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", SECOND_USER],
-                              capture_output=True, text=True)
-        try:
-            pwd.getpwnam(SECOND_USER)        # made now, or meanwhile by another test run
-        except KeyError:
-            pytest.skip(f"cannot create the test user {SECOND_USER}: {proc.stderr.strip()}")
-    return SECOND_USER
+        yield made
+    finally:
+        remove()
+
+
+def group_cache(work: Work, users, mode: int = 0o3775) -> Path:
+    """A cache shared by the group as a site sets one up: the admin's (root's), the group's,
+    group-writable, setgid and sticky."""
+    cache = work.path / "cache"
+    cache.mkdir()
+    os.chown(cache, 0, users.gid)
+    cache.chmod(mode)
+    return cache
+
+
+def users_cache(work: Work, user: User) -> Path:
+    """A cache of ``user``'s own that others may read."""
+    cache = work.path / "cache"
+    cache.mkdir()
+    os.chown(cache, user.uid, user.gid)
+    return cache
 
 
 def below(root: Path) -> list[Path]:
@@ -143,19 +152,28 @@ def below(root: Path) -> list[Path]:
 
 
 def modes(root: Path) -> dict[str, set[str]]:
-    """The permission bits (with setuid/setgid/sticky) of the dirs and of the files under root."""
-    out: dict[str, set[str]] = {"dirs": set(), "files": set()}
+    """The permission bits (with setuid/setgid/sticky) under root: of the writer's directories
+    (writer, package, version, key), of the entries' directories, and of the files."""
+    out: dict[str, set[str]] = {"writer": set(), "entry": set(), "files": set()}
     for p in below(root):
         st = p.lstat()
-        out["dirs" if stat.S_ISDIR(st.st_mode) else "files"].add(oct(stat.S_IMODE(st.st_mode)))
+        kind = ("files" if not stat.S_ISDIR(st.st_mode) else
+                "writer" if len(p.relative_to(root).parts) <= 4 else "entry")
+        out[kind].add(oct(stat.S_IMODE(st.st_mode)))
     return out
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---- modes ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["umask022", "umask002", "umask077"])
-def test_stored_entry_follows_the_umask_like_normal_files(work, umask):
+def test_stored_entry_follows_the_umask_and_is_sealed(work, umask):
+    """Readable as the umask allows; writable by its writer's directories only, and the entry
+    itself by no one (sealed); the wheel's sha256 recorded."""
     cache = work.path / "cache"
     cache.mkdir()
     wheel = work.wheel("1.0", mode=0o600)       # pip's wheel may be private: the entry's copy is not
@@ -164,11 +182,14 @@ def test_stored_entry_follows_the_umask_like_normal_files(work, umask):
     assert stored and hit == stored and "same central libraries" in why, (out, err)
     assert out["warnings"] == [] and err == ""
     entry = Path(stored).parent
+    assert entry.relative_to(cache).parts[0] == "root"         # the writer's part of the cache
     assert (entry / "entry.json").is_file() and (entry / "unpacked").is_dir()
     assert not [p for p in below(cache) if p.name.startswith(".new-")]
-    assert modes(cache) == {"dirs": {oct(0o777 & ~umask)}, "files": {oct(0o666 & ~umask)}}
+    assert modes(cache) == {"writer": {oct(0o755 & ~umask)}, "entry": {oct(0o555 & ~umask)},
+                            "files": {oct(0o444 & ~umask)}}
+    meta = json.loads((entry / "entry.json").read_text())
+    assert meta["sha256"] == sha256(wheel)
     if GCC and IS_LINUX_X86_64:
-        meta = json.loads((entry / "entry.json").read_text())
         assert [link[:3] for link in meta["links"]] == [[EXT, "libfakempi.so.40", "openmpi/4.1.4"]]
 
 
@@ -178,10 +199,10 @@ def test_entries_under_a_setgid_cache_root_keep_its_group_and_setgid_bit(work):
     # As root, a group that is not ours shows the group comes from the directory, not the process.
     group = 100 if os.geteuid() == 0 else os.getegid()
     os.chown(cache, -1, group)
-    cache.chmod(0o2775)
+    cache.chmod(0o3775)
     out, err = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"), umask=0o002)
     assert out["results"][0], err
-    assert modes(cache) == {"dirs": {oct(0o2775)}, "files": {oct(0o664)}}
+    assert modes(cache) == {"writer": {oct(0o2755)}, "entry": {oct(0o2555)}, "files": {oct(0o444)}}
     assert {p.lstat().st_gid for p in below(cache)} == {group}
 
 
@@ -192,7 +213,11 @@ def test_damaged_entries_are_a_miss_not_an_error(work):
     cache = work.path / "cache"
     out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"))
     entry = Path(out["results"][0]).parent
-    for text in ("[1, 2]", '{"wheel": "x.whl"}', "{not json"):
+    meta = json.loads((entry / "entry.json").read_text())
+    del meta["sha256"]                          # as envmod wrote them before it recorded one
+    entry.chmod(0o755)
+    (entry / "entry.json").chmod(0o644)
+    for text in ("[1, 2]", '{"wheel": "x.whl"}', "{not json", json.dumps(meta)):
         (entry / "entry.json").write_text(text)
         out, err = work.client(cache, ("lookup", "1.0"))
         assert out["results"] == [[None, "cached builds link other central libraries than the modules provide now"]]
@@ -204,7 +229,7 @@ def test_an_unwritable_cache_warns_once_in_one_line_and_the_store_goes_on(work, 
     cache = work.path / "cache"
     cache.mkdir()
     if os.geteuid() == 0:
-        user = request.getfixturevalue("second_user")       # root may write anywhere: be another user
+        user = request.getfixturevalue("users").bob       # root may write anywhere: be another user
     else:
         user = None
         cache.chmod(0o555)
@@ -219,60 +244,169 @@ def test_an_unwritable_cache_warns_once_in_one_line_and_the_store_goes_on(work, 
     assert below(cache) == []
 
 
-# ---- a second, real user --------------------------------------------------------------------
+# ---- two real users -------------------------------------------------------------------------
 
 
-def test_second_user_reuses_an_entry_stored_under_umask_022(work, second_user):
+def test_a_colleague_reuses_an_entry_stored_under_umask_022(work, users):
     """The default umask: entries are world-readable, so another user's lookup hits instead of
     compiling again (entries made 0700 by mkdtemp were unreadable to them)."""
-    cache = work.path / "cache"
-    cache.mkdir()
-    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"), umask=0o022)
+    cache = users_cache(work, users.alice)
+    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"),
+                         user=users.alice, umask=0o022)
     stored = out["results"][0]
-    out, err = work.client(cache, ("lookup", "1.0"), user=second_user)
+    out, err = work.client(cache, ("lookup", "1.0"), user=users.bob)
     assert out["results"][0][0] == stored, (out, err)
     assert out["warnings"] == []
 
 
-def test_second_user_reads_and_adds_entries_in_a_group_shared_setgid_cache(work, second_user):
-    """``wheel_cache:`` shared by a group: root dir group-writable and setgid, everyone at umask
-    002. The second user reuses the first's entry, adds one in the first's key directory and one
-    for another version, and the first user reuses those."""
-    user = pwd.getpwnam(second_user)
-    cache = work.path / "cache"
-    cache.mkdir()
-    os.chown(cache, -1, user.pw_gid)             # the group: the second user's; root is not in it
-    cache.chmod(0o2775)
-    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"), umask=0o002)
+def test_members_read_and_add_entries_in_a_group_shared_cache(work, users):
+    """``wheel_cache:`` shared by a group: root dir group-writable, setgid and sticky, everyone at
+    umask 002. bob reuses alice's entry and adds his own (same key, another version) in his part
+    of the cache, and alice reuses those, the newest build first."""
+    cache = group_cache(work, users)
+    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"),
+                         user=users.alice, umask=0o002)
     first = out["results"][0]
     out, err = work.client(cache, ("lookup", "1.0"),
                            ("store", "1.0", str(work.wheel("1.0")), "20260202T000000Z"),
                            ("store", "2.0", str(work.wheel("2.0")), "20260202T000000Z"),
-                           user=second_user, umask=0o002)
+                           user=users.bob, umask=0o002)
     (hit, _), same_key, other_version = out["results"]
     assert hit == first and same_key and other_version, (out, err)
     assert out["warnings"] == [] and err == ""
-    assert Path(same_key).parent.parent == Path(first).parent.parent       # in the first user's key dir
     for stored in (same_key, other_version):
-        entry = Path(stored).parent
-        assert entry.stat().st_uid == user.pw_uid
-        assert modes(entry) == {"dirs": {oct(0o2775)}, "files": {oct(0o664)}}
-    assert modes(cache) == {"dirs": {oct(0o2775)}, "files": {oct(0o664)}}
-    assert {p.lstat().st_gid for p in below(cache)} == {user.pw_gid}
-    out, _ = work.client(cache, ("lookup", "1.0"), ("lookup", "2.0"), umask=0o002)
-    assert [r[0] for r in out["results"]] == [same_key, other_version]    # the newest build first
+        assert Path(stored).relative_to(cache).parts[0] == users.bob.name
+        assert {p.lstat().st_uid for p in below(cache / users.bob.name)} == {users.bob.uid}
+    assert modes(cache) == {"writer": {oct(0o2755)}, "entry": {oct(0o2555)}, "files": {oct(0o444)}}
+    assert {p.lstat().st_gid for p in below(cache)} == {users.gid}
+    out, _ = work.client(cache, ("lookup", "1.0"), ("lookup", "2.0"), user=users.alice, umask=0o002)
+    assert [r[0] for r in out["results"]] == [same_key, other_version]
+    assert out["warnings"] == []
 
 
-def test_second_user_warns_once_about_an_entry_it_cannot_read_and_compiles(work, second_user):
+def test_a_colleague_warns_once_about_an_entry_it_cannot_read_and_compiles(work, users):
     """An entry left private (0700, as older envmod made them): a miss and one warning line
     naming it, not a crash and not silence."""
-    cache = work.path / "cache"
-    cache.mkdir()
-    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"))
+    cache = users_cache(work, users.alice)
+    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"), user=users.alice)
     entry = Path(out["results"][0]).parent
     entry.chmod(0o700)
-    out, err = work.client(cache, ("lookup", "1.0"), ("lookup", "1.0"), user=second_user, collect=False)
+    out, err = work.client(cache, ("lookup", "1.0"), ("lookup", "1.0"), user=users.bob, collect=False)
     assert [r[0] for r in out["results"]] == [None, None]
     lines = err.splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith(f"envmod: warning: cannot read the wheel cache entry {entry} (Permission denied")
+
+
+# What a member tries on another member's entry; each must be refused (an errno name), never "done".
+ATTACK = r"""
+import json, os, sys
+from pathlib import Path
+wheel, cache = Path(sys.argv[1]), Path(sys.argv[2])
+entry, key = wheel.parent, wheel.parent.parent
+top = cache / wheel.relative_to(cache).parts[0]
+def attempt(action):
+    try:
+        action()
+        return "done"
+    except OSError as exc:
+        return os.strerror(exc.errno)
+def overwrite():
+    with open(wheel, "r+b") as fh:
+        fh.write(b"PK-bad")
+def add_beside():
+    (entry / "evil.whl").write_bytes(b"x")
+def replace_wheel():
+    (key / "evil.whl").write_bytes(b"x")
+    os.replace(key / "evil.whl", wheel)
+print(json.dumps({
+    "overwrite the wheel": attempt(overwrite),
+    "chmod the wheel": attempt(lambda: os.chmod(wheel, 0o666)),
+    "add a file to the entry": attempt(add_beside),
+    "rename a wheel over it": attempt(replace_wheel),
+    "remove entry.json": attempt(lambda: os.unlink(entry / "entry.json")),
+    "move the entry aside": attempt(lambda: os.rename(entry, entry.with_name(".aside-entry"))),
+    "move its key directory aside": attempt(lambda: os.rename(key, key.with_name(".aside-key"))),
+    "move the writer's directory aside": attempt(lambda: os.rename(top, top.with_name(".aside-top"))),
+}))
+"""
+
+
+def test_a_member_can_neither_change_nor_move_aside_another_members_entry(work, users):
+    """bob, in the group that shares the cache, tries to change alice's cached wheel in place,
+    replace it, or move her entry (or a directory above it) aside: each is refused, and alice's
+    next lookup still gets her own wheel, byte for byte."""
+    cache = group_cache(work, users)
+    wheel = work.wheel("1.0")
+    out, _ = work.client(cache, ("store", "1.0", str(wheel), "20260101T000000Z"), user=users.alice, umask=0o002)
+    stored = out["results"][0]
+    proc = work.runner.run(users.bob, [base_python(), "-c", ATTACK, stored, str(cache)], umask=0o002)
+    assert proc.returncode == 0, proc.stderr
+    tried = json.loads(proc.stdout)
+    assert {what: result for what, result in tried.items() if result == "done"} == {}, tried
+    out, _ = work.client(cache, ("lookup", "1.0"), user=users.alice, umask=0o002)
+    assert out["results"][0][0] == stored and sha256(Path(stored)) == sha256(wheel)
+
+
+def test_a_wheel_changed_after_it_was_stored_is_a_miss_with_a_warning(work, users):
+    """Changed in place by someone who could (its writer after a chmod, or root): its bytes no
+    longer hash to what the writer recorded, so no member's lookup returns it; each says so."""
+    cache = group_cache(work, users)
+    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"),
+                         user=users.alice, umask=0o002)
+    wheel = Path(out["results"][0])
+    with open(wheel, "r+b") as fh:               # root: the file mode does not stop it
+        fh.seek(0, os.SEEK_END)
+        fh.write(b"changed")
+    for user in (users.alice, users.bob):
+        out, err = work.client(cache, ("lookup", "1.0"), ("lookup", "1.0"), user=user, collect=False)
+        assert [r[0] for r in out["results"]] == [None, None]
+        lines = err.splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"envmod: warning: the wheel cache entry {wheel.parent} was changed after "
+                                   "it was stored"), lines[0]
+
+
+def test_an_entry_others_could_change_is_not_used(work, users):
+    """A wheel left group-writable (as older envmod left them under umask 002) could have been
+    changed by any member: not used, with a warning."""
+    cache = group_cache(work, users)
+    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"),
+                         user=users.alice, umask=0o002)
+    wheel = Path(out["results"][0])
+    wheel.chmod(0o664)
+    out, _ = work.client(cache, ("lookup", "1.0"), user=users.bob, umask=0o002)
+    assert out["results"][0][0] is None
+    assert out["warnings"] == [f"the wheel cache entry {wheel.parent} could have been changed by another user "
+                               "than its writer (it or a directory above it is theirs or writable by others), "
+                               "so it is not used"]
+
+
+@pytest.mark.parametrize("made", ["by envmod", "before, not sticky"])
+def test_a_users_own_cache_under_umask_002_is_used(work, users, made):
+    """A cache of one's own, group-writable under umask 002: made sticky by envmod (the one it
+    makes, or one of the user's older envmod left without), so its entries are reused."""
+    cache = work.path / "mine/cache"
+    (work.path / "mine").mkdir()
+    os.chown(work.path / "mine", users.alice.uid, users.alice.gid)
+    if made != "by envmod":
+        users_cache(work, users.alice).rename(cache)
+        cache.chmod(0o775)
+    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"), ("lookup", "1.0"),
+                         user=users.alice, umask=0o002)
+    stored, (hit, _) = out["results"]
+    assert stored and hit == stored and out["warnings"] == [], out
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o1775
+
+
+def test_a_shared_cache_root_that_is_not_sticky_is_not_used(work, users):
+    """Group-writable but not sticky: any member could move a writer's directory aside and put
+    their own under its name. Not used, with a warning saying how to fix it."""
+    cache = group_cache(work, users, mode=0o2775)
+    out, _ = work.client(cache, ("store", "1.0", str(work.wheel("1.0")), "20260101T000000Z"),
+                         user=users.alice, umask=0o002)
+    assert out["results"][0]
+    out, _ = work.client(cache, ("lookup", "1.0"), user=users.bob, umask=0o002)
+    assert out["results"][0] == [None, "no cached build for these settings"]
+    assert out["warnings"] == [f"the wheel cache {cache} is writable by others but not sticky, so they could "
+                               f"replace each other's builds; it is not used (chmod +t {cache})"]
