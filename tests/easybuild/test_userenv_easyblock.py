@@ -177,6 +177,35 @@ def test_module_only_keeps_the_record_in_step_and_registers_with_envmod(ebrun):
     assert store.load("MyEnv-1.0").module.files["lmod"] == str(ebrun.module_file())
 
 
+def test_check_of_a_registered_env_names_its_missing_module_and_how_easybuild_writes_it(ebrun, fake_stack):
+    # `eb --rebuild` deletes the old module first: an interrupted one leaves the env without it.
+    from bridge.check import check_stored
+    from bridge.config import load_settings
+    from bridge.modsys import Lmod
+    from bridge.store import Store
+
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    store = Store(load_settings({"ENVMOD_ROOT": str(ebrun.envmod_root), "HOME": str(ebrun.work)}))
+    lmod = Lmod(os.environ.get("LMOD_CMD") or "/usr/share/lmod/lmod/libexec/lmod")
+    environ = {"PATH": os.environ["PATH"], "HOME": str(ebrun.work), "MODULEPATH": str(fake_stack)}
+
+    def own_module_findings():
+        report = check_stored(store, "MyEnv-1.0", lmod, environ)
+        assert report.unchecked is None, report.unchecked
+        return [f for f in report.findings if f.code.startswith("own-module")], report
+
+    found, report = own_module_findings()
+    assert found == [] and report.checked["own modules"] == 1       # Lmod reads EasyBuild's module as ours
+    ebrun.module_file().unlink()
+    found, report = own_module_findings()
+    (gone,) = found
+    easyconfig = ebrun.installdir / "easybuild/MyEnv-1.0.eb"
+    assert easyconfig.is_file()
+    assert gone.code == "own-module-missing" and report.exit_code == 1
+    assert f"'eb {easyconfig} --module-only --rebuild'" in gone.advice
+
+
 def test_module_only_again_leaves_the_install_dir_alone(ebrun):
     fake_env(ebrun.installdir)
     marker = ebrun.installdir / "lib/python3.11/site-packages/marker.py"
