@@ -55,9 +55,35 @@ from easybuild.tools.build_log import EasyBuildError, print_msg, print_warning
 from easybuild.tools.filetools import mkdir
 
 RECORD_FILE = 'envmod.yaml'
+# envmod's own dependencies (pyproject.toml's [project] dependencies, kept equal by a test): the
+# module each is imported as, and its pip requirement. The library imports them only when a step
+# needs them, so importing it proves nothing: they are looked for up front.
+LIBRARY_DEPENDENCIES = (
+    ('jinja2', 'jinja2>=3.0'),
+    ('yaml', 'pyyaml>=5.4'),
+    ('packaging', 'packaging>=21'),
+    ('archspec', 'archspec>=0.2'),
+)
+if sys.version_info < (3, 11):
+    LIBRARY_DEPENDENCIES += (('tomli', 'tomli>=1.1'),)
 LIBRARY_HINT = ("make envmod importable by the Python running EasyBuild (%s): install it there "
                 "(%s -m pip install /path/to/envmod), or set $ENVMOD_LIBRARY to an envmod checkout "
                 "(or its src directory) whose dependencies (PyYAML, Jinja2, packaging, archspec) that Python has")
+
+
+class LibraryDependenciesMissing(ImportError):
+    """envmod's library is importable, but not the packages it needs."""
+
+    def __init__(self, where, requirements):
+        super().__init__("envmod's library at %s needs %s" % (where, ', '.join(requirements)))
+        self.where = where
+        self.requirements = requirements
+
+
+def missing_library_dependencies():
+    """The pip requirements of envmod's dependencies the running Python cannot import."""
+    import importlib.util
+    return [req for module, req in LIBRARY_DEPENDENCIES if importlib.util.find_spec(module) is None]
 
 
 def import_library(environ=None, here=None):
@@ -87,6 +113,12 @@ def import_library(environ=None, here=None):
             sys.path.append(checkout_src)
     try:
         import bridge
+    except ImportError as err:
+        raise ImportError("%s (looked in: %s)" % (err, ', '.join(tried))) from err
+    missing = missing_library_dependencies()
+    if missing:
+        raise LibraryDependenciesMissing(os.path.dirname(bridge.__file__), missing)
+    try:
         from bridge import config, errors, evidence, record, rules, session, stack, store
         from bridge.backends import get_backend
         from bridge.emit import modulefile
@@ -200,6 +232,11 @@ class UserEnv(EasyBlock):
         if self.lib is None:
             try:
                 self.lib = import_library()
+            except LibraryDependenciesMissing as err:
+                pip = ' '.join([sys.executable, '-m', 'pip', 'install'] + [shlex.quote(r) for r in err.requirements])
+                raise EasyBuildError("UserEnv cannot use envmod's library at %s: the Python running EasyBuild (%s) "
+                                     "lacks its dependencies %s: install them with: %s", err.where, sys.executable,
+                                     ', '.join(err.requirements), pip) from None
             except ImportError as err:
                 raise EasyBuildError("UserEnv cannot import envmod's library: %s; " + LIBRARY_HINT,
                                      err, sys.executable, sys.executable) from None
@@ -303,9 +340,48 @@ class UserEnv(EasyBlock):
         with self.envmod_errors("envmod configuration"):
             return lib.config.load_settings()
 
-    # ---- steps ------------------------------------------------------------------------------
-    def check_readiness_step(self):
-        super().check_readiness_step()
+    def requested_names(self):
+        """The distribution names the easyconfig asks for: its packages and its requirements files'
+        lines (pip options and URLs left to pip)."""
+        lib = self.library()
+        texts = list(self.as_list('packages') or [])
+        for path in self.requirement_files():
+            with open(path, encoding='utf-8') as fh:
+                texts += [line.split(' #', 1)[0].strip() for line in fh]
+        texts = [t for t in texts if t and not t.startswith(('#', '-'))]
+        with self.envmod_errors("easyconfig parameter 'packages'"):
+            return lib.check_requirements(texts)
+
+    def missing_kind_message(self, package, kind):
+        hint = self.suggest(kind)
+        return ("%s is compiled from source against the site's %s (envmod's build rules), but no dependency "
+                "of %s provides one: add %s to dependencies%s" % (
+                    package, kind.upper(), self.env_name, hint or ('a %s module' % kind),
+                    '' if hint else ' (none found on $MODULEPATH)'))
+
+    def check_rule_kinds_by_name(self):
+        """What the configure step finds in the loaded modules, told from the dependencies' names
+        (a dry run loads nothing): a requested rule package needs a dependency of each kind it
+        compiles against. Only when every dependency's kind shows in its name: one that does not
+        (a site's own module name) may be that kind, and the real build finds out."""
+        lib = self.library()
+        table = lib.stack.load_kind_table()
+        kinds = set()
+        for dep in self.runtime_deps():
+            meta = dep.get('external_module_metadata') or {}
+            names = [n for n in [dep['name'], dep['full_mod_name']] + list(meta.get('name') or []) if n]
+            known = {lib.stack.classify(n, {}, table) for n in names} - {'other'}
+            if not known:
+                return
+            kinds |= known
+        rules = self.source_rules()
+        for name in self.requested_names():
+            for kind in (rules[name].against if name in rules else ()):
+                if kind not in kinds:
+                    raise EasyBuildError("%s", self.missing_kind_message(name, kind))
+
+    def check_easyconfig(self):
+        """What the easyconfig alone decides, checked before anything is loaded or created."""
         lib = self.library()
         with self.envmod_errors("easyconfig parameter 'backend'"):
             lib.get_backend(self.cfg['backend'])
@@ -317,6 +393,20 @@ class UserEnv(EasyBlock):
             self.log.info("no packages requested: the environment holds only the central Python's packages")
         self.source_rules()     # a bad compile_against_stack fails here, before anything is loaded
         self.python_dependency()
+        self.requirement_files()
+
+    def run_all_steps(self, *args, **kwargs):
+        """A dry run (-x) turns the steps' errors into warnings and ends in SUCCESS: what a real
+        build refuses from the easyconfig alone is refused here, before the steps, instead."""
+        if self.dry_run:
+            self.check_easyconfig()
+            self.check_rule_kinds_by_name()
+        return super().run_all_steps(*args, **kwargs)
+
+    # ---- steps ------------------------------------------------------------------------------
+    def check_readiness_step(self):
+        super().check_readiness_step()
+        self.check_easyconfig()
 
     def configure_step(self):
         """Discover the central stack from the loaded dependency modules and plan the environment."""
@@ -407,12 +497,7 @@ class UserEnv(EasyBlock):
         """A rule package whose central library is missing: name the module to add."""
         text = err.one_line()
         if isinstance(err, self.library().errors.MissingCentralKind):
-            kind, package = err.kind, err.package
-            hint = self.suggest(kind)
-            return ("%s is compiled from source against the site's %s (envmod's build rules), but no dependency "
-                    "of %s provides one: add %s to dependencies%s" % (
-                        package, kind.upper(), self.env_name, hint or ('a %s module' % kind),
-                        '' if hint else ' (none found on $MODULEPATH)'))
+            return self.missing_kind_message(err.package, err.kind)
         return "envmod cannot build %s: %s" % (self.env_name, text)
 
     def check_rule_modules(self, plan, stack):

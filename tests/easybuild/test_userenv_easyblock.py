@@ -282,6 +282,39 @@ def test_dry_run_prints_the_plan_and_writes_nothing(ebrun):
     assert not ebrun.envmod_root.exists()
 
 
+def test_dry_run_refuses_what_a_real_build_refuses_from_the_easyconfig(ebrun):
+    # EasyBuild's dry run reports a step's error as a warning and ends in SUCCESS: these must fail.
+    deps = str([(d.split("/")[0], d.split("/")[1]) for d in DEPS])
+    no_hdf5 = write_ec(ebrun.work / "NoHDF5-1.0.eb", "[('Python', '3.11.2'), ('OpenMPI', '4.1.4')]",
+                       "packages = ['mpi4py', 'h5py']\n")
+    missing_file = write_ec(ebrun.work / "Missing-1.0.eb", deps, "requirements = ['nope.txt']\n")
+    (ebrun.work / "reqs.txt").write_text("# analysis\nh5py>=3.10  # parallel\n")
+    hdf5_in_file = write_ec(ebrun.work / "ReqHDF5-1.0.eb", "[('Python', '3.11.2'), ('OpenMPI', '4.1.4')]",
+                            "requirements = ['reqs.txt']\n")
+    for ec, message in [
+            (no_hdf5, "h5py is compiled from source against the site's HDF5 (envmod's build rules), but no "
+                      "dependency of MyEnv-1.0 provides one: add ('HDF5', '1.10.8') to dependencies"),
+            (missing_file, "requirements file not found: nope.txt"),
+            (hdf5_in_file, "h5py is compiled from source against the site's HDF5")]:
+        result = ebrun.eb(str(ec), "-x")
+        assert result.returncode != 0, result.output[-2000:]
+        assert "[SUCCESS]" not in result.output
+        assert message in " ".join(result.output.split())
+    assert not ebrun.installdir.exists()
+
+
+def test_dry_run_leaves_a_dependency_of_unknown_kind_to_the_real_build(ebrun, fake_stack):
+    site_hdf5 = fake_stack / "site-h5/1.0.lua"
+    site_hdf5.parent.mkdir(exist_ok=True)
+    site_hdf5.write_text('setenv("HDF5_DIR", "/nowhere")\n')
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", "[('Python', '3.11.2'), ('OpenMPI', '4.1.4'), "
+                  "('site-h5/1.0', EXTERNAL_MODULE)]", "packages = ['mpi4py', 'h5py']\n")
+    try:
+        assert "[SUCCESS]" in ebrun.eb(str(ec), "-x").check().output
+    finally:
+        site_hdf5.unlink()
+
+
 def test_try_amend_sets_the_custom_parameters_and_sanity_imports_run_in_the_module(ebrun):
     # (EasyBuild 5.4.1 cannot combine --try-amend with -x: the tweaked easyconfig is not written in
     # a dry run, so this runs the module-only path, where the sanity check imports for real.)
@@ -354,6 +387,47 @@ def test_library_not_importable_says_how_to_make_it_so(ebrun, tmp_path):
     assert "UserEnv cannot import envmod's library" in result.output
     assert "set $ENVMOD_LIBRARY to an envmod checkout" in result.output
     assert str(empty) in result.output
+
+
+def stock_easybuild_python(easybuild: EasyBuild, where: Path) -> Path:
+    """A Python that runs the same EasyBuild but has none of envmod's dependencies: a venv (no
+    system site-packages) holding only EasyBuild's own packages, as 'pip install easybuild' makes."""
+    venv = where / "stock-eb"
+    subprocess.run([easybuild.python, "-c", "import sys, venv; venv.create(sys.argv[1], with_pip=False)",
+                    str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    eb_site = Path(subprocess.run([easybuild.python, "-c", "import easybuild, os; "
+                                   "print(os.path.dirname(os.path.dirname(easybuild.__file__)))"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
+    for entry in eb_site.glob("easybuild*"):
+        (site / entry.name).symlink_to(entry)
+    python = venv / "bin/python"
+    assert subprocess.run([python, "-c", "import easybuild.main"]).returncode == 0
+    assert subprocess.run([python, "-c", "import yaml"], capture_output=True).returncode != 0
+    return python
+
+
+def test_library_without_its_dependencies_is_a_clear_error_naming_the_pip_install(ebrun, tmp_path):
+    python = stock_easybuild_python(ebrun.easybuild, tmp_path)
+    for args in (["--module-only", "--force"], ["-x"]):
+        result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), *args, EB_PYTHON=str(python))
+        assert result.returncode != 0
+        assert "EasyBuild crashed" not in result.output and "Traceback" not in result.output, result.output
+        text = " ".join(result.output.split())
+        assert (f"UserEnv cannot use envmod's library at {REPO / 'src' / 'bridge'}: the Python running EasyBuild "
+                f"({python}) lacks its dependencies jinja2>=3.0, pyyaml>=5.4, packaging>=21, archspec>=0.2: install "
+                f"them with: {python} -m pip install 'jinja2>=3.0' 'pyyaml>=5.4' 'packaging>=21' 'archspec>=0.2'") in text, text
+
+
+def test_the_easyblocks_list_of_library_dependencies_is_pyprojects():
+    import ast
+    import tomllib
+
+    tree = ast.parse(EASYBLOCK.read_text())
+    listed = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", "") == "LIBRARY_DEPENDENCIES")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert [req for _module, req in listed] == [d for d in project if ";" not in d]
 
 
 def test_library_older_than_the_easyblock_is_named(ebrun, tmp_path):
