@@ -52,7 +52,7 @@ from pathlib import Path
 from easybuild.framework.easyblock import EasyBlock
 from easybuild.framework.easyconfig import CUSTOM
 from easybuild.tools.build_log import EasyBuildError, print_msg, print_warning
-from easybuild.tools.filetools import mkdir
+from easybuild.tools.filetools import convert_name, mkdir
 
 RECORD_FILE = 'envmod.yaml'
 # envmod's own dependencies (pyproject.toml's [project] dependencies, kept equal by a test): the
@@ -615,6 +615,23 @@ class UserEnv(EasyBlock):
         """A venv's python finds its own site-packages: no $PYTHONPATH, no $EBPYTHONPREFIXES."""
         return []
 
+    def installed_record(self):
+        """The env's record: this build's, or (--module-only) the one in the install dir; None in a dry run."""
+        if self.record is not None:
+            return self.record
+        path = os.path.join(self.installdir, RECORD_FILE)
+        if self.dry_run or not os.path.isfile(path):
+            return None
+        with self.envmod_errors("envmod record %s" % path):
+            return self.library().record.read_record(Path(path))
+
+    def make_extension_list(self, formatted=True):
+        """The env's packages, as a PythonBundle's extensions: EasyBuild writes them into the
+        module as Lmod's extensions() (so 'module spider h5py' finds the env), its help text
+        and $EBEXTSLIST<NAME>."""
+        record = self.installed_record()
+        return [(p.name, p.version) for p in record.packages] if record else []
+
     def make_module_extra(self, *args, **kwargs):
         """What every envmod module sets (the venv, no user site, which env and record) and its
         family guard, both from envmod's library, written through EasyBuild's generator."""
@@ -629,6 +646,10 @@ class UserEnv(EasyBlock):
                 txt += gen.set_environment(var, '' if rel == '.' else rel, relpath=True)
             else:
                 txt += gen.set_environment(var, value)
+        extensions = self.make_extension_string(ext_sep=',', sort=False)
+        if extensions:
+            # as EasyBuild's make_module_extra_extensions writes it for an easyconfig with exts_list
+            txt += gen.set_environment('EBEXTSLIST' + convert_name(self.name, upper=True), extensions)
         settings = self.settings()
         with self.envmod_errors("envmod's module templates"):
             txt += '\n' + lib.modulefile.render_conflict(self.module_type, self.env_name, settings.templates,

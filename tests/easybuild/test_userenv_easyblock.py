@@ -157,6 +157,18 @@ def test_module_only_writes_lua_module_with_dependencies_and_envmod_extras(ebrun
         assert f'"{var}"' not in text, var
 
 
+def test_module_lists_the_envs_packages_as_a_python_bundle_does(ebrun, fake_stack):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    text = ebrun.module_file().read_text()
+    assert 'extensions("mpi4py/4.1.2")' in text
+    assert 'setenv("EBEXTSLISTMYENV", "mpi4py-4.1.2")' in text
+    script = (f"source /usr/share/lmod/lmod/init/bash\nmodule use {fake_stack} {ebrun.prefix}/modules/all\n"
+              "module spider mpi4py/4.1.2 2>&1\n")
+    out = run(["bash", "--noprofile", "--norc", "-c", script], ebrun.env(), timeout=60).check().stdout
+    assert "MyEnv/1.0" in out, out
+
+
 def test_module_only_keeps_the_record_in_step_and_registers_with_envmod(ebrun):
     fake_env(ebrun.installdir)
     ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
