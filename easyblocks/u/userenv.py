@@ -196,6 +196,9 @@ class UserEnv(EasyBlock):
                                      "(the Python dependency's extensions)", CUSTOM],
             'sanity_imports': [None, "Python modules the sanity check imports inside the new module. None: "
                                "the top-level modules of the requested packages", CUSTOM],
+            'use_wheel_cache': [True, "Reuse mpi4py/h5py/... wheels envmod compiled earlier against the same "
+                                "central libraries (envmod's wheel cache); False compiles every rule package "
+                                "again, as 'envmod create --no-wheel-cache' does", CUSTOM],
             'envmod_register': [True, "Register the environment with envmod (a symlink <envmod root>/envs/"
                                 "<name>-<version> to the install dir) so 'envmod list' and 'envmod show' "
                                 "see it", CUSTOM],
@@ -430,7 +433,7 @@ class UserEnv(EasyBlock):
             requirement_files=self.requirement_files(), python=python_exe,
             description=' '.join((self.cfg['description'] or '').split()), module_type=self.module_type,
             force=True, backend=self.cfg['backend'], module_name=self.full_mod_name,
-            source_builds=self.as_list('compile_against_stack'))
+            source_builds=self.as_list('compile_against_stack'), use_wheel_cache=bool(self.cfg['use_wheel_cache']))
         self.reporter = lib.Reporter(stream=_LineWriter(lambda line: print_msg('  >> envmod ' + line, log=self.log,
                                                                                silent=self.silent, prefix=False)),
                                      heartbeat=60.0)
@@ -452,16 +455,40 @@ class UserEnv(EasyBlock):
             # Python dependency's (its prefix came from the metadata), and the record says so.
             plan = dataclasses.replace(plan, python_module=self.stack_module(python_dep, stack))
         self.plan = plan
-        builds = {b.package: b for b in self.check_rule_modules(plan, stack)}
-        compiled = []
-        for name in sorted(plan.rules):
-            build = builds.get(name)
-            compiled.append('%s (against %s%s)' % (name, ', '.join(build.module_names) or 'nothing in particular',
-                                                   ''.join('; %s=%s' % kv for kv in sorted(build.env.items())))
-                            if build else name)
-        print_msg("envmod: %s over %s (Python %s); compiled against the stack: %s" % (
+        builds = self.check_rule_modules(plan, stack)
+        compiled = ['%s (against %s%s)' % (b.package, ', '.join(b.module_names) or 'nothing in particular',
+                                          ''.join('; %s=%s' % kv for kv in sorted(b.env.items())))
+                    for b in builds]
+        others = sorted(set(plan.rules) - {b.package for b in builds})
+        print_msg("envmod: %s over %s (Python %s); compiled against the stack: %s%s" % (
             request.backend, plan.python_module.name if plan.python_module else plan.python.executable,
-            plan.python.version, ', '.join(compiled) or 'nothing'), log=self.log, silent=self.silent)
+            plan.python.version, ', '.join(compiled) or 'none of the requested packages',
+            ('; also %s, if a requested package requires it' % ', '.join(others)) if others else ''),
+            log=self.log, silent=self.silent)
+        if not self.cfg['use_wheel_cache']:
+            print_msg("envmod: use_wheel_cache = False: no compiled wheel is reused", log=self.log, silent=self.silent)
+
+    def archive_requirement_files(self):
+        """The requirements files go into EasyBuild's reprod directory, archived with the easyconfig
+        (<installdir>/easybuild/reprod/requirements/): the easyconfig alone cannot rebuild the env."""
+        files = self.requirement_files()
+        # EasyBuild names it reprod or, when that exists, reprod_<time>_<pid>; it holds this easyconfig
+        made = [d for d in glob.glob(os.path.join(os.path.dirname(self.logfile), 'reprod*'))
+                if os.path.isfile(os.path.join(d, self.cfg.filename()))]
+        if not files or not made:
+            return
+        reprod = max(made, key=os.path.getmtime)
+        target = os.path.join(reprod, 'requirements')
+        mkdir(target, parents=True)
+        used = set()
+        for path in files:
+            name = os.path.basename(path)
+            if name in used:            # two files of one name from different directories
+                name = '%d-%s' % (len(used), name)
+            used.add(name)
+            dest = os.path.join(target, name)
+            shutil.copy2(path, dest)
+            self.log.info("requirements file %s archived as %s", path, dest)
 
     def complete_stack(self, stack):
         """Fill in what EasyBuild knows and the modules may not say: prefixes ($EBROOT*) and tools.
@@ -663,6 +690,7 @@ class UserEnv(EasyBlock):
                 if self.cfg['envmod_register']:
                     self.dry_run_msg("envmod: register %s -> %s under the envmod root", self.env_name, self.installdir)
             else:
+                self.archive_requirement_files()
                 self.update_record_module()
                 if self.cfg['envmod_register']:
                     self.register()
@@ -690,10 +718,15 @@ class UserEnv(EasyBlock):
         """A symlink <envmod root>/envs/<name> -> install dir: `envmod list/show` read the record there."""
         lib = self.library()
         try:
-            link = lib.store.Store(lib.config.load_settings()).register(self.env_name, self.installdir)
+            store = lib.store.Store(lib.config.load_settings())
+            before = store.registered_target(self.env_name)
+            link = store.register(self.env_name, self.installdir)
         except lib.errors.EnvmodError as err:
             print_warning("not registered with envmod: %s", err.one_line(), log=self.log, silent=self.silent)
             return
+        if before is not None and before != os.path.realpath(self.installdir):
+            print_warning("envmod: %s was registered to another install, %s; it now names this one (%s)",
+                          self.env_name, before, os.path.realpath(self.installdir), log=self.log, silent=self.silent)
         print_msg("envmod: registered as %s ('envmod show %s')" % (link, self.env_name), log=self.log,
                   silent=self.silent)
 

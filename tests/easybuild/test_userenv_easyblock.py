@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -132,7 +134,8 @@ def test_eb_avail_easyconfig_params_documents_the_custom_parameters(ebrun):
     custom = out.split("EASYBLOCK-SPECIFIC", 1)[1].split("TOOLCHAIN", 1)[0]
     params = {line.split("*", 1)[0]: line for line in custom.splitlines() if "*" in line}
     assert sorted(params) == ["backend", "compile_against_stack", "envmod_register", "packages", "requirements",
-                              "sanity_imports", "system_site_packages"]
+                              "sanity_imports", "system_site_packages", "use_wheel_cache"]
+    assert params["use_wheel_cache"].endswith("[default: True]")
     assert "envmod's build-rule table" in params["compile_against_stack"]
     assert params["system_site_packages"].endswith("[default: True]")
     assert params["backend"].endswith('[default: "venv"]')
@@ -391,6 +394,63 @@ def test_requirements_files_are_read_from_the_easyconfigs_directory(ebrun):
     assert (f"requirements file not found: nope.txt (relative paths are taken from the easyconfig's directory "
             f"{ebrun.work})") in " ".join(result.output.split())
 
+def test_configure_names_only_what_it_compiles_and_the_wheel_cache_can_be_refused(ebrun):
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", str([(d.split("/")[0], d.split("/")[1]) for d in DEPS]),
+                  "use_wheel_cache = False\n")
+    out = " ".join(ebrun.eb(str(ec), "--stop=configure", "--force").check().stdout.split())
+    assert ("compiled against the stack: mpi4py (against OpenMPI/4.1.4; MPICC=") in out
+    assert "; also h5py, if a requested package requires it" in out
+    assert "h5py (against" not in out
+    assert "envmod: use_wheel_cache = False: no compiled wheel is reused" in out
+
+
+def test_requirements_files_are_archived_with_the_easyconfig(ebrun):
+    deps = str([(d.split("/")[0], d.split("/")[1]) for d in DEPS])
+    (ebrun.work / "reqs.txt").write_text("mpi4py\n")
+    (ebrun.work / "more").mkdir()
+    (ebrun.work / "more/reqs.txt").write_text("# more\n")
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", deps, "requirements = ['reqs.txt', 'more/reqs.txt']\n")
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(ec), "--module-only", "--force").check()
+    archived = ebrun.installdir / "easybuild/reprod/requirements"
+    assert (archived / "reqs.txt").read_text() == "mpi4py\n"
+    assert (archived / "1-reqs.txt").read_text() == "# more\n"
+    assert (ebrun.installdir / "easybuild/reprod/MyEnv-1.0.eb").is_file()
+
+
+def test_remove_of_a_registered_env_only_unregisters_and_says_so(ebrun):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    envmod = [sys.executable, "-m", "bridge"]
+    env = {**os.environ, "ENVMOD_ROOT": str(ebrun.envmod_root), "HOME": str(ebrun.work)}
+    # the prompt, on a terminal (script(1) gives the command one), answered "no"
+    asked = subprocess.run(["script", "-qec", shlex.join(envmod + ["remove", "MyEnv-1.0"]), "/dev/null"],
+                           input="n\n", capture_output=True, text=True, env=env, timeout=60)
+    target = os.path.realpath(ebrun.installdir)
+    assert (f"unregister environment 'MyEnv-1.0' (only the link to {target}: the tool that built it keeps its "
+            "files and module)? [y/N]") in asked.stdout, asked.stdout
+    done = subprocess.run(envmod + ["remove", "MyEnv-1.0", "--yes"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (f"unregistered MyEnv-1.0: its install at {target} and the module written with it "
+                                   "are untouched (EasyBuild built it: remove them there)")
+    assert (ebrun.installdir / "envmod.yaml").is_file() and ebrun.module_file().is_file()
+    assert not (ebrun.envmod_root / "envs/MyEnv-1.0").is_symlink()
+
+
+def test_registering_a_name_another_install_had_says_so(ebrun, easybuild, fake_stack, tmp_path):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    again = EbRun(easybuild, fake_stack, tmp_path / "second")
+    again.work.mkdir()
+    again.envmod_root = ebrun.envmod_root
+    fake_env(again.installdir)
+    out = " ".join(again.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check().output.split())
+    assert (f"envmod: MyEnv-1.0 was registered to another install, {os.path.realpath(ebrun.installdir)}; it now "
+            f"names this one ({os.path.realpath(again.installdir)})") in out
+    quiet = " ".join(again.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check().output.split())
+    assert "was registered to another install" not in quiet
+
+
 def test_library_not_importable_says_how_to_make_it_so(ebrun, tmp_path):
     empty = tmp_path / "not-envmod"
     empty.mkdir()
@@ -520,7 +580,8 @@ def test_external_modules_with_metadata_are_the_stack(extrun, external_stack):
     shutil.rmtree(extrun.installdir)
     out = extrun.eb(str(ec), metadata, "--stop=configure", "--force").check().stdout
     assert "envmod: venv over sitepy/3.11 (Python 3." in out
-    assert "compiled against the stack: h5py, mpi4py (against sitempi/4.1; MPICC=/usr/bin/mpicc)" in out
+    assert ("compiled against the stack: mpi4py (against sitempi/4.1; MPICC=/usr/bin/mpicc); also h5py, if a "
+            "requested package requires it") in " ".join(out.split())
     # without the metadata EasyBuild knows no prefix: nothing says which module is the Python
     failed = extrun.eb(str(ec), "--stop=configure", "--force")
     assert failed.returncode != 0
