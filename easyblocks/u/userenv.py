@@ -52,12 +52,38 @@ from pathlib import Path
 from easybuild.framework.easyblock import EasyBlock
 from easybuild.framework.easyconfig import CUSTOM
 from easybuild.tools.build_log import EasyBuildError, print_msg, print_warning
-from easybuild.tools.filetools import mkdir
+from easybuild.tools.filetools import convert_name, mkdir
 
 RECORD_FILE = 'envmod.yaml'
+# envmod's own dependencies (pyproject.toml's [project] dependencies, kept equal by a test): the
+# module each is imported as, and its pip requirement. The library imports them only when a step
+# needs them, so importing it proves nothing: they are looked for up front.
+LIBRARY_DEPENDENCIES = (
+    ('jinja2', 'jinja2>=3.0'),
+    ('yaml', 'pyyaml>=5.4'),
+    ('packaging', 'packaging>=21'),
+    ('archspec', 'archspec>=0.2'),
+)
+if sys.version_info < (3, 11):
+    LIBRARY_DEPENDENCIES += (('tomli', 'tomli>=1.1'),)
 LIBRARY_HINT = ("make envmod importable by the Python running EasyBuild (%s): install it there "
                 "(%s -m pip install /path/to/envmod), or set $ENVMOD_LIBRARY to an envmod checkout "
                 "(or its src directory) whose dependencies (PyYAML, Jinja2, packaging, archspec) that Python has")
+
+
+class LibraryDependenciesMissing(ImportError):
+    """envmod's library is importable, but not the packages it needs."""
+
+    def __init__(self, where, requirements):
+        super().__init__("envmod's library at %s needs %s" % (where, ', '.join(requirements)))
+        self.where = where
+        self.requirements = requirements
+
+
+def missing_library_dependencies():
+    """The pip requirements of envmod's dependencies the running Python cannot import."""
+    import importlib.util
+    return [req for module, req in LIBRARY_DEPENDENCIES if importlib.util.find_spec(module) is None]
 
 
 def import_library(environ=None, here=None):
@@ -87,6 +113,12 @@ def import_library(environ=None, here=None):
             sys.path.append(checkout_src)
     try:
         import bridge
+    except ImportError as err:
+        raise ImportError("%s (looked in: %s)" % (err, ', '.join(tried))) from err
+    missing = missing_library_dependencies()
+    if missing:
+        raise LibraryDependenciesMissing(os.path.dirname(bridge.__file__), missing)
+    try:
         from bridge import config, errors, evidence, record, rules, session, stack, store
         from bridge.backends import get_backend
         from bridge.emit import modulefile
@@ -164,6 +196,9 @@ class UserEnv(EasyBlock):
                                      "(the Python dependency's extensions)", CUSTOM],
             'sanity_imports': [None, "Python modules the sanity check imports inside the new module. None: "
                                "the top-level modules of the requested packages", CUSTOM],
+            'use_wheel_cache': [True, "Reuse mpi4py/h5py/... wheels envmod compiled earlier against the same "
+                                "central libraries (envmod's wheel cache); False compiles every rule package "
+                                "again, as 'envmod create --no-wheel-cache' does", CUSTOM],
             'envmod_register': [True, "Register the environment with envmod (a symlink <envmod root>/envs/"
                                 "<name>-<version> to the install dir) so 'envmod list' and 'envmod show' "
                                 "see it", CUSTOM],
@@ -200,6 +235,11 @@ class UserEnv(EasyBlock):
         if self.lib is None:
             try:
                 self.lib = import_library()
+            except LibraryDependenciesMissing as err:
+                pip = ' '.join([sys.executable, '-m', 'pip', 'install'] + [shlex.quote(r) for r in err.requirements])
+                raise EasyBuildError("UserEnv cannot use envmod's library at %s: the Python running EasyBuild (%s) "
+                                     "lacks its dependencies %s: install them with: %s", err.where, sys.executable,
+                                     ', '.join(err.requirements), pip) from None
             except ImportError as err:
                 raise EasyBuildError("UserEnv cannot import envmod's library: %s; " + LIBRARY_HINT,
                                      err, sys.executable, sys.executable) from None
@@ -303,9 +343,48 @@ class UserEnv(EasyBlock):
         with self.envmod_errors("envmod configuration"):
             return lib.config.load_settings()
 
-    # ---- steps ------------------------------------------------------------------------------
-    def check_readiness_step(self):
-        super().check_readiness_step()
+    def requested_names(self):
+        """The distribution names the easyconfig asks for: its packages and its requirements files'
+        lines (pip options and URLs left to pip)."""
+        lib = self.library()
+        texts = list(self.as_list('packages') or [])
+        for path in self.requirement_files():
+            with open(path, encoding='utf-8') as fh:
+                texts += [line.split(' #', 1)[0].strip() for line in fh]
+        texts = [t for t in texts if t and not t.startswith(('#', '-'))]
+        with self.envmod_errors("easyconfig parameter 'packages'"):
+            return lib.check_requirements(texts)
+
+    def missing_kind_message(self, package, kind):
+        hint = self.suggest(kind)
+        return ("%s is compiled from source against the site's %s (envmod's build rules), but no dependency "
+                "of %s provides one: add %s to dependencies%s" % (
+                    package, kind.upper(), self.env_name, hint or ('a %s module' % kind),
+                    '' if hint else ' (none found on $MODULEPATH)'))
+
+    def check_rule_kinds_by_name(self):
+        """What the configure step finds in the loaded modules, told from the dependencies' names
+        (a dry run loads nothing): a requested rule package needs a dependency of each kind it
+        compiles against. Only when every dependency's kind shows in its name: one that does not
+        (a site's own module name) may be that kind, and the real build finds out."""
+        lib = self.library()
+        table = lib.stack.load_kind_table()
+        kinds = set()
+        for dep in self.runtime_deps():
+            meta = dep.get('external_module_metadata') or {}
+            names = [n for n in [dep['name'], dep['full_mod_name']] + list(meta.get('name') or []) if n]
+            known = {lib.stack.classify(n, {}, table) for n in names} - {'other'}
+            if not known:
+                return
+            kinds |= known
+        rules = self.source_rules()
+        for name in self.requested_names():
+            for kind in (rules[name].against if name in rules else ()):
+                if kind not in kinds:
+                    raise EasyBuildError("%s", self.missing_kind_message(name, kind))
+
+    def check_easyconfig(self):
+        """What the easyconfig alone decides, checked before anything is loaded or created."""
         lib = self.library()
         with self.envmod_errors("easyconfig parameter 'backend'"):
             lib.get_backend(self.cfg['backend'])
@@ -317,6 +396,20 @@ class UserEnv(EasyBlock):
             self.log.info("no packages requested: the environment holds only the central Python's packages")
         self.source_rules()     # a bad compile_against_stack fails here, before anything is loaded
         self.python_dependency()
+        self.requirement_files()
+
+    def run_all_steps(self, *args, **kwargs):
+        """A dry run (-x) turns the steps' errors into warnings and ends in SUCCESS: what a real
+        build refuses from the easyconfig alone is refused here, before the steps, instead."""
+        if self.dry_run:
+            self.check_easyconfig()
+            self.check_rule_kinds_by_name()
+        return super().run_all_steps(*args, **kwargs)
+
+    # ---- steps ------------------------------------------------------------------------------
+    def check_readiness_step(self):
+        super().check_readiness_step()
+        self.check_easyconfig()
 
     def configure_step(self):
         """Discover the central stack from the loaded dependency modules and plan the environment."""
@@ -340,7 +433,7 @@ class UserEnv(EasyBlock):
             requirement_files=self.requirement_files(), python=python_exe,
             description=' '.join((self.cfg['description'] or '').split()), module_type=self.module_type,
             force=True, backend=self.cfg['backend'], module_name=self.full_mod_name,
-            source_builds=self.as_list('compile_against_stack'))
+            source_builds=self.as_list('compile_against_stack'), use_wheel_cache=bool(self.cfg['use_wheel_cache']))
         self.reporter = lib.Reporter(stream=_LineWriter(lambda line: print_msg('  >> envmod ' + line, log=self.log,
                                                                                silent=self.silent, prefix=False)),
                                      heartbeat=60.0)
@@ -362,16 +455,40 @@ class UserEnv(EasyBlock):
             # Python dependency's (its prefix came from the metadata), and the record says so.
             plan = dataclasses.replace(plan, python_module=self.stack_module(python_dep, stack))
         self.plan = plan
-        builds = {b.package: b for b in self.check_rule_modules(plan, stack)}
-        compiled = []
-        for name in sorted(plan.rules):
-            build = builds.get(name)
-            compiled.append('%s (against %s%s)' % (name, ', '.join(build.module_names) or 'nothing in particular',
-                                                   ''.join('; %s=%s' % kv for kv in sorted(build.env.items())))
-                            if build else name)
-        print_msg("envmod: %s over %s (Python %s); compiled against the stack: %s" % (
+        builds = self.check_rule_modules(plan, stack)
+        compiled = ['%s (against %s%s)' % (b.package, ', '.join(b.module_names) or 'nothing in particular',
+                                          ''.join('; %s=%s' % kv for kv in sorted(b.env.items())))
+                    for b in builds]
+        others = sorted(set(plan.rules) - {b.package for b in builds})
+        print_msg("envmod: %s over %s (Python %s); compiled against the stack: %s%s" % (
             request.backend, plan.python_module.name if plan.python_module else plan.python.executable,
-            plan.python.version, ', '.join(compiled) or 'nothing'), log=self.log, silent=self.silent)
+            plan.python.version, ', '.join(compiled) or 'none of the requested packages',
+            ('; also %s, if a requested package requires it' % ', '.join(others)) if others else ''),
+            log=self.log, silent=self.silent)
+        if not self.cfg['use_wheel_cache']:
+            print_msg("envmod: use_wheel_cache = False: no compiled wheel is reused", log=self.log, silent=self.silent)
+
+    def archive_requirement_files(self):
+        """The requirements files go into EasyBuild's reprod directory, archived with the easyconfig
+        (<installdir>/easybuild/reprod/requirements/): the easyconfig alone cannot rebuild the env."""
+        files = self.requirement_files()
+        # EasyBuild names it reprod or, when that exists, reprod_<time>_<pid>; it holds this easyconfig
+        made = [d for d in glob.glob(os.path.join(os.path.dirname(self.logfile), 'reprod*'))
+                if os.path.isfile(os.path.join(d, self.cfg.filename()))]
+        if not files or not made:
+            return
+        reprod = max(made, key=os.path.getmtime)
+        target = os.path.join(reprod, 'requirements')
+        mkdir(target, parents=True)
+        used = set()
+        for path in files:
+            name = os.path.basename(path)
+            if name in used:            # two files of one name from different directories
+                name = '%d-%s' % (len(used), name)
+            used.add(name)
+            dest = os.path.join(target, name)
+            shutil.copy2(path, dest)
+            self.log.info("requirements file %s archived as %s", path, dest)
 
     def complete_stack(self, stack):
         """Fill in what EasyBuild knows and the modules may not say: prefixes ($EBROOT*) and tools.
@@ -407,12 +524,7 @@ class UserEnv(EasyBlock):
         """A rule package whose central library is missing: name the module to add."""
         text = err.one_line()
         if isinstance(err, self.library().errors.MissingCentralKind):
-            kind, package = err.kind, err.package
-            hint = self.suggest(kind)
-            return ("%s is compiled from source against the site's %s (envmod's build rules), but no dependency "
-                    "of %s provides one: add %s to dependencies%s" % (
-                        package, kind.upper(), self.env_name, hint or ('a %s module' % kind),
-                        '' if hint else ' (none found on $MODULEPATH)'))
+            return self.missing_kind_message(err.package, err.kind)
         return "envmod cannot build %s: %s" % (self.env_name, text)
 
     def check_rule_modules(self, plan, stack):
@@ -530,6 +642,23 @@ class UserEnv(EasyBlock):
         """A venv's python finds its own site-packages: no $PYTHONPATH, no $EBPYTHONPREFIXES."""
         return []
 
+    def installed_record(self):
+        """The env's record: this build's, or (--module-only) the one in the install dir; None in a dry run."""
+        if self.record is not None:
+            return self.record
+        path = os.path.join(self.installdir, RECORD_FILE)
+        if self.dry_run or not os.path.isfile(path):
+            return None
+        with self.envmod_errors("envmod record %s" % path):
+            return self.library().record.read_record(Path(path))
+
+    def make_extension_list(self, formatted=True):
+        """The env's packages, as a PythonBundle's extensions: EasyBuild writes them into the
+        module as Lmod's extensions() (so 'module spider h5py' finds the env), its help text
+        and $EBEXTSLIST<NAME>."""
+        record = self.installed_record()
+        return [(p.name, p.version) for p in record.packages] if record else []
+
     def make_module_extra(self, *args, **kwargs):
         """What every envmod module sets (the venv, no user site, which env and record) and its
         family guard, both from envmod's library, written through EasyBuild's generator."""
@@ -544,6 +673,10 @@ class UserEnv(EasyBlock):
                 txt += gen.set_environment(var, '' if rel == '.' else rel, relpath=True)
             else:
                 txt += gen.set_environment(var, value)
+        extensions = self.make_extension_string(ext_sep=',', sort=False)
+        if extensions:
+            # as EasyBuild's make_module_extra_extensions writes it for an easyconfig with exts_list
+            txt += gen.set_environment('EBEXTSLIST' + convert_name(self.name, upper=True), extensions)
         settings = self.settings()
         with self.envmod_errors("envmod's module templates"):
             txt += '\n' + lib.modulefile.render_conflict(self.module_type, self.env_name, settings.templates,
@@ -557,6 +690,7 @@ class UserEnv(EasyBlock):
                 if self.cfg['envmod_register']:
                     self.dry_run_msg("envmod: register %s -> %s under the envmod root", self.env_name, self.installdir)
             else:
+                self.archive_requirement_files()
                 self.update_record_module()
                 if self.cfg['envmod_register']:
                     self.register()
@@ -584,10 +718,15 @@ class UserEnv(EasyBlock):
         """A symlink <envmod root>/envs/<name> -> install dir: `envmod list/show` read the record there."""
         lib = self.library()
         try:
-            link = lib.store.Store(lib.config.load_settings()).register(self.env_name, self.installdir)
+            store = lib.store.Store(lib.config.load_settings())
+            before = store.registered_target(self.env_name)
+            link = store.register(self.env_name, self.installdir)
         except lib.errors.EnvmodError as err:
             print_warning("not registered with envmod: %s", err.one_line(), log=self.log, silent=self.silent)
             return
+        if before is not None and before != os.path.realpath(self.installdir):
+            print_warning("envmod: %s was registered to another install, %s; it now names this one (%s)",
+                          self.env_name, before, os.path.realpath(self.installdir), log=self.log, silent=self.silent)
         print_msg("envmod: registered as %s ('envmod show %s')" % (link, self.env_name), log=self.log,
                   silent=self.silent)
 

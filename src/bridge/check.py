@@ -10,7 +10,10 @@ module tool and the real file system what is true now:
   ``LD_LIBRARY_PATH``, to the same SONAME from the same provider (a changed target is reported);
 * the Python the env runs on is still there, with the same version;
 * every central package the env's packages require is still provided;
-* no central module's ``PYTHONPATH`` hides a version the env installed itself.
+* no central module's ``PYTHONPATH`` hides a version the env installed itself;
+* the env's own modulefiles the record names are there and were written from this record (they
+  load this env, and the central modules the record says), with how to write them again: an
+  interrupted ``eb --rebuild`` deletes the old module first, leaving an env nobody can load.
 
 Each problem is a `Finding` with a severity, what it concerns, what is wrong and what to do.
 `CheckReport.exit_code`: 0 healthy (notes only), 1 problems found, 2 could not check (the tool
@@ -52,6 +55,9 @@ ERROR, WARNING, NOTE = "error", "warning", "note"
 SEVERITIES = (ERROR, WARNING, NOTE)
 #: How the advice names the command that rebuilds an env against the site as it is now.
 REBUILD = "envmod rebuild {name}"
+#: How the advice names the commands that write an env's own modulefile again.
+REWRITE_MODULE = "envmod module {name}"
+REWRITE_EASYBUILD_MODULE = "eb {easyconfig} --module-only --rebuild"
 
 
 class CannotCheck(EnvmodError):
@@ -551,6 +557,102 @@ def _check_shadowing(record: EnvRecord, modules_now: Sequence[CentralModule], py
     return len(mine)
 
 
+def _easyconfig_of(record: EnvRecord) -> str | None:
+    """The easyconfig EasyBuild keeps in the install dir of an env it built (its UserEnv), or None."""
+    from pathlib import Path
+
+    kept = sorted(Path(record.prefix, "easybuild").glob("*.eb"))
+    preferred = [p for p in kept if p.stem == record.name]
+    return str((preferred or kept)[0]) if kept else None
+
+
+def rewrite_module_advice(record: EnvRecord, module_type: str) -> str:
+    """The command that writes the env's ``module_type`` modulefile again from its record: the
+    tool that built the env (EasyBuild writes its own modules), else envmod."""
+    import shlex
+
+    easyconfig = _easyconfig_of(record)
+    if easyconfig:
+        command = REWRITE_EASYBUILD_MODULE.format(easyconfig=shlex.quote(easyconfig))
+        return f"EasyBuild built this env: write its module again with '{command}' (same EasyBuild configuration)"
+    command = REWRITE_MODULE.format(name=record.name)
+    if module_type != record.module.type:
+        command += f" --module-type {module_type}"
+    if _spack_hashes(record):
+        return f"write it again from the record: '{command}' (or 'spack {command}')"
+    return f"write it again from the record: '{command}'"
+
+
+def _tool_reads(system: ModuleSystem | None, path: str) -> bool:
+    """Whether ``system`` can evaluate the modulefile at ``path`` (Environment Modules reads no Lua)."""
+    return system is not None and (system.name == "lmod" or not path.endswith(".lua"))
+
+
+def _shown_effect(system: ModuleSystem, name: str, path: str,
+                  environ: Mapping[str, str]) -> tuple[ModuleEffect | None, str]:
+    """What ``module show NAME`` says the modulefile at ``path`` does, or None and the tool's
+    complaint. The file is shown from a copy alone on ``MODULEPATH`` (Lmod shows no full path,
+    and the Lua and Tcl files of an env may share one directory, where the tool picks one)."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="envmod-check-") as tree:
+        copy = os.path.join(tree, name + (".lua" if path.endswith(".lua") else ""))
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        shutil.copyfile(path, copy)
+        try:
+            proc = system.run(["show", name], {**environ, "MODULEPATH": tree})
+        except OSError as exc:
+            raise CannotCheck(f"cannot run {system.name} ({system.command}): {exc.strerror or exc}") from exc
+    text = proc.stderr + proc.stdout
+    if proc.returncode != 0 or "test 0 = 1" in proc.stdout or re.search(
+            r"Module ERROR|Lmod has detected the following error", text):
+        return None, _error_message(proc.stderr or proc.stdout)
+    effects = system.parse_show(proc.stderr)
+    return next(iter(effects.values()), None), _tool_message(text)
+
+
+def _check_own_modules(record: EnvRecord, system: ModuleSystem | None, environ: Mapping[str, str],
+                       findings: list[Finding]) -> int:
+    """The env's own modulefiles (``record.module.files``): present, and, where the module tool in
+    use can read them, loading this env (``ENVMOD_RECORD`` is this record) and the central modules
+    the record names."""
+    for module_type, path in sorted(record.module.files.items()):
+        what = f"module {record.module.name} ({module_type})"
+        advice = rewrite_module_advice(record, module_type)
+        if not os.path.isfile(path):
+            findings.append(Finding(
+                ERROR, what, f"the env's modulefile {path} is gone: 'module load {record.module.name}' "
+                "cannot load this env", advice, "own-module-missing"))
+            continue
+        if not _tool_reads(system, path):
+            continue
+        effect, complaint = _shown_effect(system, record.module.name, path, environ)
+        if effect is None:
+            findings.append(Finding(
+                ERROR, what, f"{system.name} cannot read the env's modulefile {path}: {complaint}",
+                advice, "own-module-broken"))
+            continue
+        loads = effect.setenv.get("ENVMOD_RECORD")
+        if not loads or not _same_file(loads, str(record.path)):
+            findings.append(Finding(
+                ERROR, what, f"{path} was not written from this env's record: it loads "
+                + (f"the env whose record is {loads}" if loads else "no envmod env (it sets no ENVMOD_RECORD)"),
+                advice, "own-module-foreign"))
+            continue
+        if module_type != record.module.type and _spack_hashes(record):
+            continue        # Spack names a spec's Lmod and Tcl modules differently: the record has one set
+        missing = [m for m in record.module.depends_on if m not in effect.depends]
+        extra = [m for m in effect.depends if m not in record.module.depends_on]
+        if missing or extra:
+            findings.append(Finding(
+                ERROR, what, f"{path} does not load the central modules this env was built against"
+                + (f": it lacks {', '.join(missing)}" if missing else "")
+                + (f"{';' if missing else ':'} it also loads {', '.join(extra)}" if extra else ""),
+                advice, "own-module-stale"))
+    return len(record.module.files)
+
+
 def _spack_hashes(record: EnvRecord) -> bool:
     return any(m.facts.get("spack_hash") for m in record.central_modules)
 
@@ -599,6 +701,7 @@ def check_env(record: EnvRecord, module_system: ModuleSystem | None, environ: Ma
                 NOTE, "module system", "no module system is initialised in this shell, so only the Spack "
                 "builds were checked, not the env's libraries, Python and packages",
                 "initialise Lmod or Environment Modules, then check again", "no-module-system"))
+            report.checked["own modules"] = _check_own_modules(record, None, environ, findings)
             return report
     if module_system is None and record.module.depends_on:
         report.unchecked = ("no module system is initialised, so the modules this env loads "
@@ -620,6 +723,12 @@ def check_env(record: EnvRecord, module_system: ModuleSystem | None, environ: Ma
     _check_requirements(record, modules_now, pyinfo, findings)
     report.checked["requirements"] = len(record.requirements)
     report.checked["packages"] = _check_shadowing(record, modules_now, pyinfo, findings)
+    try:
+        report.checked["own modules"] = _check_own_modules(record, module_system, environ, findings)
+    except CannotCheck as exc:
+        report.unchecked = exc.one_line()
+        report.findings.clear()
+        return report
     if not record.links and next(env_elf_files(record.prefix), None) is not None:
         findings.append(Finding(
             NOTE, "evidence", "the record holds no link evidence (made by an older envmod), so the env's "

@@ -334,10 +334,14 @@ def cmd_remove(args) -> int:
     with store.lock(args.name, "removing it"):
         if not store.exists(args.name):
             raise EnvNotFound(f"no environment named {args.name!r} under {settings.envs_dir}")
+        registered = store.registered_target(args.name)
         if not args.yes:
             if not sys.stdin.isatty():
                 raise UsageError(f"refusing to remove {args.name!r} without confirmation", hint="pass --yes")
-            answer = input(f"remove environment {args.name!r} at {store.env_path(args.name)} and its modules? [y/N] ")
+            question = (f"unregister environment {args.name!r} (only the link to {registered}: the tool that built it "
+                        "keeps its files and module)? [y/N] " if registered else
+                        f"remove environment {args.name!r} at {store.env_path(args.name)} and its modules? [y/N] ")
+            answer = input(question)
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing removed")
                 return 1
@@ -353,6 +357,10 @@ def cmd_remove(args) -> int:
         if module_dir.is_dir() and not any(module_dir.iterdir()):
             module_dir.rmdir()
         store.remove_env_dir(args.name)
+    if registered:
+        print(f"unregistered {args.name}: its install at {registered} and the module written with it are untouched "
+              "(EasyBuild built it: remove them there)")
+        return 0
     print(f"removed {args.name}")
     return 0
 

@@ -192,6 +192,11 @@ class Store:
         and linked here so that list/show/check see it."""
         return self.env_path(name).is_symlink()
 
+    def registered_target(self, name: str) -> str | None:
+        """Where a registered env's link points (resolved), or None when ``name`` is not registered."""
+        link = self.env_path(name)
+        return os.path.realpath(link) if link.is_symlink() else None
+
     def register(self, name: str, prefix: Path | str) -> Path:
         """Link ``<root>/envs/<name>`` to an env built at ``prefix`` (its record inside), replacing
         an older registration at once (a symlink renamed over it). An env envmod itself built

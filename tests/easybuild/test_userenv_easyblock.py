@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -132,7 +134,8 @@ def test_eb_avail_easyconfig_params_documents_the_custom_parameters(ebrun):
     custom = out.split("EASYBLOCK-SPECIFIC", 1)[1].split("TOOLCHAIN", 1)[0]
     params = {line.split("*", 1)[0]: line for line in custom.splitlines() if "*" in line}
     assert sorted(params) == ["backend", "compile_against_stack", "envmod_register", "packages", "requirements",
-                              "sanity_imports", "system_site_packages"]
+                              "sanity_imports", "system_site_packages", "use_wheel_cache"]
+    assert params["use_wheel_cache"].endswith("[default: True]")
     assert "envmod's build-rule table" in params["compile_against_stack"]
     assert params["system_site_packages"].endswith("[default: True]")
     assert params["backend"].endswith('[default: "venv"]')
@@ -157,6 +160,18 @@ def test_module_only_writes_lua_module_with_dependencies_and_envmod_extras(ebrun
         assert f'"{var}"' not in text, var
 
 
+def test_module_lists_the_envs_packages_as_a_python_bundle_does(ebrun, fake_stack):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    text = ebrun.module_file().read_text()
+    assert 'extensions("mpi4py/4.1.2")' in text
+    assert 'setenv("EBEXTSLISTMYENV", "mpi4py-4.1.2")' in text
+    script = (f"source /usr/share/lmod/lmod/init/bash\nmodule use {fake_stack} {ebrun.prefix}/modules/all\n"
+              "module spider mpi4py/4.1.2 2>&1\n")
+    out = run(["bash", "--noprofile", "--norc", "-c", script], ebrun.env(), timeout=60).check().stdout
+    assert "MyEnv/1.0" in out, out
+
+
 def test_module_only_keeps_the_record_in_step_and_registers_with_envmod(ebrun):
     fake_env(ebrun.installdir)
     ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
@@ -175,6 +190,35 @@ def test_module_only_keeps_the_record_in_step_and_registers_with_envmod(ebrun):
     store = Store(load_settings({"ENVMOD_ROOT": str(ebrun.envmod_root), "HOME": str(ebrun.work)}))
     assert store.names() == ["MyEnv-1.0"]
     assert store.load("MyEnv-1.0").module.files["lmod"] == str(ebrun.module_file())
+
+
+def test_check_of_a_registered_env_names_its_missing_module_and_how_easybuild_writes_it(ebrun, fake_stack):
+    # `eb --rebuild` deletes the old module first: an interrupted one leaves the env without it.
+    from bridge.check import check_stored
+    from bridge.config import load_settings
+    from bridge.modsys import Lmod
+    from bridge.store import Store
+
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    store = Store(load_settings({"ENVMOD_ROOT": str(ebrun.envmod_root), "HOME": str(ebrun.work)}))
+    lmod = Lmod(os.environ.get("LMOD_CMD") or "/usr/share/lmod/lmod/libexec/lmod")
+    environ = {"PATH": os.environ["PATH"], "HOME": str(ebrun.work), "MODULEPATH": str(fake_stack)}
+
+    def own_module_findings():
+        report = check_stored(store, "MyEnv-1.0", lmod, environ)
+        assert report.unchecked is None, report.unchecked
+        return [f for f in report.findings if f.code.startswith("own-module")], report
+
+    found, report = own_module_findings()
+    assert found == [] and report.checked["own modules"] == 1       # Lmod reads EasyBuild's module as ours
+    ebrun.module_file().unlink()
+    found, report = own_module_findings()
+    (gone,) = found
+    easyconfig = ebrun.installdir / "easybuild/MyEnv-1.0.eb"
+    assert easyconfig.is_file()
+    assert gone.code == "own-module-missing" and report.exit_code == 1
+    assert f"'eb {easyconfig} --module-only --rebuild'" in gone.advice
 
 
 def test_module_only_again_leaves_the_install_dir_alone(ebrun):
@@ -253,6 +297,39 @@ def test_dry_run_prints_the_plan_and_writes_nothing(ebrun):
     assert not ebrun.envmod_root.exists()
 
 
+def test_dry_run_refuses_what_a_real_build_refuses_from_the_easyconfig(ebrun):
+    # EasyBuild's dry run reports a step's error as a warning and ends in SUCCESS: these must fail.
+    deps = str([(d.split("/")[0], d.split("/")[1]) for d in DEPS])
+    no_hdf5 = write_ec(ebrun.work / "NoHDF5-1.0.eb", "[('Python', '3.11.2'), ('OpenMPI', '4.1.4')]",
+                       "packages = ['mpi4py', 'h5py']\n")
+    missing_file = write_ec(ebrun.work / "Missing-1.0.eb", deps, "requirements = ['nope.txt']\n")
+    (ebrun.work / "reqs.txt").write_text("# analysis\nh5py>=3.10  # parallel\n")
+    hdf5_in_file = write_ec(ebrun.work / "ReqHDF5-1.0.eb", "[('Python', '3.11.2'), ('OpenMPI', '4.1.4')]",
+                            "requirements = ['reqs.txt']\n")
+    for ec, message in [
+            (no_hdf5, "h5py is compiled from source against the site's HDF5 (envmod's build rules), but no "
+                      "dependency of MyEnv-1.0 provides one: add ('HDF5', '1.10.8') to dependencies"),
+            (missing_file, "requirements file not found: nope.txt"),
+            (hdf5_in_file, "h5py is compiled from source against the site's HDF5")]:
+        result = ebrun.eb(str(ec), "-x")
+        assert result.returncode != 0, result.output[-2000:]
+        assert "[SUCCESS]" not in result.output
+        assert message in " ".join(result.output.split())
+    assert not ebrun.installdir.exists()
+
+
+def test_dry_run_leaves_a_dependency_of_unknown_kind_to_the_real_build(ebrun, fake_stack):
+    site_hdf5 = fake_stack / "site-h5/1.0.lua"
+    site_hdf5.parent.mkdir(exist_ok=True)
+    site_hdf5.write_text('setenv("HDF5_DIR", "/nowhere")\n')
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", "[('Python', '3.11.2'), ('OpenMPI', '4.1.4'), "
+                  "('site-h5/1.0', EXTERNAL_MODULE)]", "packages = ['mpi4py', 'h5py']\n")
+    try:
+        assert "[SUCCESS]" in ebrun.eb(str(ec), "-x").check().output
+    finally:
+        site_hdf5.unlink()
+
+
 def test_try_amend_sets_the_custom_parameters_and_sanity_imports_run_in_the_module(ebrun):
     # (EasyBuild 5.4.1 cannot combine --try-amend with -x: the tweaked easyconfig is not written in
     # a dry run, so this runs the module-only path, where the sanity check imports for real.)
@@ -317,6 +394,63 @@ def test_requirements_files_are_read_from_the_easyconfigs_directory(ebrun):
     assert (f"requirements file not found: nope.txt (relative paths are taken from the easyconfig's directory "
             f"{ebrun.work})") in " ".join(result.output.split())
 
+def test_configure_names_only_what_it_compiles_and_the_wheel_cache_can_be_refused(ebrun):
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", str([(d.split("/")[0], d.split("/")[1]) for d in DEPS]),
+                  "use_wheel_cache = False\n")
+    out = " ".join(ebrun.eb(str(ec), "--stop=configure", "--force").check().stdout.split())
+    assert ("compiled against the stack: mpi4py (against OpenMPI/4.1.4; MPICC=") in out
+    assert "; also h5py, if a requested package requires it" in out
+    assert "h5py (against" not in out
+    assert "envmod: use_wheel_cache = False: no compiled wheel is reused" in out
+
+
+def test_requirements_files_are_archived_with_the_easyconfig(ebrun):
+    deps = str([(d.split("/")[0], d.split("/")[1]) for d in DEPS])
+    (ebrun.work / "reqs.txt").write_text("mpi4py\n")
+    (ebrun.work / "more").mkdir()
+    (ebrun.work / "more/reqs.txt").write_text("# more\n")
+    ec = write_ec(ebrun.work / "MyEnv-1.0.eb", deps, "requirements = ['reqs.txt', 'more/reqs.txt']\n")
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(ec), "--module-only", "--force").check()
+    archived = ebrun.installdir / "easybuild/reprod/requirements"
+    assert (archived / "reqs.txt").read_text() == "mpi4py\n"
+    assert (archived / "1-reqs.txt").read_text() == "# more\n"
+    assert (ebrun.installdir / "easybuild/reprod/MyEnv-1.0.eb").is_file()
+
+
+def test_remove_of_a_registered_env_only_unregisters_and_says_so(ebrun):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    envmod = [sys.executable, "-m", "bridge"]
+    env = {**os.environ, "ENVMOD_ROOT": str(ebrun.envmod_root), "HOME": str(ebrun.work)}
+    # the prompt, on a terminal (script(1) gives the command one), answered "no"
+    asked = subprocess.run(["script", "-qec", shlex.join(envmod + ["remove", "MyEnv-1.0"]), "/dev/null"],
+                           input="n\n", capture_output=True, text=True, env=env, timeout=60)
+    target = os.path.realpath(ebrun.installdir)
+    assert (f"unregister environment 'MyEnv-1.0' (only the link to {target}: the tool that built it keeps its "
+            "files and module)? [y/N]") in asked.stdout, asked.stdout
+    done = subprocess.run(envmod + ["remove", "MyEnv-1.0", "--yes"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (f"unregistered MyEnv-1.0: its install at {target} and the module written with it "
+                                   "are untouched (EasyBuild built it: remove them there)")
+    assert (ebrun.installdir / "envmod.yaml").is_file() and ebrun.module_file().is_file()
+    assert not (ebrun.envmod_root / "envs/MyEnv-1.0").is_symlink()
+
+
+def test_registering_a_name_another_install_had_says_so(ebrun, easybuild, fake_stack, tmp_path):
+    fake_env(ebrun.installdir)
+    ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()
+    again = EbRun(easybuild, fake_stack, tmp_path / "second")
+    again.work.mkdir()
+    again.envmod_root = ebrun.envmod_root
+    fake_env(again.installdir)
+    out = " ".join(again.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check().output.split())
+    assert (f"envmod: MyEnv-1.0 was registered to another install, {os.path.realpath(ebrun.installdir)}; it now "
+            f"names this one ({os.path.realpath(again.installdir)})") in out
+    quiet = " ".join(again.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check().output.split())
+    assert "was registered to another install" not in quiet
+
+
 def test_library_not_importable_says_how_to_make_it_so(ebrun, tmp_path):
     empty = tmp_path / "not-envmod"
     empty.mkdir()
@@ -325,6 +459,47 @@ def test_library_not_importable_says_how_to_make_it_so(ebrun, tmp_path):
     assert "UserEnv cannot import envmod's library" in result.output
     assert "set $ENVMOD_LIBRARY to an envmod checkout" in result.output
     assert str(empty) in result.output
+
+
+def stock_easybuild_python(easybuild: EasyBuild, where: Path) -> Path:
+    """A Python that runs the same EasyBuild but has none of envmod's dependencies: a venv (no
+    system site-packages) holding only EasyBuild's own packages, as 'pip install easybuild' makes."""
+    venv = where / "stock-eb"
+    subprocess.run([easybuild.python, "-c", "import sys, venv; venv.create(sys.argv[1], with_pip=False)",
+                    str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    eb_site = Path(subprocess.run([easybuild.python, "-c", "import easybuild, os; "
+                                   "print(os.path.dirname(os.path.dirname(easybuild.__file__)))"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
+    for entry in eb_site.glob("easybuild*"):
+        (site / entry.name).symlink_to(entry)
+    python = venv / "bin/python"
+    assert subprocess.run([python, "-c", "import easybuild.main"]).returncode == 0
+    assert subprocess.run([python, "-c", "import yaml"], capture_output=True).returncode != 0
+    return python
+
+
+def test_library_without_its_dependencies_is_a_clear_error_naming_the_pip_install(ebrun, tmp_path):
+    python = stock_easybuild_python(ebrun.easybuild, tmp_path)
+    for args in (["--module-only", "--force"], ["-x"]):
+        result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), *args, EB_PYTHON=str(python))
+        assert result.returncode != 0
+        assert "EasyBuild crashed" not in result.output and "Traceback" not in result.output, result.output
+        text = " ".join(result.output.split())
+        assert (f"UserEnv cannot use envmod's library at {REPO / 'src' / 'bridge'}: the Python running EasyBuild "
+                f"({python}) lacks its dependencies jinja2>=3.0, pyyaml>=5.4, packaging>=21, archspec>=0.2: install "
+                f"them with: {python} -m pip install 'jinja2>=3.0' 'pyyaml>=5.4' 'packaging>=21' 'archspec>=0.2'") in text, text
+
+
+def test_the_easyblocks_list_of_library_dependencies_is_pyprojects():
+    import ast
+    import tomllib
+
+    tree = ast.parse(EASYBLOCK.read_text())
+    listed = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", "") == "LIBRARY_DEPENDENCIES")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert [req for _module, req in listed] == [d for d in project if ";" not in d]
 
 
 def test_library_older_than_the_easyblock_is_named(ebrun, tmp_path):
@@ -405,7 +580,8 @@ def test_external_modules_with_metadata_are_the_stack(extrun, external_stack):
     shutil.rmtree(extrun.installdir)
     out = extrun.eb(str(ec), metadata, "--stop=configure", "--force").check().stdout
     assert "envmod: venv over sitepy/3.11 (Python 3." in out
-    assert "compiled against the stack: h5py, mpi4py (against sitempi/4.1; MPICC=/usr/bin/mpicc)" in out
+    assert ("compiled against the stack: mpi4py (against sitempi/4.1; MPICC=/usr/bin/mpicc); also h5py, if a "
+            "requested package requires it") in " ".join(out.split())
     # without the metadata EasyBuild knows no prefix: nothing says which module is the Python
     failed = extrun.eb(str(ec), "--stop=configure", "--force")
     assert failed.returncode != 0

@@ -284,3 +284,73 @@ def test_unreadable_modulefile(site: Site) -> None:
     assert broken.severity == "error" and broken.what == "module openmpi/4.1.4"
     assert f"{site.system.name} cannot read it" in broken.detail
     assert report.exit_code == 1
+
+
+# ---- the env's own modulefiles ------------------------------------------------------------------
+
+
+def with_own_modules(s: Site) -> dict[str, Path]:
+    """The env's Lua and Tcl modulefiles, written from its record by envmod's writer, as
+    ``envmod create`` and ``envmod module NAME --module-type tcl`` leave them."""
+    from bridge.emit.modulefile import write_modulefile
+
+    modules = s.root.parent / "envmod-modules"
+    written = {t: write_modulefile(s.record, t, modules) for t in ("lmod", "tcl")}
+    s.record.module.files = {t: str(p) for t, p in written.items()}
+    write_record(s.record)
+    return written
+
+
+def test_own_modulefiles_written_from_the_record_are_healthy(site: Site) -> None:
+    with_own_modules(site)
+    report = site.check()
+    assert report.findings == [] and report.exit_code == 0, format_report(report)
+    assert report.checked["own modules"] == 2
+
+
+def test_own_modulefile_gone_is_an_error_saying_how_to_write_it_again(site: Site) -> None:
+    files = with_own_modules(site)
+    files["lmod"].unlink()
+    report = site.check()
+    (gone,) = codes(report)["own-module-missing"]
+    assert gone.severity == "error" and report.exit_code == 1
+    assert gone.what == "module drifty/py3.11 (lmod)"
+    assert f"the env's modulefile {files['lmod']} is gone" in gone.detail
+    assert gone.advice == "write it again from the record: 'envmod module drifty'"
+    files["tcl"].unlink()
+    tcl = [f for f in codes(site.check())["own-module-missing"] if f.what.endswith("(tcl)")]
+    assert tcl[0].advice == "write it again from the record: 'envmod module drifty --module-type tcl'"
+
+
+def test_own_module_of_an_easybuild_built_env_is_written_again_by_easybuild(site: Site) -> None:
+    # EasyBuild keeps the easyconfig in the install dir's easybuild/; its --rebuild deletes the
+    # module first, so an interrupted one leaves the env without it.
+    easyconfig = site.env / "easybuild" / "drifty.eb"
+    easyconfig.parent.mkdir()
+    easyconfig.write_text("easyblock = 'UserEnv'\n")
+    with_own_modules(site)["lmod"].unlink()
+    (gone,) = codes(site.check())["own-module-missing"]
+    assert gone.advice == (f"EasyBuild built this env: write its module again with 'eb {easyconfig} --module-only "
+                           "--rebuild' (same EasyBuild configuration)")
+
+
+def test_own_modulefile_of_another_env_or_stale_is_an_error(site: Site) -> None:
+    files = with_own_modules(site)
+    other = site.record.path.parent.parent / "other-env"
+    mine = str(site.record.path)
+    for path in files.values():
+        path.write_text(path.read_text().replace(mine, str(other / "envmod.yaml")))
+    report = site.check()
+    foreign = codes(report)["own-module-foreign"]
+    # Environment Modules cannot read the Lua file: only the Tcl one is evaluated there
+    assert len(foreign) == (2 if site.syntax == "lua" else 1), format_report(report)
+    assert f"was not written from this env's record: it loads the env whose record is {other}/envmod.yaml" \
+        in foreign[0].detail
+    files = with_own_modules(site)
+    site.record.module.depends_on = ["python/3.11"]         # the record now says: no MPI
+    (stale,) = [f for f in codes(site.check())["own-module-stale"] if f.what.endswith("(tcl)")]
+    assert stale.detail.endswith("does not load the central modules this env was built against: it also loads "
+                                 "openmpi/4.1.4")
+    files["tcl"].write_text("#%Module1.0\nsetenv A {unterminated\n")
+    broken = codes(site.check())["own-module-broken"]
+    assert broken and f"{site.system.name} cannot read the env's modulefile" in broken[0].detail

@@ -98,6 +98,6 @@ def test_envmod_remove_of_an_eb_built_env_unregisters_it_and_leaves_eb_s_module(
     proc = subprocess.run([sys.executable, "-m", "bridge", "remove", "MyEnv-1.0", "--yes"], capture_output=True,
                           text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
-    assert "removed MyEnv-1.0" in proc.stdout
+    assert proc.stdout.startswith("unregistered MyEnv-1.0: its install at ")
     assert not os.path.lexists(store.env_path("MyEnv-1.0"))
     assert (installdir / "envmod.yaml").is_file() and eb_module.is_file()   # EasyBuild's to remove

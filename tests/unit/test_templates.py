@@ -72,7 +72,7 @@ local function capture(name)
   end
 end
 for _, f in ipairs({"help", "whatis", "family", "depends_on", "setenv", "pushenv", "prepend_path",
-                    "append_path", "load", "always_load", "prereq", "conflict"}) do
+                    "append_path", "load", "always_load", "prereq", "conflict", "extensions"}) do
   _G[f] = capture(f)
 end
 setmetatable(_G, {__index = function(_, k) error("modulefile used an unknown global: " .. tostring(k), 2) end})
@@ -158,6 +158,7 @@ def test_lua_calls_match_the_record(tmp_path, hostile):
     calls = run_lua(rendered(tmp_path, record, "lmod"), tmp_path)
     expected = ([("help", ctx["help"])] + [("whatis", w) for w in ctx["whatis"]] + [("family", "envmod")]
                 + [("depends_on", m) for m in record.module.depends_on]
+                + ([("extensions", ",".join(ctx["extensions"]))] if ctx["extensions"] else [])
                 + [("setenv", "VIRTUAL_ENV", HOSTILE_PREFIX), ("setenv", "PYTHONNOUSERSITE", "1"),
                    ("setenv", "ENVMOD_ENV", "myenv"), ("setenv", "ENVMOD_RECORD", HOSTILE_PREFIX + "/envmod.yaml"),
                    ("prepend_path", "PATH", HOSTILE_PREFIX + "/bin")])
@@ -183,6 +184,7 @@ def test_tcl_calls_match_the_record(tmp_path, hostile):
     calls, _ = tcl_calls(rendered(tmp_path, record, "tcl"), tmp_path)
     expected = ([("module-whatis", w) for w in ctx["whatis"]] + [("family", "envmod")]
                 + [("depends-on", m) for m in record.module.depends_on]
+                + ([("module-whatis", "Extensions: " + ", ".join(ctx["extensions"]))] if ctx["extensions"] else [])
                 + [("setenv", "VIRTUAL_ENV", HOSTILE_PREFIX), ("setenv", "PYTHONNOUSERSITE", "1"),
                    ("setenv", "ENVMOD_ENV", "myenv"), ("setenv", "ENVMOD_RECORD", HOSTILE_PREFIX + "/envmod.yaml"),
                    ("prepend-path", "PATH", HOSTILE_PREFIX + "/bin")])
@@ -250,9 +252,11 @@ def expected_calls(record, ctx, module_type: str) -> list[tuple]:
     if module_type == "lmod":
         return ([("help", ctx["help"])] + [("whatis", w) for w in ctx["whatis"]] + [("family", "envmod")]
                 + [("depends_on", m) for m in record.module.depends_on]
+                + ([("extensions", ",".join(ctx["extensions"]))] if ctx["extensions"] else [])
                 + [("setenv", k, v) for k, v in ctx["setenv"]] + [("prepend_path", k, v) for k, v in ctx["prepend_path"]])
     return ([("module-whatis", w) for w in ctx["whatis"]] + [("family", "envmod")]
             + [("depends-on", m) for m in record.module.depends_on]
+            + ([("module-whatis", "Extensions: " + ", ".join(ctx["extensions"]))] if ctx["extensions"] else [])
             + [("setenv", k, v) for k, v in ctx["setenv"]] + [("prepend-path", k, v) for k, v in ctx["prepend_path"]])
 
 

@@ -78,10 +78,17 @@ def module_context(record: EnvRecord) -> dict[str, Any]:
         "whatis": whatis,
         "help": "\n".join(help_lines),
         "depends_on": list(record.module.depends_on),
+        "extensions": module_extensions(record),
         "family": FAMILY,
         "setenv": module_setenv(record.name, prefix),
         "prepend_path": [("PATH", os.path.join(prefix, "bin"))],
     }
+
+
+def module_extensions(record: EnvRecord) -> list[str]:
+    """The env's packages as Lmod's ``extensions()`` names them (``h5py/3.16.0``), so that
+    ``module spider h5py`` finds the env, as it finds a PythonBundle's extensions."""
+    return [f"{p.name}/{p.version}" for p in record.packages]
 
 
 def module_setenv(name: str, prefix: str) -> list[tuple[str, str]]:
