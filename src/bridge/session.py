@@ -26,7 +26,7 @@ from .emit.modulefile import module_version, modulefile_path, render_modulefile
 from .errors import BuildError, ConfigError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
 from .fsutil import atomic_write_text
 from .modsys import ModuleSystem, detect_module_system
-from .names import validate_description, validate_env_name
+from .names import validate_description, validate_new_env_name
 from .progress import Reporter
 from .pyinfo import PythonInfo, interrogate
 from .record import (RECORD_FILE, CentralModuleRecord, EnvRecord, ModuleRecord, PackageRecord, Provenance,
@@ -270,7 +270,7 @@ class CreateSession:
 
     # ---- the whole pipeline ------------------------------------------------------------
     def run(self) -> EnvRecord:
-        name = validate_env_name(self.request.name)
+        name = validate_new_env_name(self.request.name)
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_term(signum, frame):

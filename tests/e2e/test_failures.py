@@ -73,6 +73,17 @@ def test_hostile_or_bad_names_are_refused_with_one_line(site_env, name):
     assert not (root / "envs").exists() or not any((root / "envs").iterdir())
 
 
+@pytest.mark.parametrize("name, char", [("A+1", "+"), ("a~b", "~"), ("a@1", "@"), ("a=b", "=")])
+def test_names_environment_modules_cannot_load_are_refused_at_create_in_one_line(site_env, name, char):
+    root, env = site_env
+    proc = envmod("create", name, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("envmod: error:")
+    assert f"Environment Modules reads {char!r}" in proc.stderr
+    assert not (root / "envs").exists() or not any((root / "envs").iterdir())
+    assert not (root / "modules").exists()
+
+
 def test_missing_python_is_one_clear_line(site_env):
     root, env = site_env
     proc = envmod("create", "nopy", "--python", "/nonexistent/python3", env=env)
