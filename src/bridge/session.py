@@ -193,6 +193,10 @@ class CreateSession:
         for path in request.requirement_files:
             if not Path(path).is_file():
                 raise UsageError(f"requirements file not found: {path}")
+        if request.requirement_files:
+            from .install import check_requirement_files
+
+            check_requirement_files(request.requirement_files)
         return Plan(request, stack, python, module, module_type, rules)
 
     def install(self, plan: Plan, python: Path) -> "InstallResult | None":

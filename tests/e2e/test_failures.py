@@ -84,6 +84,49 @@ def test_names_environment_modules_cannot_load_are_refused_at_create_in_one_line
     assert not (root / "modules").exists()
 
 
+def assert_refused_in_one_line(proc: subprocess.CompletedProcess, root: Path, says: str, code: int = 2) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("envmod: error:"), proc.stderr
+    assert says in proc.stderr
+    assert not (root / "envs").exists() or not any((root / "envs").iterdir())
+    assert not (root / "modules").exists()
+
+
+@pytest.mark.parametrize("spec", ["--index-url=http://127.0.0.1:9/simple", "--pre", "--no-index"])
+def test_a_pip_option_given_as_a_package_is_refused_in_one_line(site_env, spec):
+    root, env = site_env
+    proc = envmod("create", "opt", f"--with={spec}", env=env)
+    assert_refused_in_one_line(proc, root, "is a pip option, not a package")
+
+
+def test_a_directory_named_like_an_option_is_no_option(site_env, tmp_path):
+    root, env = site_env
+    (tmp_path / "--pre").mkdir()
+    proc = envmod("create", "dashdir", "--with=--pre", env=env, cwd=tmp_path)
+    assert_refused_in_one_line(proc, root, "a directory whose name starts with '-' is written ./NAME")
+
+
+def test_an_index_option_in_a_requirements_file_is_refused_in_one_line(site_env, tmp_path):
+    root, env = site_env
+    req = tmp_path / "req.txt"
+    req.write_text(f"{SLOWPKG}\n--extra-index-url http://127.0.0.1:9/simple\n")
+    proc = envmod("create", "reqopt", "-r", str(req), env=env)
+    assert_refused_in_one_line(proc, root, f"{req} line 2: option '--extra-index-url' is not allowed")
+
+
+@pytest.mark.parametrize("how", ["--with", "-r"])
+def test_a_spec_pip_fails_on_with_a_traceback_is_one_line_with_the_reason(site_env, tmp_path, how):
+    root, env = site_env
+    if how == "-r":
+        (tmp_path / "req.txt").write_text("foo @ http://[::1/foo.tar.gz\n")
+        args = ["-r", str(tmp_path / "req.txt")]
+    else:
+        args = ["--with", "foo @ http://[::1/foo.tar.gz"]
+    proc = envmod("create", "badurl", *args, env=env)
+    assert_refused_in_one_line(proc, root, "is not a valid URL: Invalid IPv6 URL", code=3)
+    assert "Exception" not in proc.stderr
+
+
 def test_missing_python_is_one_clear_line(site_env):
     root, env = site_env
     proc = envmod("create", "nopy", "--python", "/nonexistent/python3", env=env)
