@@ -287,7 +287,8 @@ def _check_url(url: str, where: str) -> None:
     from urllib.parse import urlsplit
 
     try:
-        urlsplit(url).port
+        # urlsplit checks the host's brackets, reading .port its number: pip's own two crashes
+        _ = urlsplit(url).port
     except ValueError as exc:
         raise PlanError(f"{where} is not a valid URL: {exc}") from None
 
