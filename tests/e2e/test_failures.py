@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import ModuleShell, require_site
 
 SLOWPKG = Path(__file__).with_name("pkgs") / "slowpkg"
+SCRIPTPKG = Path(__file__).with_name("pkgs") / "scriptpkg"
 
 
 @pytest.fixture
@@ -125,6 +126,66 @@ def test_a_spec_pip_fails_on_with_a_traceback_is_one_line_with_the_reason(site_e
     proc = envmod("create", "badurl", *args, env=env)
     assert_refused_in_one_line(proc, root, "is not a valid URL: Invalid IPv6 URL", code=3)
     assert "Exception" not in proc.stderr
+
+
+# ---- the envmod root is data (issue #9, item 5) ------------------------------------------------
+
+@pytest.mark.parametrize("how", ["ENVMOD_ROOT", "--root", "config"])
+@pytest.mark.parametrize("part, char", [("$(touch {marker})", "$"), ("`touch {marker}`", "`"), ("a\tb", "\t"),
+                                        ('a"b', '"'), ("a\\b", "\\")])
+def test_a_root_scripts_could_run_or_break_under_is_refused_in_one_line(site_env, tmp_path, how, part, char):
+    _, env = site_env
+    marker = tmp_path / "pwned"
+    root = tmp_path / "x" / part.format(marker=marker)
+    proc = _create_under_root(root, how, env, tmp_path, "rooted", "--with", str(SCRIPTPKG))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("envmod: error: envmod root"), proc.stderr
+    assert f"contains {char!r}" in proc.stderr
+    assert not (tmp_path / "x").exists() and not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["ENVMOD_ROOT", "--root", "config"])
+def test_a_root_below_a_regular_file_is_one_line_not_a_traceback(site_env, tmp_path, how):
+    _, env = site_env
+    (tmp_path / "plain").write_text("a file\n")
+    proc = _create_under_root(tmp_path / "plain" / "root", how, env, tmp_path, "under")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'plain'} is a file" in proc.stderr
+
+
+def test_every_script_starts_and_runs_the_env_python_under_a_root_of_spaces_and_punctuation(site_env, tmp_path):
+    _, env = site_env
+    # Spaces (and a long path) make pip write its /bin/sh launchers; the rest is shell syntax
+    # that must stay text.
+    root = tmp_path / ("long " * 12) / "r o;o&t|(x)!'y'#{z}*?~<>"
+    marker = tmp_path / "pwned"
+    proc = _create_under_root(root, "ENVMOD_ROOT", {**env, "PWNED": str(marker)}, tmp_path, "spaced",
+                              "--with", str(SCRIPTPKG))
+    assert proc.returncode == 0, proc.stderr
+    prefix = root / "envs" / "spaced"
+    script = prefix / "bin" / "scriptpkg-where"
+    assert script.read_text().startswith("#!/bin/sh\n"), "pip wrote no /bin/sh launcher: the test proves nothing"
+    run = subprocess.run([str(script)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split(" ", 1) == ["SCRIPTPKG", f"{prefix} {prefix / 'bin' / 'python'}\n"]
+    for launcher in (p for p in (prefix / "bin").iterdir() if p.name.startswith("pip")):
+        started = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, env=env)
+        assert started.returncode == 0, (launcher, started.stderr)
+    assert not marker.exists()
+
+
+def _create_under_root(root: Path, how: str, env: dict, tmp_path: Path, name: str, *args: str):
+    env = {k: v for k, v in env.items() if k != "ENVMOD_ROOT"}
+    if how == "ENVMOD_ROOT":
+        return envmod("create", name, *args, env={**env, "ENVMOD_ROOT": str(root)})
+    if how == "--root":
+        return envmod("--root", str(root), "create", name, *args, env=env)
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"root": str(root)}))
+    return envmod("create", name, *args, env={**env, "ENVMOD_CONFIG": str(config)})
 
 
 def test_missing_python_is_one_clear_line(site_env):
