@@ -12,6 +12,7 @@ Order of work:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from .errors import BuildError, PlanError, UsageError
 from .progress import Reporter
@@ -69,12 +70,39 @@ class PipInstaller:
         self.python_info = python_info
         self.wheel_cache = wheel_cache
         self.local_wheels: str | None = None
+        self.scratch: str | None = None     # every temporary file of this install, pip's included
+
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[None]:
+        """One directory for everything temporary, pip's and its builds' own (``TMPDIR``) too:
+        a pip stopped mid-build cannot clean up after itself, so envmod removes the whole
+        directory on any exit, failure or interruption alike."""
+        scratch = tempfile.mkdtemp(prefix="envmod-install-")
+        try:
+            os.mkdir(os.path.join(scratch, "tmp"))
+            os.mkdir(os.path.join(scratch, "wheels"))
+            self.scratch, self.local_wheels = scratch, os.path.join(scratch, "wheels")
+            yield
+        finally:
+            self.scratch = self.local_wheels = None
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _temporary_dir(self, prefix: str) -> tempfile.TemporaryDirectory:
+        return tempfile.TemporaryDirectory(prefix=prefix, dir=self.scratch)
+
+    def _env(self, extra: Mapping[str, str] | None = None, find_links: bool = True) -> dict[str, str]:
+        """pip's environment, its temporary files in the scratch directory."""
+        env = pip_environment(extra, self.local_wheels if find_links else None)
+        if self.scratch:
+            tmp = os.path.join(self.scratch, "tmp")
+            env.update(TMPDIR=tmp, TEMP=tmp, TMP=tmp)
+        return env
 
     def _pip(self, args: Sequence[str], label: str, env: Mapping[str, str] | None = None) -> list[dict]:
-        with tempfile.TemporaryDirectory(prefix="envmod-pip-") as tmp:
+        with self._temporary_dir("envmod-pip-") as tmp:
             report = os.path.join(tmp, "report.json")
             self.reporter.run([self.python, "-m", "pip", "install", "--report", report, *args],
-                              label=label, env=pip_environment(env, self.local_wheels))
+                              label=label, env=self._env(env))
             try:
                 with open(report, encoding="utf-8") as fh:
                     return json.load(fh).get("install", [])
@@ -82,12 +110,8 @@ class PipInstaller:
                 return []
 
     def install(self, requirements: Sequence[str], requirement_files: Sequence[Path]) -> InstallResult:
-        with tempfile.TemporaryDirectory(prefix="envmod-wheels-") as local:
-            self.local_wheels = local
-            try:
-                return self._install(requirements, requirement_files)
-            finally:
-                self.local_wheels = None
+        with self._scratch():
+            return self._install(requirements, requirement_files)
 
     def _install(self, requirements: Sequence[str], requirement_files: Sequence[Path]) -> InstallResult:
         reqs = list(requirements)
@@ -142,12 +166,8 @@ class PipInstaller:
     def rebuild(self, builds: Sequence[tuple[SourceBuild, str]]) -> dict[str, str | None]:
         """Compile installed packages again in place (same versions) against ``build.modules``;
         returns the cached wheel reused for each, if any."""
-        with tempfile.TemporaryDirectory(prefix="envmod-wheels-") as local:
-            self.local_wheels = local
-            try:
-                return {build.package: self._compile(build, version, reinstall=True) for build, version in builds}
-            finally:
-                self.local_wheels = None
+        with self._scratch():
+            return {build.package: self._compile(build, version, reinstall=True) for build, version in builds}
 
     def _compile(self, build: SourceBuild, version: str, reinstall: bool = False) -> str | None:
         """Install ``build.package`` compiled against its modules: from the wheel cache when a
@@ -164,14 +184,13 @@ class PipInstaller:
             return str(wheel)
         self.reporter.step(f"compile {build.package} {version}", f"from source against {against}"
                            + (f"; {why}" if why else ""))
-        with tempfile.TemporaryDirectory(prefix="envmod-wheel-") as out:
+        with self._temporary_dir("envmod-wheel-") as out:
             if build.build_with:
                 self._wheel_in_build_env(build, version, Path(out))
             else:
                 self.reporter.run([self.python, "-m", "pip", "wheel", "--no-binary", build.package, "--no-deps",
                                    "--no-cache-dir", "--verbose", "--wheel-dir", out, f"{build.package}=={version}"],
-                                  label=f"compile {build.package}",
-                                  env=pip_environment(build.env, self.local_wheels))
+                                  label=f"compile {build.package}", env=self._env(build.env))
             wheels = sorted(Path(out).glob("*.whl"))
             if not wheels:
                 raise BuildError(f"compile {build.package} produced no wheel", log=self.reporter.log_path and
@@ -190,11 +209,11 @@ class PipInstaller:
         fetch, and compile, whatever version the package pins for its build instead)."""
         from .backends.venv import VenvBackend
 
-        with tempfile.TemporaryDirectory(prefix="envmod-build-") as tmp:
+        with self._temporary_dir("envmod-build-") as tmp:
             work = Path(tmp)
             # pip prepares the sdist's metadata to download it; with the build's knobs (HDF5_MPI
             # set by a module, say) that alone would compile the pinned build requirements.
-            quiet = {k: v for k, v in pip_environment().items() if k not in build.env}
+            quiet = {k: v for k, v in self._env(find_links=False).items() if k not in build.env}
             self.reporter.run([self.python, "-m", "pip", "download", "--no-deps", "--no-binary", build.package,
                                "--no-cache-dir", "--dest", str(work / "sdist"), f"{build.package}=={version}"],
                               label=f"download {build.package}", env=quiet)
@@ -205,10 +224,10 @@ class PipInstaller:
             VenvBackend().create(self.python_info, work / "env", work / "env", f"build-{build.package}")
             python = str(work / "env" / "bin" / "python")
             self.reporter.run([python, "-m", "pip", "install", *requires, *own],
-                              label=f"prepare {build.package} build", env=pip_environment())
+                              label=f"prepare {build.package} build", env=self._env(find_links=False))
             self.reporter.run([python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-cache-dir",
                                "--verbose", "--wheel-dir", str(out), str(sdist)],
-                              label=f"compile {build.package}", env=pip_environment(build.env))
+                              label=f"compile {build.package}", env=self._env(build.env, find_links=False))
 
     def _keep(self, wheel: Path) -> None:
         """Offer a wheel compiled (or reused) here to the builds that follow."""

@@ -247,6 +247,37 @@ def test_interrupted_create_leaves_nothing(site_env, sig):
     assert leftover == ""
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_compile_leaves_no_temporary_files(site_env, tmp_path, sig):
+    # pip killed mid-build cannot clean its own temporary directories (issue #9, item 9): they
+    # must live in a place envmod removes on any exit.
+    root, env = site_env
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    proc = start_slow_create("interrupted", {**env, "TMPDIR": str(tmpdir)}, seconds=120)
+    deadline = time.monotonic() + 60
+    while not any(tmpdir.rglob("pip-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)         # pip has made its temporary directories: it is building
+    time.sleep(2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert_nothing_left(root, "interrupted")
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+
+
+def test_failed_and_successful_creates_leave_no_temporary_files(site_env, tmp_path):
+    root, env = site_env
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    failed = envmod("create", "broken", "--with", str(SLOWPKG), env={**env, "SLOWPKG_FAIL": "1", "TMPDIR": str(tmpdir)})
+    assert failed.returncode == 7, failed.stderr
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+    made = envmod("create", "made", "--with", str(SLOWPKG), env={**env, "TMPDIR": str(tmpdir)})
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+
+
 def test_second_concurrent_create_of_same_name_fails_clearly(site_env):
     root, env = site_env
     first = start_slow_create("racy", env, seconds=5)
