@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _create_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="environment name (letters, digits, . _ + -)")
+    p.add_argument("name", help="environment name (letters, digits, . _ -)")
     p.add_argument("--with", dest="packages", nargs="+", default=[], metavar="PKG",
                    help="packages to install (pip requirement syntax); mpi4py, h5py, ... are compiled against the loaded modules")
     p.add_argument("-r", "--requirements", dest="requirement_files", action="append", default=[], metavar="FILE",

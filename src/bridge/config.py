@@ -147,6 +147,42 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(build_rules=tuple(rules), sources=tuple(sources), **values)
 
 
+# What a root may not hold, and why: the root ends up in #! lines and in the /bin/sh launchers
+# pip writes for long or spaced paths (the python path in double quotes, not escaped), by pip
+# itself and again whenever a user pip-installs into the env later; and on search paths.
+_ROOT_CHARS = {
+    "$": "the launchers pip writes into an env would expand it as shell code",
+    "`": "the launchers pip writes into an env would run it as shell code",
+    '"': "it would end the quoted path in the launchers pip writes into an env",
+    "\\": "the launchers pip writes into an env would read it as an escape",
+    ":": "search paths (PATH, MODULEPATH) cannot hold it",
+}
+_TRIPLE_QUOTE = "'" * 3        # ends the Python string that hides those launchers' shell line
+_ROOT_HINT = "choose another root: --root, $ENVMOD_ROOT or 'root:' in the config"
+
+
+def check_root(root: Path) -> Path:
+    """Return ``root`` if envmod can keep environments there, else raise :class:`ConfigError`
+    naming the offending character (or file): every script in an env must start, and run
+    nothing but the env's Python, whatever the root."""
+    text = str(root)
+    for char in text:
+        reason = _ROOT_CHARS.get(char)
+        if reason is None and not char.isprintable():
+            reason = "scripts in an env could not start under it (of white space, only plain spaces are allowed)"
+        if reason is not None:
+            raise ConfigError(f"envmod root {text!r} contains {char!r}: {reason}", hint=_ROOT_HINT)
+    if _TRIPLE_QUOTE in text:
+        raise ConfigError(f"envmod root {text!r} contains {_TRIPLE_QUOTE}: the launchers pip writes into an env "
+                          "could not start", hint=_ROOT_HINT)
+    for parent in (root, *root.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ConfigError(f"envmod root {text!r} is not a directory: {parent} is a file", hint=_ROOT_HINT)
+            break
+    return root
+
+
 def check_module_type(value: Any, source: str = "--module-type") -> str:
     if value not in MODULE_TYPES:
         raise ConfigError(f"{source}: module type must be one of {', '.join(MODULE_TYPES)}, not {value!r}")

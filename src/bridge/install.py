@@ -12,6 +12,7 @@ Order of work:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,9 +21,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
-from .errors import BuildError, PlanError
+from .errors import BuildError, PlanError, UsageError
 from .progress import Reporter
 from .pyinfo import PythonInfo
 from .rules import BuildRule, SourceBuild, canonical_name, resolve_rule
@@ -69,12 +70,39 @@ class PipInstaller:
         self.python_info = python_info
         self.wheel_cache = wheel_cache
         self.local_wheels: str | None = None
+        self.scratch: str | None = None     # every temporary file of this install, pip's included
+
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[None]:
+        """One directory for everything temporary, pip's and its builds' own (``TMPDIR``) too:
+        a pip stopped mid-build cannot clean up after itself, so envmod removes the whole
+        directory on any exit, failure or interruption alike."""
+        scratch = tempfile.mkdtemp(prefix="envmod-install-")
+        try:
+            os.mkdir(os.path.join(scratch, "tmp"))
+            os.mkdir(os.path.join(scratch, "wheels"))
+            self.scratch, self.local_wheels = scratch, os.path.join(scratch, "wheels")
+            yield
+        finally:
+            self.scratch = self.local_wheels = None
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _temporary_dir(self, prefix: str) -> tempfile.TemporaryDirectory:
+        return tempfile.TemporaryDirectory(prefix=prefix, dir=self.scratch)
+
+    def _env(self, extra: Mapping[str, str] | None = None, find_links: bool = True) -> dict[str, str]:
+        """pip's environment, its temporary files in the scratch directory."""
+        env = pip_environment(extra, self.local_wheels if find_links else None)
+        if self.scratch:
+            tmp = os.path.join(self.scratch, "tmp")
+            env.update(TMPDIR=tmp, TEMP=tmp, TMP=tmp)
+        return env
 
     def _pip(self, args: Sequence[str], label: str, env: Mapping[str, str] | None = None) -> list[dict]:
-        with tempfile.TemporaryDirectory(prefix="envmod-pip-") as tmp:
+        with self._temporary_dir("envmod-pip-") as tmp:
             report = os.path.join(tmp, "report.json")
             self.reporter.run([self.python, "-m", "pip", "install", "--report", report, *args],
-                              label=label, env=pip_environment(env, self.local_wheels))
+                              label=label, env=self._env(env))
             try:
                 with open(report, encoding="utf-8") as fh:
                     return json.load(fh).get("install", [])
@@ -82,12 +110,8 @@ class PipInstaller:
                 return []
 
     def install(self, requirements: Sequence[str], requirement_files: Sequence[Path]) -> InstallResult:
-        with tempfile.TemporaryDirectory(prefix="envmod-wheels-") as local:
-            self.local_wheels = local
-            try:
-                return self._install(requirements, requirement_files)
-            finally:
-                self.local_wheels = None
+        with self._scratch():
+            return self._install(requirements, requirement_files)
 
     def _install(self, requirements: Sequence[str], requirement_files: Sequence[Path]) -> InstallResult:
         reqs = list(requirements)
@@ -142,12 +166,8 @@ class PipInstaller:
     def rebuild(self, builds: Sequence[tuple[SourceBuild, str]]) -> dict[str, str | None]:
         """Compile installed packages again in place (same versions) against ``build.modules``;
         returns the cached wheel reused for each, if any."""
-        with tempfile.TemporaryDirectory(prefix="envmod-wheels-") as local:
-            self.local_wheels = local
-            try:
-                return {build.package: self._compile(build, version, reinstall=True) for build, version in builds}
-            finally:
-                self.local_wheels = None
+        with self._scratch():
+            return {build.package: self._compile(build, version, reinstall=True) for build, version in builds}
 
     def _compile(self, build: SourceBuild, version: str, reinstall: bool = False) -> str | None:
         """Install ``build.package`` compiled against its modules: from the wheel cache when a
@@ -164,14 +184,13 @@ class PipInstaller:
             return str(wheel)
         self.reporter.step(f"compile {build.package} {version}", f"from source against {against}"
                            + (f"; {why}" if why else ""))
-        with tempfile.TemporaryDirectory(prefix="envmod-wheel-") as out:
+        with self._temporary_dir("envmod-wheel-") as out:
             if build.build_with:
                 self._wheel_in_build_env(build, version, Path(out))
             else:
                 self.reporter.run([self.python, "-m", "pip", "wheel", "--no-binary", build.package, "--no-deps",
                                    "--no-cache-dir", "--verbose", "--wheel-dir", out, f"{build.package}=={version}"],
-                                  label=f"compile {build.package}",
-                                  env=pip_environment(build.env, self.local_wheels))
+                                  label=f"compile {build.package}", env=self._env(build.env))
             wheels = sorted(Path(out).glob("*.whl"))
             if not wheels:
                 raise BuildError(f"compile {build.package} produced no wheel", log=self.reporter.log_path and
@@ -190,11 +209,11 @@ class PipInstaller:
         fetch, and compile, whatever version the package pins for its build instead)."""
         from .backends.venv import VenvBackend
 
-        with tempfile.TemporaryDirectory(prefix="envmod-build-") as tmp:
+        with self._temporary_dir("envmod-build-") as tmp:
             work = Path(tmp)
             # pip prepares the sdist's metadata to download it; with the build's knobs (HDF5_MPI
             # set by a module, say) that alone would compile the pinned build requirements.
-            quiet = {k: v for k, v in pip_environment().items() if k not in build.env}
+            quiet = {k: v for k, v in self._env(find_links=False).items() if k not in build.env}
             self.reporter.run([self.python, "-m", "pip", "download", "--no-deps", "--no-binary", build.package,
                                "--no-cache-dir", "--dest", str(work / "sdist"), f"{build.package}=={version}"],
                               label=f"download {build.package}", env=quiet)
@@ -205,10 +224,10 @@ class PipInstaller:
             VenvBackend().create(self.python_info, work / "env", work / "env", f"build-{build.package}")
             python = str(work / "env" / "bin" / "python")
             self.reporter.run([python, "-m", "pip", "install", *requires, *own],
-                              label=f"prepare {build.package} build", env=pip_environment())
+                              label=f"prepare {build.package} build", env=self._env(find_links=False))
             self.reporter.run([python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-cache-dir",
                                "--verbose", "--wheel-dir", str(out), str(sdist)],
-                              label=f"compile {build.package}", env=pip_environment(build.env))
+                              label=f"compile {build.package}", env=self._env(build.env, find_links=False))
 
     def _keep(self, wheel: Path) -> None:
         """Offer a wheel compiled (or reused) here to the builds that follow."""
@@ -244,21 +263,138 @@ def build_requirements(sdist: Path) -> list[str]:
     return list(tomllib.loads(text).get("build-system", {}).get("requires", ["setuptools>=40.8.0", "wheel"]))
 
 
+# A URL a spec may be: scheme://... (pip also takes VCS schemes such as git+https://)
+_URL_SPEC = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SPEC_HINT = ("a package is a requirement (name, extras, versions), a path or a URL; "
+              "a directory whose name starts with '-' is written ./NAME")
+
+
 def check_requirements(packages: Sequence[str]) -> list[str]:
-    """Reject what pip would reject, before anything is created (local paths and URLs pass)."""
-    if not packages:
-        return []
+    """Reject what pip would reject, and anything pip would take as an option, before anything is
+    created; return the canonical names of the named requirements (local paths and URLs pass)."""
+    names = [check_spec(text, f"--with {text!r}") for text in packages]
+    return [name for name in names if name]
+
+
+def check_spec(text: str, where: str) -> str | None:
+    """One package spec (``--with``, Spack's ``--with``, UserEnv's ``packages``, a requirements
+    file line): a requirement (its canonical name returned), a local path or a URL (None). Never
+    a pip option: ``--index-url=...`` or a directory named ``--pre`` would reach pip as one."""
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError(f"{where}: an empty package spec", hint=_SPEC_HINT)
+    if text.lstrip().startswith("-"):
+        raise UsageError(f"{where} is a pip option, not a package; envmod passes no options to pip",
+                         hint=_SPEC_HINT)
+    if _URL_SPEC.match(text):
+        _check_url(text, where)
+        return None
+    if os.path.exists(text):
+        return None
     from packaging.requirements import InvalidRequirement, Requirement
 
-    names = []
-    for text in packages:
-        if "://" in text or os.path.exists(text):
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        raise PlanError(f"{where} is not a valid requirement: {exc}") from None
+    if requirement.url:
+        _check_url(requirement.url, where)
+    return canonical_name(requirement.name)
+
+
+def _check_url(url: str, where: str) -> None:
+    """What pip would fail on with a traceback ('ERROR: Exception:'), said in one line."""
+    from urllib.parse import urlsplit
+
+    try:
+        # urlsplit checks the host's brackets, reading .port its number: pip's own two crashes
+        _ = urlsplit(url).port
+    except ValueError as exc:
+        raise PlanError(f"{where} is not a valid URL: {exc}") from None
+
+
+# Options a requirements file may hold: more requirement/constraint files (checked the same way),
+# an editable install of a path or URL, and a hash that pins a requirement. Everything else
+# (-i/--index-url, --extra-index-url, -f/--find-links, --no-index, --trusted-host, --no-binary,
+# --only-binary, --pre, --config-settings, ...) changes where packages come from or how envmod's
+# rule packages are built, so it is refused: those are the site's and envmod's to set.
+_FILE_OPTIONS_WITH_FILE = {"-r", "--requirement", "-c", "--constraint"}
+_FILE_OPTIONS_WITH_SPEC = {"-e", "--editable"}
+_REQUIREMENT_OPTIONS = {"--hash"}
+
+
+def check_requirement_files(paths: Sequence[Path | str]) -> None:
+    """Check every line of each requirements file (and of the files they include) as pip would
+    read it, refusing options other than -r/-c/-e and a requirement's --hash."""
+    seen: set[str] = set()
+    for path in paths:
+        _check_requirement_file(Path(path), seen)
+
+
+def _check_requirement_file(path: Path, seen: set[str]) -> None:
+    real = os.path.realpath(path)
+    if real in seen:
+        return
+    seen.add(real)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read requirements file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    for number, line in _logical_lines(text):
+        where = f"{path} line {number}"
+        tokens = line.split()
+        first_option = next((i for i, t in enumerate(tokens) if t.startswith("-")), len(tokens))
+        if first_option:
+            check_spec(" ".join(tokens[:first_option]), f"{where} {' '.join(tokens[:first_option])!r}")
+            _check_requirement_options(tokens[first_option:], where)
             continue
-        try:
-            names.append(canonical_name(Requirement(text).name))
-        except InvalidRequirement as exc:
-            raise PlanError(f"--with {text!r} is not a valid requirement: {exc}") from None
-    return names
+        option, _, value = tokens[0].partition("=")
+        value = value or " ".join(tokens[1:])
+        if option in _FILE_OPTIONS_WITH_FILE and value:
+            included = Path(value)
+            if not included.is_absolute():
+                included = path.parent / included     # pip reads them relative to this file
+            if not included.is_file():
+                raise UsageError(f"{where}: requirements file not found: {value}")
+            _check_requirement_file(included, seen)
+        elif option in _FILE_OPTIONS_WITH_SPEC and value:
+            check_spec(value, f"{where} {option} {value!r}")
+        else:
+            raise UsageError(f"{where}: option {option!r} is not allowed in a requirements file",
+                             hint="only -r, -c, -e and a requirement's --hash are; where packages come from "
+                                  "is the site's pip configuration")
+
+
+def _check_requirement_options(tokens: Sequence[str], where: str) -> None:
+    value_next = False          # '--hash ALGO:DIGEST' spelled with a space
+    for token in tokens:
+        if value_next:
+            value_next = False
+            continue
+        option, equals, _ = token.partition("=")
+        if option not in _REQUIREMENT_OPTIONS:
+            raise UsageError(f"{where}: option {option!r} after a requirement is not allowed",
+                             hint="only --hash=ALGO:DIGEST is")
+        value_next = not equals
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """pip's reading of a requirements file: lines joined at a trailing backslash, comments
+    (a '#' at the start or after white space) dropped, blank lines skipped."""
+    lines: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not pending:
+            start = number
+        if raw.endswith("\\"):
+            pending += raw[:-1]
+            continue
+        line = re.sub(r"(^|\s+)#.*$", "", pending + raw).strip()
+        pending = ""
+        if line:
+            lines.append((start, line))
+    if pending.strip():
+        lines.append((start, re.sub(r"(^|\s+)#.*$", "", pending).strip()))
+    return [(n, line) for n, line in lines if line]
 
 
 def direct_rule_packages(names: Sequence[str], rules: Mapping[str, BuildRule], stack: CentralStack) -> list[SourceBuild]:

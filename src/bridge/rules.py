@@ -106,6 +106,12 @@ def select_rules(rules: Mapping[str, BuildRule], names: Sequence[str] | None) ->
     return chosen
 
 
+_MISSING_FACT_HINT = "the module should set a *_ROOT/*_DIR variable or put its tools on PATH"
+# Where discovery looks for each fact (stack.describe_module), as the error's hint says it.
+_MISSING_FACT_HINTS = {"mpicc": "the module should set MPICC, or a *_ROOT/*_DIR variable naming a prefix "
+                                "with bin/mpicc, or put mpicc on PATH"}
+
+
 def _fact(stack: CentralStack, ref: str) -> Any:
     kind, _, attr = ref.partition(".")
     module = stack.first(kind)
@@ -140,7 +146,7 @@ def resolve_rule(rule: BuildRule, stack: CentralStack) -> SourceBuild:
             module = stack.first(match.group(1))
             where = module.name if module else f"the {match.group(1)} module"
             raise PlanError(f"{rule.package}: cannot tell {match.group(1)}.{match.group(2)} from {where}",
-                            hint="the module should set a *_ROOT/*_DIR variable or put its tools on PATH")
+                            hint=_MISSING_FACT_HINTS.get(match.group(2), _MISSING_FACT_HINT))
         return str(value)
 
     return SourceBuild(rule.package, tuple(modules), {k: _FIELD.sub(fill, v) for k, v in env.items()},

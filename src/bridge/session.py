@@ -27,7 +27,7 @@ from .errors import BuildError, ConfigError, EnvExists, EnvmodError, Interrupted
 from .frontends import user_command
 from .fsutil import atomic_write_text
 from .modsys import ModuleSystem, detect_module_system
-from .names import validate_description, validate_env_name
+from .names import validate_description, validate_new_env_name
 from .progress import Reporter
 from .pyinfo import PythonInfo, interrogate
 from .record import (RECORD_FILE, CentralModuleRecord, EnvRecord, ModuleRecord, PackageRecord, Provenance,
@@ -196,6 +196,10 @@ class CreateSession:
         for path in request.requirement_files:
             if not Path(path).is_file():
                 raise UsageError(f"requirements file not found: {path}")
+        if request.requirement_files:
+            from .install import check_requirement_files
+
+            check_requirement_files(request.requirement_files)
         return Plan(request, stack, python, module, module_type, rules)
 
     def install(self, plan: Plan, python: Path) -> "InstallResult | None":
@@ -274,7 +278,7 @@ class CreateSession:
 
     # ---- the whole pipeline ------------------------------------------------------------
     def run(self) -> EnvRecord:
-        name = validate_env_name(self.request.name)
+        name = validate_new_env_name(self.request.name)
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_term(signum, frame):

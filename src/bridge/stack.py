@@ -130,6 +130,29 @@ def _hdf5_is_parallel(prefix: str | None, module_paths: Mapping[str, Sequence[st
     return any(os.access(os.path.join(d, "h5pcc"), os.X_OK) for d in module_paths.get("PATH", ()))
 
 
+def _is_executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _mpi_compiler(module: CentralModule, setenv: Mapping[str, str]) -> str | None:
+    """The MPI module's C compiler wrapper: the ``MPICC`` it sets (a path, or a name on its own
+    PATH), else ``mpicc`` on its PATH, else ``bin/mpicc`` under a prefix it names (``MPI_ROOT``
+    ...): a module need not put its tools on PATH for envmod to build against it."""
+    named = setenv.get("MPICC", "").strip()
+    if named:
+        found = named if os.path.isabs(named) else module.find_executable(named)
+        if found and _is_executable(found):
+            return found
+    found = module.find_executable("mpicc")
+    if found:
+        return found
+    for prefix in dict.fromkeys(p for p in (module.prefix, *module.prefixes.values()) if p):
+        candidate = os.path.join(prefix, "bin", "mpicc")
+        if _is_executable(candidate):
+            return candidate
+    return None
+
+
 def describe_module(loaded: LoadedModule, effect: ModuleEffect, table: Mapping[str, dict]) -> CentralModule:
     paths = {var: tuple(effect.path_entries(var)) for var in PATH_VARS if effect.path_entries(var)}
     kind = classify(loaded.name, paths, table)
@@ -137,7 +160,7 @@ def describe_module(loaded: LoadedModule, effect: ModuleEffect, table: Mapping[s
     module = CentralModule(loaded.name, loaded.modulefile, kind, prefix, paths, prefixes)
     facts: dict[str, Any] = {}
     if kind == "mpi":
-        facts["mpicc"] = module.find_executable("mpicc")
+        facts["mpicc"] = _mpi_compiler(module, effect.setenv)
     elif kind == "hdf5":
         facts["parallel"] = _hdf5_is_parallel(prefix, paths, effect.setenv)
     elif kind == "python":

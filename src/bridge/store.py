@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .config import Settings
+from .config import Settings, check_root
 from .errors import ConfigError, EnvBusy, EnvExists, EnvNotFound, RecordError
 from .frontends import user_command
 from .fsutil import new_dir
@@ -56,11 +56,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 class Store:
     def __init__(self, settings: Settings) -> None:
-        root = str(settings.root)
-        if ":" in root or "\n" in root:
-            from .errors import ConfigError
-
-            raise ConfigError(f"envmod root {root!r} contains ':' or a newline, which search paths cannot hold")
+        check_root(settings.root)
         self.settings = settings
 
     # ---- paths -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import ModuleShell, require_site
 
 SLOWPKG = Path(__file__).with_name("pkgs") / "slowpkg"
+SCRIPTPKG = Path(__file__).with_name("pkgs") / "scriptpkg"
 
 
 @pytest.fixture
@@ -71,6 +72,120 @@ def test_hostile_or_bad_names_are_refused_with_one_line(site_env, name):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("envmod: error:")
     assert not (root / "envs").exists() or not any((root / "envs").iterdir())
+
+
+@pytest.mark.parametrize("name, char", [("A+1", "+"), ("a~b", "~"), ("a@1", "@"), ("a=b", "=")])
+def test_names_environment_modules_cannot_load_are_refused_at_create_in_one_line(site_env, name, char):
+    root, env = site_env
+    proc = envmod("create", name, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("envmod: error:")
+    assert f"Environment Modules reads {char!r}" in proc.stderr
+    assert not (root / "envs").exists() or not any((root / "envs").iterdir())
+    assert not (root / "modules").exists()
+
+
+def assert_refused_in_one_line(proc: subprocess.CompletedProcess, root: Path, says: str, code: int = 2) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("envmod: error:"), proc.stderr
+    assert says in proc.stderr
+    assert not (root / "envs").exists() or not any((root / "envs").iterdir())
+    assert not (root / "modules").exists()
+
+
+@pytest.mark.parametrize("spec", ["--index-url=http://127.0.0.1:9/simple", "--pre", "--no-index"])
+def test_a_pip_option_given_as_a_package_is_refused_in_one_line(site_env, spec):
+    root, env = site_env
+    proc = envmod("create", "opt", f"--with={spec}", env=env)
+    assert_refused_in_one_line(proc, root, "is a pip option, not a package")
+
+
+def test_a_directory_named_like_an_option_is_no_option(site_env, tmp_path):
+    root, env = site_env
+    (tmp_path / "--pre").mkdir()
+    proc = envmod("create", "dashdir", "--with=--pre", env=env, cwd=tmp_path)
+    assert_refused_in_one_line(proc, root, "a directory whose name starts with '-' is written ./NAME")
+
+
+def test_an_index_option_in_a_requirements_file_is_refused_in_one_line(site_env, tmp_path):
+    root, env = site_env
+    req = tmp_path / "req.txt"
+    req.write_text(f"{SLOWPKG}\n--extra-index-url http://127.0.0.1:9/simple\n")
+    proc = envmod("create", "reqopt", "-r", str(req), env=env)
+    assert_refused_in_one_line(proc, root, f"{req} line 2: option '--extra-index-url' is not allowed")
+
+
+@pytest.mark.parametrize("how", ["--with", "-r"])
+def test_a_spec_pip_fails_on_with_a_traceback_is_one_line_with_the_reason(site_env, tmp_path, how):
+    root, env = site_env
+    if how == "-r":
+        (tmp_path / "req.txt").write_text("foo @ http://[::1/foo.tar.gz\n")
+        args = ["-r", str(tmp_path / "req.txt")]
+    else:
+        args = ["--with", "foo @ http://[::1/foo.tar.gz"]
+    proc = envmod("create", "badurl", *args, env=env)
+    assert_refused_in_one_line(proc, root, "is not a valid URL: Invalid IPv6 URL", code=3)
+    assert "Exception" not in proc.stderr
+
+
+# ---- the envmod root is data (issue #9, item 5) ------------------------------------------------
+
+@pytest.mark.parametrize("how", ["ENVMOD_ROOT", "--root", "config"])
+@pytest.mark.parametrize("part, char", [("$(touch {marker})", "$"), ("`touch {marker}`", "`"), ("a\tb", "\t"),
+                                        ('a"b', '"'), ("a\\b", "\\")])
+def test_a_root_scripts_could_run_or_break_under_is_refused_in_one_line(site_env, tmp_path, how, part, char):
+    _, env = site_env
+    marker = tmp_path / "pwned"
+    root = tmp_path / "x" / part.format(marker=marker)
+    proc = _create_under_root(root, how, env, tmp_path, "rooted", "--with", str(SCRIPTPKG))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("envmod: error: envmod root"), proc.stderr
+    assert f"contains {char!r}" in proc.stderr
+    assert not (tmp_path / "x").exists() and not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["ENVMOD_ROOT", "--root", "config"])
+def test_a_root_below_a_regular_file_is_one_line_not_a_traceback(site_env, tmp_path, how):
+    _, env = site_env
+    (tmp_path / "plain").write_text("a file\n")
+    proc = _create_under_root(tmp_path / "plain" / "root", how, env, tmp_path, "under")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'plain'} is a file" in proc.stderr
+
+
+def test_every_script_starts_and_runs_the_env_python_under_a_root_of_spaces_and_punctuation(site_env, tmp_path):
+    _, env = site_env
+    # Spaces (and a long path) make pip write its /bin/sh launchers; the rest is shell syntax
+    # that must stay text.
+    root = tmp_path / ("long " * 12) / "r o;o&t|(x)!'y'#{z}*?~<>"
+    marker = tmp_path / "pwned"
+    proc = _create_under_root(root, "ENVMOD_ROOT", {**env, "PWNED": str(marker)}, tmp_path, "spaced",
+                              "--with", str(SCRIPTPKG))
+    assert proc.returncode == 0, proc.stderr
+    prefix = root / "envs" / "spaced"
+    script = prefix / "bin" / "scriptpkg-where"
+    assert script.read_text().startswith("#!/bin/sh\n"), "pip wrote no /bin/sh launcher: the test proves nothing"
+    run = subprocess.run([str(script)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split(" ", 1) == ["SCRIPTPKG", f"{prefix} {prefix / 'bin' / 'python'}\n"]
+    for launcher in (p for p in (prefix / "bin").iterdir() if p.name.startswith("pip")):
+        started = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, env=env)
+        assert started.returncode == 0, (launcher, started.stderr)
+    assert not marker.exists()
+
+
+def _create_under_root(root: Path, how: str, env: dict, tmp_path: Path, name: str, *args: str):
+    env = {k: v for k, v in env.items() if k != "ENVMOD_ROOT"}
+    if how == "ENVMOD_ROOT":
+        return envmod("create", name, *args, env={**env, "ENVMOD_ROOT": str(root)})
+    if how == "--root":
+        return envmod("--root", str(root), "create", name, *args, env=env)
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"root": str(root)}))
+    return envmod("create", name, *args, env={**env, "ENVMOD_CONFIG": str(config)})
 
 
 def test_missing_python_is_one_clear_line(site_env):
@@ -130,6 +245,37 @@ def test_interrupted_create_leaves_nothing(site_env, sig):
     # pip (whose command line names the package) went with envmod.
     leftover = subprocess.run(["pgrep", "-af", str(SLOWPKG)], capture_output=True, text=True).stdout
     assert leftover == ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_compile_leaves_no_temporary_files(site_env, tmp_path, sig):
+    # pip killed mid-build cannot clean its own temporary directories (issue #9, item 9): they
+    # must live in a place envmod removes on any exit.
+    root, env = site_env
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    proc = start_slow_create("interrupted", {**env, "TMPDIR": str(tmpdir)}, seconds=120)
+    deadline = time.monotonic() + 60
+    while not any(tmpdir.rglob("pip-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)         # pip has made its temporary directories: it is building
+    time.sleep(2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert_nothing_left(root, "interrupted")
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+
+
+def test_failed_and_successful_creates_leave_no_temporary_files(site_env, tmp_path):
+    root, env = site_env
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    failed = envmod("create", "broken", "--with", str(SLOWPKG), env={**env, "SLOWPKG_FAIL": "1", "TMPDIR": str(tmpdir)})
+    assert failed.returncode == 7, failed.stderr
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+    made = envmod("create", "made", "--with", str(SLOWPKG), env={**env, "TMPDIR": str(tmpdir)})
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
 
 
 def test_second_concurrent_create_of_same_name_fails_clearly(site_env):

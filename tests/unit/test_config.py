@@ -185,3 +185,37 @@ def test_known_module_types_pass(value):
 
 def test_config_error_exit_code_is_2():
     assert ConfigError("x").exit_code == 2
+
+
+# ---- check_root: the root is data (issue #9, item 5) ------------------------------------------
+
+@pytest.mark.parametrize("char", ["$", "`", '"', "\\", ":", "\t", "\n", "\r", "\x1b"])
+def test_a_root_holding_a_character_launchers_or_search_paths_cannot_take_is_refused_by_name(tmp_path, char):
+    from bridge.config import check_root
+
+    with pytest.raises(ConfigError) as info:
+        check_root(tmp_path / f"a{char}b")
+    line = info.value.one_line()
+    assert f"contains {char!r}" in line and "--root" in line
+
+
+def test_a_root_holding_three_single_quotes_is_refused(tmp_path):
+    from bridge.config import check_root
+
+    with pytest.raises(ConfigError, match="contains '''"):
+        check_root(tmp_path / "a'''b")
+
+
+@pytest.mark.parametrize("part", ["with space", "o'neil", "semi;colon & (paren) !bang #hash {b} *?~<>|", "café"])
+def test_a_root_of_text_the_launchers_quote_passes(tmp_path, part):
+    from bridge.config import check_root
+
+    assert check_root(tmp_path / part / "root") == tmp_path / part / "root"
+
+
+def test_a_root_below_a_regular_file_is_refused_naming_the_file(tmp_path):
+    from bridge.config import check_root
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'file'} is a file"):
+        check_root(tmp_path / "file" / "deeper" / "root")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import InvalidName, UsageError
-from bridge.names import MAX_NAME_LENGTH, validate_env_name
+from bridge.names import MAX_NAME_LENGTH, validate_env_name, validate_new_env_name
 
 
-@pytest.mark.parametrize("name", ["myenv", "a", "A1", "9lives", "py3.11-mpi", "x_y+z", "a.b", "a" * MAX_NAME_LENGTH])
+@pytest.mark.parametrize("name", ["myenv", "a", "A1", "9lives", "py3.11-mpi", "x_y-z", "a.b", "a" * MAX_NAME_LENGTH])
 def test_usable_names_are_returned_unchanged(name):
     assert validate_env_name(name) == name
 
@@ -54,3 +54,30 @@ def test_invalid_name_message_is_one_line_with_a_hint():
     line = info.value.one_line()
     assert "\n" not in line
     assert "letters, digits" in line
+
+
+@pytest.mark.parametrize("name", ["myenv", "A1", "9lives", "py3.11-mpi", "x_y-z", "end.", "end-", "end_"])
+def test_new_names_of_the_accepted_set_are_returned_unchanged(name):
+    assert validate_new_env_name(name) == name
+
+
+@pytest.mark.parametrize("name, meaning", [("A+1", "variant"), ("a~b", "variant turned off"), ("a@1.0", "version"),
+                                           ("a=b", "value"), ("trailing+", "variant")])
+def test_new_names_with_module_specification_characters_are_refused_saying_why(name, meaning):
+    # Environment Modules 5 reads these as variants/versions: 'module load A+1/py3.11' finds nothing.
+    with pytest.raises(InvalidName) as info:
+        validate_new_env_name(name)
+    line = info.value.one_line()
+    assert "Environment Modules" in line and meaning in line and "\n" not in line
+    assert ". _ -" in line
+
+
+def test_new_name_checks_also_apply_the_general_rules():
+    for bad in ("", "a b", "-x", "envs"):
+        with pytest.raises(InvalidName):
+            validate_new_env_name(bad)
+
+
+def test_an_existing_env_named_with_a_plus_can_still_be_addressed():
+    # made before the rule: show, check and remove must still find it
+    assert validate_env_name("x_y+z") == "x_y+z"

@@ -161,6 +161,7 @@ def test_missing_fact_names_the_module_it_should_come_from():
     with pytest.raises(PlanError) as info:
         resolve_rule(load_rules()["mpi4py"], stack(mpi(mpicc=None)))
     assert info.value.message == "mpi4py: cannot tell mpi.mpicc from openmpi/4.1.4"
+    assert "set MPICC, or a *_ROOT/*_DIR variable naming a prefix with bin/mpicc" in info.value.hint
 
 
 def test_missing_prefix_is_a_plan_error():

@@ -385,3 +385,75 @@ def test_discover_with_environment_modules(tmp_path, site):
     assert [(m.name, m.kind) for m in stack.modules] == [("python/3.11", "python"), ("hdf5/1.10", "hdf5")]
     assert stack.first("hdf5").prefix == str(site["shdf5"])
     assert stack.first("hdf5").facts == {"parallel": False}
+
+
+# ---- the MPI compiler of a module that does not put it on PATH (issue #9, item 8) ------------
+
+def _site_mpicc() -> Path:
+    from tests.conftest import require_site, site_dir
+
+    require_site()
+    return site_dir() / "software/openmpi/4.1.4/bin/mpicc"
+
+
+@pytest.fixture
+def offpath_mpi(tmp_path):
+    """Two MPI prefixes whose bin/mpicc is the site's real Open MPI wrapper, on no PATH: one
+    module names its prefix (MPI_ROOT), the other sets MPICC; both real, for both tools."""
+    real = _site_mpicc()
+    prefixes = {}
+    for name in ("rootmpi", "mpiccmpi"):
+        prefix = tmp_path / "sw" / name
+        (prefix / "bin").mkdir(parents=True)
+        os.symlink(real, prefix / "bin/mpicc")
+        prefixes[name] = prefix
+    lua, tcl = tmp_path / "lua", tmp_path / "tcl"
+    write(lua / "openmpi/root.lua", f'setenv("MPI_ROOT", "{prefixes["rootmpi"]}")\n')
+    write(tcl / "openmpi/root", f"#%Module1.0\nsetenv MPI_ROOT {prefixes['rootmpi']}\n")
+    write(lua / "openmpi/mpicc.lua", f'setenv("MPICC", "{prefixes["mpiccmpi"]}/bin/mpicc")\n')
+    write(tcl / "openmpi/mpicc", f"#%Module1.0\nsetenv MPICC {prefixes['mpiccmpi']}/bin/mpicc\n")
+    return prefixes, {"lmod": lua, "envmodules": tcl}
+
+
+@pytest.mark.parametrize("tool", ["lmod", "envmodules"])
+@pytest.mark.parametrize("module, prefix", [("openmpi/root", "rootmpi"), ("openmpi/mpicc", "mpiccmpi")])
+def test_mpicc_is_found_through_the_prefix_or_mpicc_a_module_sets(tmp_path, offpath_mpi, tool, module, prefix):
+    from bridge.rules import load_rules, resolve_rule
+
+    prefixes, trees = offpath_mpi
+    system = Lmod(lmod_command()) if tool == "lmod" else EnvironmentModules(modulecmd_tcl())
+    env = loaded_env(tmp_path, trees[tool], [module], ".lua" if tool == "lmod" else "")
+    stack = discover_stack(system, env)
+    mpicc = str(prefixes[prefix] / "bin/mpicc")
+    assert stack.first("mpi").facts == {"mpicc": mpicc}
+    build = resolve_rule(load_rules()["mpi4py"], stack)
+    assert build.env == {"MPICC": mpicc}
+    # ... and it is a working MPI compiler (what mpi4py's build will run)
+    source = tmp_path / "hello.c"
+    source.write_text('#include <mpi.h>\nint main(int c, char **v) { MPI_Init(&c, &v); MPI_Finalize(); return 0; }\n')
+    import subprocess
+
+    subprocess.run([mpicc, str(source), "-o", str(tmp_path / "hello")], check=True, capture_output=True)
+
+
+def test_mpicc_on_the_module_path_wins_over_a_prefix(table, site, tmp_path):
+    other = tmp_path / "other"
+    executable(other / "bin/mpicc")
+    module = describe_module(LoadedModule("openmpi/4.1", "/m"), effect_of(site["mpi"], MPI_ROOT=str(other)), table)
+    assert module.facts == {"mpicc": str(site["mpi"] / "bin/mpicc")}
+
+
+def test_mpicc_the_module_sets_wins_and_a_bare_name_is_looked_up_on_its_path(table, site, tmp_path):
+    own = executable(tmp_path / "wrap/mpicc-wrapper")
+    module = describe_module(LoadedModule("openmpi/4.1", "/m"), effect_of(site["mpi"], MPICC=str(own)), table)
+    assert module.facts == {"mpicc": str(own)}
+    module = describe_module(LoadedModule("openmpi/4.1", "/m"), effect_of(site["mpi"], MPICC="mpicc"), table)
+    assert module.facts == {"mpicc": str(site["mpi"] / "bin/mpicc")}
+
+
+def test_an_mpicc_setting_that_names_no_program_is_passed_over(table, tmp_path):
+    prefix = tmp_path / "mpi"
+    executable(prefix / "bin/mpicc")
+    effect = ModuleEffect(setenv={"MPICC": str(tmp_path / "missing"), "MPI_ROOT": str(prefix)})
+    module = describe_module(LoadedModule("openmpi/4.1", "/m"), effect, table)
+    assert module.facts == {"mpicc": str(prefix / "bin/mpicc")}
