@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from .elf import ElfError, read_elf
 from .errors import EnvmodError
+from .frontends import command_for
 from .evidence import (
     ENV,
     MISSING,
@@ -53,10 +54,11 @@ if TYPE_CHECKING:
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 SEVERITIES = (ERROR, WARNING, NOTE)
-#: How the advice names the command that rebuilds an env against the site as it is now.
-REBUILD = "envmod rebuild {name}"
+#: How the advice names the command that rebuilds an env against the site as it is now (the
+#: command of the front end that made it: frontends.command_for).
+REBUILD = "{command} rebuild {name}"
 #: How the advice names the commands that write an env's own modulefile again.
-REWRITE_MODULE = "envmod module {name}"
+REWRITE_MODULE = "{command} module {name}"
 REWRITE_EASYBUILD_MODULE = "eb {easyconfig} --module-only --rebuild"
 
 
@@ -269,7 +271,7 @@ def _same_file(a: str | None, b: str | None) -> bool:
 def _check_modules(record: EnvRecord, system: ModuleSystem, environ: Mapping[str, str],
                    findings: list[Finding]) -> dict[str, ModuleNow]:
     now: dict[str, ModuleNow] = {}
-    rebuild = REBUILD.format(name=record.name)
+    rebuild = REBUILD.format(command=command_for(record), name=record.name)
     for name in record.module.depends_on:
         was: CentralModuleRecord | None = record.central_module(name)
         q = query_module(system, name, environ)
@@ -316,7 +318,7 @@ def _check_python(record: EnvRecord, now: Mapping[str, ModuleNow], findings: lis
     from .pyinfo import interrogate
 
     exe = record.python.executable
-    rebuild = REBUILD.format(name=record.name)
+    rebuild = REBUILD.format(command=command_for(record), name=record.name)
     module_python = None
     q = now.get(record.python.module or "")
     if q is not None and q.module is not None:
@@ -375,7 +377,7 @@ def _now_provides(module: CentralModule | None, needs: str) -> list[str]:
 def _check_links(record: EnvRecord, modules_now: Sequence[CentralModule], python_ok: bool,
                  now: Mapping[str, ModuleNow], findings: list[Finding]) -> dict[str, int]:
     prefix = record.prefix
-    rebuild = REBUILD.format(name=record.name)
+    rebuild = REBUILD.format(command=command_for(record), name=record.name)
     python = record.python.executable if python_ok else None
     scanner = Scanner(modules_now, prefix, python)
     by_file: dict[str, list[LinkEvidence]] = {}
@@ -501,7 +503,7 @@ def _check_requirements(record: EnvRecord, modules_now: Sequence[CentralModule],
     from packaging.requirements import InvalidRequirement, Requirement
 
     dirs = [(d, name, distributions_in(d)) for d, name in central_package_dirs(modules_now, pyinfo)]
-    rebuild = REBUILD.format(name=record.name)
+    rebuild = REBUILD.format(command=command_for(record), name=record.name)
     for r in record.requirements:
         try:
             req = Requirement(r.requires)
@@ -575,7 +577,7 @@ def rewrite_module_advice(record: EnvRecord, module_type: str) -> str:
     if easyconfig:
         command = REWRITE_EASYBUILD_MODULE.format(easyconfig=shlex.quote(easyconfig))
         return f"EasyBuild built this env: write its module again with '{command}' (same EasyBuild configuration)"
-    command = REWRITE_MODULE.format(name=record.name)
+    command = REWRITE_MODULE.format(command=command_for(record), name=record.name)
     if module_type != record.module.type:
         command += f" --module-type {module_type}"
     if _spack_hashes(record):
@@ -667,7 +669,7 @@ def _check_spack_builds(record: EnvRecord, installed: Callable[[str], str | None
         if c.status in ("changed", "missing"):
             findings.append(Finding(
                 ERROR, f"module {c.name}", c.detail,
-                f"compile the env again against the build the module loads now: {REBUILD.format(name=record.name)}",
+                f"compile the env again against the build the module loads now: {REBUILD.format(command=command_for(record), name=record.name)}",
                 f"spack-build-{c.status}"))
     return len(checks)
 
@@ -733,7 +735,7 @@ def check_env(record: EnvRecord, module_system: ModuleSystem | None, environ: Ma
         findings.append(Finding(
             NOTE, "evidence", "the record holds no link evidence (made by an older envmod), so the env's "
             "compiled files were not checked against the libraries they were built with",
-            f"rebuild once to record it ({REBUILD.format(name=record.name)})", "no-evidence"))
+            f"rebuild once to record it ({REBUILD.format(command=command_for(record), name=record.name)})", "no-evidence"))
     order = {ERROR: 0, WARNING: 1, NOTE: 2}
     findings.sort(key=lambda f: order.get(f.severity, 3))
     return report

@@ -59,7 +59,7 @@ def setup_parser(subparser: argparse.ArgumentParser) -> None:
     sub = subparser.add_subparsers(metavar="SUBCOMMAND", dest="envmod_command")
 
     p = sub.add_parser("create", help="create an environment over Spack's Python (MPI, HDF5) and write its module")
-    p.add_argument("name", help="environment name (letters, digits, . _ + -)")
+    p.add_argument("name", help="environment name (letters, digits, . _ -)")
     p.add_argument("--python", metavar="SPEC", help="the installed Python to use (default: the only one)")
     p.add_argument("--mpi", metavar="SPEC", help="the installed MPI to compile against, or 'none' "
                    "(default: the HDF5's MPI, or the only one)")
