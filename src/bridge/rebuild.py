@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Mapping
 
+from .config import Settings
 from .errors import PlanError
 from .evidence import scan_links
+from .frontends import command_for
+from .hierarchy import modulepath_with_record
 from .modsys import ModuleSystem, detect_module_system
 from .names import validate_env_name
 from .progress import Reporter
 from .pyinfo import interrogate
-from .record import CentralModuleRecord, EnvRecord, Provenance, PythonRecord
+from .record import EnvRecord, PythonRecord, central_module_records
 from .rules import SourceBuild, canonical_name, load_rules, resolve_rule
-from .session import CreateRequest, CreateSession, Plan, _read_version, _user, microarchitecture
+from .session import CreateRequest, CreateSession, Plan, read_python_version
 from .stack import CentralStack, find_central_python
-from .config import Settings
-from . import __version__
 
 
 def owners_of(prefix: Path, files: set[str]) -> set[str]:
@@ -50,34 +50,42 @@ def broken_files(record: EnvRecord, now: list) -> set[str]:
             or was.get((e.file, e.needs, e.via), (e.provider, e.soname)) != (e.provider, e.soname)}
 
 
-class RebuildSession(CreateSession):
+class RebuildSession:
+    """Runs one rebuild through the create pipeline's own stages (scan, dependencies, record,
+    staging and placing) of a :class:`CreateSession` given the env's stack as it is now: the
+    same module ordering, records and atomic replacement as a create, nothing overridden."""
+
     def __init__(self, name: str, settings: Settings, reporter: Reporter | None = None,
                  environ: Mapping[str, str] | None = None, from_loaded: bool = False) -> None:
-        super().__init__(CreateRequest(name=validate_env_name(name)), settings, reporter, environ)
+        self.name = validate_env_name(name)
+        self.settings = settings
         self.from_loaded = from_loaded
+        # discovery and the shared stages; its request is replaced by the record's once read
+        self.session = CreateSession(CreateRequest(name=self.name), settings, reporter, environ)
+        self.reporter = self.session.reporter
+        self.environ = self.session.environ
 
     def run(self) -> EnvRecord:
-        name = self.request.name
-        with self.store.lock(name, "rebuilding it"):
-            record = self.store.load(name)
-            # An env created with --keep-loaded keeps depending on all its modules, not only on
-            # those the evidence names.
-            self.request.keep_loaded = record.module.keep_loaded
+        session = self.session
+        with session.store.lock(self.name, "rebuilding it"):
+            record = session.store.load(self.name)
             system, stack = self.stack_now(record)
-            return self.stage_and_place(name, "rebuild", lambda staging, final: self._rebuild(record, system, stack,
-                                                                                                staging, final))
+            return session.stage_and_place(self.name, "rebuild",
+                                           lambda staging, final: self._rebuild(record, system, stack, staging, final))
 
     def stack_now(self, record: EnvRecord) -> tuple[ModuleSystem | None, CentralStack]:
         """The env's central modules as the site defines them now (or the loaded ones)."""
         if self.from_loaded:
-            return self.discover()
+            return self.session.discover()
         from .check import query_module
-        from .spack_stack import describe_loaded_spack_modules, modulepath_with_record
+        from .spack_stack import describe_loaded_spack_modules
 
         system = detect_module_system(self.environ)
-        # Spack's module roots the record needs (the site's Core dir), should the shell lack them
-        self.environ["MODULEPATH"] = modulepath_with_record(record, self.environ.get("MODULEPATH", ""))
-        wanted = set(record.module.depends_on) | {m for p in record.packages for m in p.built_against}
+        wanted = list(dict.fromkeys([*record.module.depends_on, *(m for p in record.packages for m in p.built_against)]))
+        # Spack's module dirs the record names (the site's Core dir, and the Lmod subtrees its
+        # modules live in, which only loading their openers would add), should the shell lack them
+        self.environ["MODULEPATH"] = modulepath_with_record(record, self.environ.get("MODULEPATH", ""),
+                                                            subtrees=True, names=wanted)
         modules = []
         for m in record.central_modules:
             if m.name not in wanted:
@@ -86,7 +94,8 @@ class RebuildSession(CreateSession):
             if not now.available or now.module is None:
                 raise PlanError(f"module {m.name}, which {record.name} was built against, is not available now"
                                 f" ({now.message or 'the module tool cannot show it'})",
-                                hint=f"load its replacement and run 'envmod rebuild {record.name} --from-loaded'")
+                                hint=f"load its replacement and run '{command_for(record)} rebuild {record.name} "
+                                "--from-loaded'")
             modules.append(now.module)
         stack = CentralStack(system, tuple(modules))
         return system, describe_loaded_spack_modules(stack, self.settings.spack_install_trees)
@@ -97,11 +106,11 @@ class RebuildSession(CreateSession):
         r.step("discover", ", ".join(f"{m.name} ({m.kind})" for m in stack.modules) or "no modules")
         exe, python_module = find_central_python(stack, self.environ, None) if stack.of_kind("python") \
             else (record.python.executable, None)
-        python = interrogate(exe, self.cache)
+        python = interrogate(exe, self.session.cache)
         if python.short_version != ".".join(record.python.version.split(".")[:2]):
             raise PlanError(f"{record.name} runs Python {record.python.version} but the site now gives "
                             f"{python.version}: its packages cannot be rebuilt in place",
-                            hint=f"recreate it with 'envmod create {record.name} --force ...'")
+                            hint=f"recreate it with '{command_for(record)} create {record.name} --force ...'")
         shutil.copytree(final, staging, symlinks=True, dirs_exist_ok=True)
         self._repoint_python(staging, python.executable)
         rules = load_rules(self.settings.build_rules)
@@ -115,7 +124,11 @@ class RebuildSession(CreateSession):
             rule = rules.get(canonical_name(p.name))
             build = resolve_rule(rule, stack) if rule else SourceBuild(canonical_name(p.name), (), {})
             builds.append((build, p.version))
-        plan = Plan(self.request, stack, python, python_module, record.module.type, rules)
+        # An env created with --keep-loaded keeps depending on all its modules, not only on
+        # those the evidence names.
+        request = CreateRequest(name=record.name, keep_loaded=record.module.keep_loaded,
+                                front_end=record.created.front_end or "envmod")
+        plan = Plan(request, stack, python, python_module, record.module.type, rules)
         from .install import PipInstaller
         from .wheelcache import WheelCache
 
@@ -124,28 +137,20 @@ class RebuildSession(CreateSession):
         from .backends.venv import relocate
 
         relocate(staging, staging, final)
-        version = _read_version(staging / "bin" / "python")
-        links, requirements = self.scan(plan, staging, final)
-        deps = self.dependencies(plan, links, requirements)
+        version = read_python_version(staging / "bin" / "python")
+        links, requirements = self.session.scan(plan, staging, final)
+        deps = self.session.dependencies(plan, links, requirements)
         rebuilt = {b.package: b for b, _ in builds}
         for p in record.packages:
             build = rebuilt.get(canonical_name(p.name))
             if build is not None:
                 p.install, p.built_against, p.build_env = "source", build.module_names, dict(build.env)
                 p.cached_wheel = reused.get(build.package)
-        record.python = PythonRecord(version=version, executable=python.executable,
-                                     module=python_module.name if python_module else record.python.module,
-                                     implementation=python.implementation, soabi=python.soabi, platform=python.platform)
-        old = {m.name: m for m in record.central_modules}
-        record.central_modules = [CentralModuleRecord.of(m) for m in stack.modules] + [m for n, m in old.items()
-                                                            if n not in {s.name for s in stack.modules}]
+        record.python = PythonRecord.of(python, version, python_module.name if python_module else record.python.module)
+        record.central_modules = central_module_records(stack.modules, keep=record.central_modules)
         record.module.depends_on = [m.name for m in deps]
         record.links, record.requirements = links, requirements
-        record.rebuilt.append(Provenance(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=_user(),
-                                         host=os.uname().nodename, envmod_version=__version__,
-                                         microarchitecture=microarchitecture(self.cache),
-                                         module_system=system.name if system else None,
-                                         log=str(r.log_path) if r.log_path else None))
+        record.rebuilt.append(self.session.provenance(system))
         return record
 
     @staticmethod

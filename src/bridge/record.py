@@ -31,6 +31,13 @@ class PythonRecord:
     soabi: str = ""
     platform: str = ""
 
+    @classmethod
+    def of(cls, python: Any, version: str, module: str | None) -> "PythonRecord":
+        """The record of the central Python (a ``pyinfo.PythonInfo``) an env of ``version`` runs
+        on, loaded by ``module``."""
+        return cls(version=version, executable=python.executable, module=module,
+                   implementation=python.implementation, soabi=python.soabi, platform=python.platform)
+
 
 @dataclass
 class CentralModuleRecord:
@@ -109,6 +116,38 @@ class Provenance:
     module_system: str | None = None
     log: str | None = None
     front_end: str | None = None       # "envmod", "spack" or "easybuild" (bridge.frontends); None: envmod
+
+    @classmethod
+    def now(cls, *, microarchitecture: str | None, module_system: str | None, log: str | None,
+            front_end: str | None = None) -> "Provenance":
+        """What a create or rebuild happening now records: the time (UTC), the user, the host and
+        this envmod's version, with what the caller knows of the rest."""
+        import os
+        import time
+
+        from . import __version__
+
+        return cls(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=_user(), host=os.uname().nodename,
+                   envmod_version=__version__, microarchitecture=microarchitecture, module_system=module_system,
+                   log=log, front_end=front_end)
+
+
+def _user() -> str:
+    import os
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return os.environ.get("USER") or str(os.getuid())
+
+
+def central_module_records(modules: Any, keep: Any = ()) -> list[CentralModuleRecord]:
+    """The records of ``modules`` (``stack.CentralModule`` s), then those of ``keep`` (records
+    already held, e.g. by a rebuilt env) that name a module not among them."""
+    out = [CentralModuleRecord.of(m) for m in modules]
+    names = {m.name for m in out}
+    return out + [m for m in keep if m.name not in names]
 
 
 @dataclass

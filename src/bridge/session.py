@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from . import __version__
 from .backends import get_backend
 from .backends.venv import relocate
 from .cache import JsonCache
@@ -26,12 +25,13 @@ from .emit.modulefile import module_version, modulefile_path, render_modulefile
 from .errors import BuildError, ConfigError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
 from .frontends import user_command
 from .fsutil import atomic_write_text
+from .hierarchy import load_order
 from .modsys import ModuleSystem, detect_module_system
 from .names import validate_description, validate_new_env_name
 from .progress import Reporter
 from .pyinfo import PythonInfo, interrogate
-from .record import (RECORD_FILE, CentralModuleRecord, EnvRecord, ModuleRecord, PackageRecord, Provenance,
-                     PythonRecord, read_record, write_record)
+from .record import (RECORD_FILE, EnvRecord, ModuleRecord, PackageRecord, Provenance, PythonRecord,
+                     central_module_records, read_record, write_record)
 from .stack import CentralModule, CentralStack, discover_stack, find_central_python, spack_module_root
 from .store import Store
 
@@ -102,10 +102,11 @@ def env_python_version(env_python: Path, central: PythonInfo) -> str:
     its own (another backend) is asked."""
     if os.path.realpath(env_python) == os.path.realpath(central.executable):
         return central.version
-    return _read_version(env_python)
+    return read_python_version(env_python)
 
 
-def _read_version(python: Path) -> str:
+def read_python_version(python: Path) -> str:
+    """The version of the Python ``python`` (an env's interpreter), asked of it."""
     import subprocess
 
     proc = subprocess.run([str(python), "-I", "-S", "-c",
@@ -114,15 +115,6 @@ def _read_version(python: Path) -> str:
     if proc.returncode != 0:
         raise BuildError(f"the new environment's Python does not start: {proc.stderr.strip()[-200:]}")
     return proc.stdout.split()[0]
-
-
-def _user() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return os.environ.get("USER") or str(os.getuid())
 
 
 class _TerminatedBySignal(BaseException):
@@ -218,8 +210,14 @@ class CreateSession:
     def dependencies(self, plan: Plan, links: Sequence, requirements: Sequence) -> list[CentralModule]:
         """The modules the env's module loads: the Python's, plus every module providing a
         library the env links or a Python package an installed package requires (evidence from
-        the scan), in load order. ``keep_loaded`` keeps every loaded module instead."""
-        if self.request.keep_loaded:
+        the scan), in load order, with every module that opens the Lmod subtree one of them lives
+        in loaded before it (:func:`bridge.hierarchy.load_order`), whichever front end asked.
+        ``keep_loaded`` keeps every loaded module instead."""
+        return load_order(plan.stack, self._needed_modules(plan, links, requirements))
+
+    @staticmethod
+    def _needed_modules(plan: Plan, links: Sequence, requirements: Sequence) -> list[CentralModule]:
+        if plan.request.keep_loaded:
             return list(plan.stack.modules)
         if not links and not requirements:     # nothing installed: the Python's module alone
             return [plan.python_module] if plan.python_module else []
@@ -252,20 +250,12 @@ class CreateSession:
         return EnvRecord(
             name=self.request.name, backend=self.request.backend, prefix=str(prefix),
             description=self.request.description,
-            python=PythonRecord(version=version, executable=python.executable,
-                                module=plan.python_module.name if plan.python_module else None,
-                                implementation=python.implementation, soabi=python.soabi,
-                                platform=python.platform),
+            python=PythonRecord.of(python, version, plan.python_module.name if plan.python_module else None),
             module=ModuleRecord(name=self.request.module_name or f"{self.request.name}/{module_version(version)}",
                                 type=plan.module_type,
                                 depends_on=[m.name for m in deps], keep_loaded=self.request.keep_loaded),
-            created=Provenance(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=_user(),
-                               host=os.uname().nodename, envmod_version=__version__,
-                               microarchitecture=microarchitecture(self.cache),
-                               module_system=system.name if system else None,
-                               log=str(self.reporter.log_path) if self.reporter.log_path else None,
-                               front_end=self.request.front_end),
-            central_modules=[CentralModuleRecord.of(m) for m in plan.stack.modules],
+            created=self.provenance(system, front_end=self.request.front_end),
+            central_modules=central_module_records(plan.stack.modules),
             packages=[PackageRecord(name=p.name, version=p.version, install="wheel" if p.from_wheel else "source",
                                     requested=p.requested,
                                     built_against=p.build.module_names if p.build else [],
@@ -275,6 +265,13 @@ class CreateSession:
             requested=list(self.request.packages) + [f"-r {p}" for p in self.request.requirement_files],
             links=list(links), requirements=list(requirements),
         )
+
+    def provenance(self, system: ModuleSystem | None, front_end: str | None = None) -> Provenance:
+        """Who made or rebuilt the env, now, on this host, with which module system and log."""
+        return Provenance.now(microarchitecture=microarchitecture(self.cache),
+                              module_system=system.name if system else None,
+                              log=str(self.reporter.log_path) if self.reporter.log_path else None,
+                              front_end=front_end)
 
     # ---- the whole pipeline ------------------------------------------------------------
     def run(self) -> EnvRecord:

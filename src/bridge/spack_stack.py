@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import DiscoveryError, PlanError, UsageError
+from .hierarchy import load_order, modulepath_with_record, record_modulepaths, root_modulepaths  # noqa: F401
 from .modsys import ModuleSystem
 from .record import EnvRecord
-from .session import CreateSession, Plan
 from .stack import CentralModule, CentralStack, spack_module_root
 
 #: The three roles a create takes from a Spack site, in the order their modules load.
@@ -490,75 +490,8 @@ def choose_module_type(explicit: str | None, configured: str | None, system: Mod
 
 
 # --------------------------------------------------------------------------- the Lmod hierarchy
-
-
-def load_order(stack: CentralStack, wanted: Sequence[CentralModule]) -> list[CentralModule]:
-    """``wanted`` plus every module that opens the subtree one of them lives in, each after the
-    module that opens its subtree: in a fresh shell with only the site's Core dir in MODULEPATH,
-    loading them in this order finds every one."""
-    opener: dict[str, CentralModule] = {}
-    for module in stack.modules:
-        for directory in module.facts.get("spack_unlocks", ()):
-            opener.setdefault(os.path.normpath(directory), module)
-    out: list[CentralModule] = []
-    placed: set[str] = set()
-    visiting: set[str] = set()
-
-    def visit(module: CentralModule) -> None:
-        if module.name in placed or module.name in visiting:
-            return
-        visiting.add(module.name)
-        where = module.facts.get("spack_modulepath")
-        parent = opener.get(os.path.normpath(where)) if where else None
-        if parent is not None and parent.name != module.name:
-            visit(parent)
-        visiting.discard(module.name)
-        placed.add(module.name)
-        out.append(module)
-
-    for module in wanted:
-        visit(module)
-    return out
-
-
-class SpackCreateSession(CreateSession):
-    """A create over a Spack-described stack: the env's module loads its central modules in the
-    order the Lmod hierarchy needs, adding any module that opens a subtree one of them is in."""
-
-    def dependencies(self, plan: Plan, *evidence, **options) -> list[CentralModule]:
-        return load_order(plan.stack, super().dependencies(plan, *evidence, **options))
-
-
-def root_modulepaths(stack: CentralStack, modules: Sequence[str]) -> list[str]:
-    """The MODULEPATH dirs a user needs before loading ``modules`` (those no other opens)."""
-    opened = {os.path.normpath(d) for m in stack.modules for d in m.facts.get("spack_unlocks", ())}
-    by_name = {m.name: m for m in stack.modules}
-    out = []
-    for name in modules:
-        where = by_name[name].facts.get("spack_modulepath") if name in by_name else None
-        if where and os.path.normpath(where) not in opened and where not in out:
-            out.append(where)
-    return out
-
-
-def record_modulepaths(record: EnvRecord) -> list[str]:
-    """The MODULEPATH dirs the modules an env loads need (the site's Core dir, not the subtrees
-    its MPI opens), from the record alone: what ``check`` adds so the names resolve."""
-    opened = {os.path.normpath(d) for m in record.central_modules for d in m.facts.get("spack_unlocks") or ()}
-    out: list[str] = []
-    for name in record.module.depends_on:
-        central = record.central_module(name)
-        where = central.facts.get("spack_modulepath") if central else None
-        if where and os.path.normpath(where) not in opened and where not in out:
-            out.append(where)
-    return out
-
-
-def modulepath_with_record(record: EnvRecord, modulepath: str) -> str:
-    """``modulepath`` (a MODULEPATH value) with the dirs :func:`record_modulepaths` names put
-    first, those it lacks, so the env's Spack module names resolve in a shell that lacks them."""
-    have = [p for p in modulepath.split(":") if p]
-    return ":".join([r for r in record_modulepaths(record) if r not in have] + have)
+# load_order and the MODULEPATH helpers live in the core (bridge.hierarchy), where every
+# session orders its modules; imported above so the Spack extension and check find them here.
 
 
 def _spack_module(central, module_type: str) -> Mapping[str, str] | None:

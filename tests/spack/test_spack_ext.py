@@ -51,7 +51,7 @@ def standalone(spack: Spack, *args: str) -> subprocess.CompletedProcess:
 
 def test_extension_registers_the_command(spack):
     out = spack("envmod", "--help").check().stdout
-    for sub in ("create", "list", "show", "module", "remove", "check", "export"):
+    for sub in ("create", "list", "show", "module", "remove", "check", "rebuild", "export"):
         assert sub in out
     assert "--mpi" in spack("envmod", "create", "--help").check().stdout
 

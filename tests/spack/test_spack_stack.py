@@ -20,7 +20,7 @@ from bridge.emit.export import read_export, render_export
 from bridge.errors import DiscoveryError, PlanError, UsageError
 from bridge.record import LinkEvidence, read_record, write_record
 from bridge.rules import load_rules, resolve_rule
-from bridge.session import CreateRequest
+from bridge.session import CreateRequest, CreateSession
 from bridge.spacktree import ModuleIndex, SpackTree
 from bridge.stack import CentralModule, CentralStack
 from tests.recorded_spack_tree import ARCH, HDF5, OPENMPI, PYTHON, copy_recorded_site
@@ -326,24 +326,54 @@ def test_openers_follow_the_dag_and_stop_at_core():
     assert not ss.is_core_modulepath("/m/linux/openmpi/5/Core", root)
 
 
+def _plan(stack, python_module, keep_loaded=False):
+    from bridge.session import Plan
+
+    return Plan(CreateRequest(name="x", keep_loaded=keep_loaded), stack, None, python_module, "lmod")
+
+
 def test_session_dependencies_follow_the_hierarchy(tmp_path):
+    """The one create pipeline orders for the hierarchy, whoever calls it (the plain envmod
+    create over loaded modules wrote [python, hdf5] before: only the Spack session ordered)."""
+    from bridge.session import CreateSession
+
     core = "/m/linux/Core"
     py = _mod("python/3.11.2", "python", core)
     ompi = _mod("openmpi/5.0.5", "mpi", core, ["/m/linux/openmpi/5.0.5/Core"])
     h5 = _mod("hdf5/1.14.5", "hdf5", "/m/linux/openmpi/5.0.5/Core")
     stack = CentralStack(None, (py, h5, ompi))
-
-    class FakePlan:
-        python_module = py
-
-    FakePlan.stack = stack
-    session = ss.SpackCreateSession.__new__(ss.SpackCreateSession)
-    session.request = CreateRequest(name="x")
+    session = CreateSession(CreateRequest(name="x"), load_settings({"HOME": str(tmp_path)}))
     # the scan found h5py linking the HDF5 that lives in the subtree the MPI module opens
     links = [LinkEvidence(file="h5py/_conv.so", needs="libhdf5.so.310", path="/x/libhdf5.so.310",
                           provider="hdf5/1.14.5")]
-    deps = session.dependencies(FakePlan, links, [])
+    deps = session.dependencies(_plan(stack, py), links, [])
     assert [m.name for m in deps] == ["python/3.11.2", "openmpi/5.0.5", "hdf5/1.14.5"]
+    # --keep-loaded: every module, still each after the one that opens its subtree
+    kept = session.dependencies(_plan(stack, py, keep_loaded=True), links, [])
+    assert [m.name for m in kept] == ["python/3.11.2", "openmpi/5.0.5", "hdf5/1.14.5"]
+
+
+def test_a_core_compiler_reopening_core_opens_no_subtree():
+    """Spack's module of a Core compiler (gcc, which an HDF5 with a C compiler loads) prepends
+    the Core dir it lives in: that makes it neither an opener of Core's modules nor Core a subtree."""
+    core = "/m/linux/Core"
+    gcc = _mod("gcc/12.2.0", "compiler", core, [core])
+    py = _mod("python/3.11.2", "python", core)
+    ompi = _mod("openmpi/4.1.4", "mpi", core, ["/m/linux/openmpi/4.1.4/Core"])
+    h5 = _mod("hdf5/1.10.8", "hdf5", "/m/linux/openmpi/4.1.4/Core")
+    stack = CentralStack(None, (py, ompi, gcc, h5))
+    assert [m.name for m in ss.load_order(stack, [py, h5])] == ["python/3.11.2", "openmpi/4.1.4", "hdf5/1.10.8"]
+    names = ["python/3.11.2", "openmpi/4.1.4", "hdf5/1.10.8"]
+    assert ss.root_modulepaths(stack, names) == [core]
+    from bridge.record import CentralModuleRecord, EnvRecord, ModuleRecord, Provenance, PythonRecord
+
+    record = EnvRecord(name="e", backend="venv", prefix="/e", python=PythonRecord("3.11.2", "/usr/bin/python3"),
+                       module=ModuleRecord(name="e/py3.11", type="lmod", depends_on=names),
+                       created=Provenance(at="t", by="u", host="h", envmod_version="0"),
+                       central_modules=[CentralModuleRecord.of(m) for m in stack.modules])
+    assert ss.record_modulepaths(record) == [core]
+    assert ss.record_modulepaths(record, subtrees=True) == [core, "/m/linux/openmpi/4.1.4/Core"]
+    assert ss.modulepath_with_record(record, "/a", subtrees=True) == f"{core}:/m/linux/openmpi/4.1.4/Core:/a"
 
 
 def test_unlocks_read_from_modulefiles(site, tmp_path):
@@ -373,7 +403,7 @@ def created(tmp_path, tree, indexes, monkeypatch):
     stack = ss.stack_from_tree(tree, indexes, module_type="lmod")
     python = stack.first("python").facts["python"]
     request = CreateRequest(name="fromtree", python=python, module_type="lmod")
-    record = ss.SpackCreateSession(request, settings, Reporter(quiet=True), stack=stack).run()
+    record = CreateSession(request, settings, Reporter(quiet=True), stack=stack).run()
     return settings, record
 
 

@@ -105,6 +105,13 @@ def setup_parser(subparser: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="every environment")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("rebuild", help="after the site changed: compile again what an environment compiled "
+                       "against it, against the modules as the site defines them now, and write its module again")
+    p.add_argument("name")
+    p.add_argument("--from-loaded", action="store_true",
+                   help="build against the modules loaded in this shell (e.g. a replacement MPI) instead of the recorded ones")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
+
     p = sub.add_parser("export", help="write an environment out so it can be recreated (packages pinned, "
                        "central modules and their DAG hashes named)")
     p.add_argument("name")
@@ -143,7 +150,7 @@ def _create(args) -> int:
     from bridge.config import check_module_type
     from bridge.progress import Reporter
     from bridge.rules import load_rules
-    from bridge.session import CreateRequest
+    from bridge.session import CreateRequest, CreateSession
 
     from spack.extensions.envmod import spackside
 
@@ -177,8 +184,7 @@ def _create(args) -> int:
                             python=python.facts["python"], description=description, module_type=module_type,
                             force=args.force, keep_loaded=args.keep_loaded, use_wheel_cache=args.use_wheel_cache,
                             front_end="spack", from_export=exported)
-    record = ss.SpackCreateSession(request, settings, Reporter(quiet=args.quiet), stack=stack,
-                                   module_system=system).run()
+    record = CreateSession(request, settings, Reporter(quiet=args.quiet), stack=stack, module_system=system).run()
     print(f"created {record.name}: {record.backend} over {record.python.module or record.python.executable} "
           f"(Python {record.python.version})")
     modulepath = [p for p in os.environ.get("MODULEPATH", "").split(":") if p]
