@@ -119,11 +119,16 @@ def import_library(environ=None, here=None):
     if missing:
         raise LibraryDependenciesMissing(os.path.dirname(bridge.__file__), missing)
     try:
-        from bridge import config, errors, evidence, record, rules, session, stack, store
-        from bridge.backends import get_backend
+        from bridge import config, errors, session
+        from bridge.build import rules
+        from bridge.build.backends import get_backend
+        from bridge.build.install import check_requirements, direct_rule_packages, requirement_name
+        from bridge.discover import stack
         from bridge.emit import modulefile
-        from bridge.install import check_requirements, direct_rule_packages, requirement_name
         from bridge.progress import Reporter
+        from bridge.scan import evidence
+        from bridge.store import record
+        from bridge.store import root as store
     except ImportError as err:
         raise ImportError("%s (looked in: %s)" % (err, ', '.join(tried))) from err
     # A library older than this easyblock (a site's copy not reinstalled) would fail mid-build.

@@ -28,29 +28,29 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from .elf import ElfError, read_elf
+from .discover.modsys import LoadedModule, ModuleEffect, ModuleSystem
+from .discover.stack import CentralModule, describe_module, load_kind_table
 from .errors import EnvmodError
 from .frontends import command_for
-from .evidence import (
+from .scan.elf import ElfError, read_elf
+from .scan.evidence import (
     ENV,
     MISSING,
     SYSTEM,
     Scanner,
-    env_elf_files,
-    library_stem,
     canonical,
     central_package_dirs,
     display_path,
     distributions_in,
+    env_elf_files,
     env_site_packages,
+    library_stem,
     module_lib_dirs,
 )
-from .modsys import LoadedModule, ModuleEffect, ModuleSystem
-from .record import CentralModuleRecord, EnvRecord, LinkEvidence
-from .stack import CentralModule, describe_module, load_kind_table
+from .store.record import CentralModuleRecord, EnvRecord, LinkEvidence
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .store.root import Store
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 SEVERITIES = (ERROR, WARNING, NOTE)
@@ -315,7 +315,7 @@ def _check_modules(record: EnvRecord, system: ModuleSystem, environ: Mapping[str
 
 def _check_python(record: EnvRecord, now: Mapping[str, ModuleNow], findings: list[Finding]):
     """The PythonInfo of the recorded interpreter if it still works, else None."""
-    from .pyinfo import interrogate
+    from .discover.pyinfo import interrogate
 
     exe = record.python.executable
     rebuild = REBUILD.format(command=command_for(record), name=record.name)
@@ -489,7 +489,7 @@ def _check_links(record: EnvRecord, modules_now: Sequence[CentralModule], python
 def _python_info_now(record: EnvRecord, info):
     if info is not None:
         return info
-    from .pyinfo import PythonInfo
+    from .discover.pyinfo import PythonInfo
 
     p = record.python
     return PythonInfo(version=p.version, implementation=p.implementation, executable=p.executable,
@@ -662,7 +662,7 @@ def _spack_hashes(record: EnvRecord) -> bool:
 def _check_spack_builds(record: EnvRecord, installed: Callable[[str], str | None] | None,
                         findings: list[Finding]) -> int:
     """Whether each Spack module the env loads still is the build (DAG hash) it was made with."""
-    from .spack_stack import check_spack_modules
+    from .spack.stack import check_spack_modules
 
     checks = check_spack_modules(record, installed)
     for c in checks:
@@ -694,7 +694,7 @@ def check_env(record: EnvRecord, module_system: ModuleSystem | None, environ: Ma
         if spack_installed is None:
             from pathlib import Path
 
-            from .spack_stack import installed_in_trees
+            from .spack.stack import installed_in_trees
 
             spack_installed = installed_in_trees(record, [Path(t) for t in spack_install_trees])
         report.checked["spack builds"] = _check_spack_builds(record, spack_installed, findings)

@@ -190,7 +190,7 @@ def cmd_create(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .store import Store
+    from .store.root import Store
 
     store = Store(_settings(args))
     rows = []
@@ -218,7 +218,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .store import Store
+    from .store.root import Store
 
     record = Store(_settings(args)).load(args.name)
     if args.json:
@@ -238,7 +238,7 @@ def cmd_show(args) -> int:
     for key, value in rows:
         print(f"  {key + ':':13} {value}")
     if any(m.facts.get("spack_hash") for m in record.central_modules):
-        from .spack_stack import format_spack_builds
+        from .spack.stack import format_spack_builds
 
         for i, line in enumerate(format_spack_builds(record)):
             print(f"  {'spack builds:' if i == 0 else '':13} {line}")
@@ -252,7 +252,7 @@ def cmd_show(args) -> int:
         print(f"    {pkg.name} {pkg.version}{' (requested)' if pkg.requested else ''}: {how}"
               + (f" [{settings}]" if settings else ""))
     if record.links or record.requirements:
-        from .evidence import format_evidence
+        from .scan.evidence import format_evidence
 
         print(f"  {'evidence:':13} (env file → library → provider; Python package → provider)")
         for line in format_evidence(record.links, record.requirements, include_system=args.all_links,
@@ -263,10 +263,10 @@ def cmd_show(args) -> int:
 
 def cmd_check(args) -> int:
     from .check import check_stored, combined_exit_code, format_report
+    from .discover.modsys import detect_module_system
     from .errors import NoModuleSystem
-    from .modsys import detect_module_system
-    from .names import validate_env_name
-    from .store import Store
+    from .store.names import validate_env_name
+    from .store.root import Store
 
     if bool(args.name) == bool(args.all):
         raise UsageError("name one environment, or pass --all")
@@ -304,8 +304,8 @@ def cmd_rebuild(args) -> int:
 def cmd_module(args) -> int:
     from .config import check_module_type
     from .emit.modulefile import write_modulefile
-    from .record import write_record
-    from .store import Store
+    from .store.record import write_record
+    from .store.root import Store
 
     settings = _settings(args)
     store = Store(settings)
@@ -314,7 +314,7 @@ def cmd_module(args) -> int:
         module_type = check_module_type(args.module_type or record.module.type)
         if module_type != record.module.type:
             # Spack names a spec's Lmod and Tcl modules differently: use the target type's names
-            from .spack_stack import with_module_type
+            from .spack.stack import with_module_type
 
             record = with_module_type(record, module_type)
         path = write_modulefile(record, module_type, settings.modules_dir, settings.templates, settings.cache_dir)
@@ -327,7 +327,7 @@ def cmd_module(args) -> int:
 
 def cmd_remove(args) -> int:
     from .errors import EnvNotFound, RecordError
-    from .store import Store
+    from .store.root import Store
 
     settings = _settings(args)
     store = Store(settings)
@@ -368,7 +368,7 @@ def cmd_remove(args) -> int:
 def cmd_export(args) -> int:
     from .emit.export import render_export
     from .fsutil import atomic_write_text, current_umask
-    from .store import Store
+    from .store.root import Store
 
     settings = _settings(args)
     text = render_export(Store(settings).load(args.name), args.format, settings.templates, settings.cache_dir)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .record import EnvRecord
+    from .store.record import EnvRecord
 
 #: front end (as recorded in ``created.front_end``) -> the command its users type
 COMMANDS = {"envmod": "envmod", "spack": "spack envmod", "easybuild": "envmod"}

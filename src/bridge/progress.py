@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, IO, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Mapping, Sequence
 
 from .errors import BuildError
 
@@ -70,7 +70,7 @@ class Reporter:
         stopping = {signal.SIGINT, signal.SIGTERM}
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         try:
-            import subprocess      # only steps that run a program need them
+            import subprocess  # only steps that run a program need them
             import threading
 
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -14,19 +14,19 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
+from .build.rules import SourceBuild, canonical_name, load_rules, resolve_rule
 from .config import Settings
+from .discover.hierarchy import modulepath_with_record
+from .discover.modsys import ModuleSystem, detect_module_system
+from .discover.pyinfo import interrogate
+from .discover.stack import CentralStack, find_central_python
 from .errors import PlanError
-from .evidence import scan_links
 from .frontends import command_for
-from .hierarchy import modulepath_with_record
-from .modsys import ModuleSystem, detect_module_system
-from .names import validate_env_name
 from .progress import Reporter
-from .pyinfo import interrogate
-from .record import EnvRecord, PythonRecord, central_module_records
-from .rules import SourceBuild, canonical_name, load_rules, resolve_rule
+from .scan.evidence import scan_links
 from .session import CreateRequest, CreateSession, Plan, read_python_version
-from .stack import CentralStack, find_central_python
+from .store.names import validate_env_name
+from .store.record import EnvRecord, PythonRecord, central_module_records
 
 
 def owners_of(prefix: Path, files: set[str]) -> set[str]:
@@ -78,7 +78,7 @@ class RebuildSession:
         if self.from_loaded:
             return self.session.discover()
         from .check import query_module
-        from .spack_stack import describe_loaded_spack_modules
+        from .spack.stack import describe_loaded_spack_modules
 
         system = detect_module_system(self.environ)
         wanted = list(dict.fromkeys([*record.module.depends_on, *(m for p in record.packages for m in p.built_against)]))
@@ -129,12 +129,12 @@ class RebuildSession:
         request = CreateRequest(name=record.name, keep_loaded=record.module.keep_loaded,
                                 front_end=record.created.front_end or "envmod")
         plan = Plan(request, stack, python, python_module, record.module.type, rules)
-        from .install import PipInstaller
-        from .wheelcache import WheelCache
+        from .build.install import PipInstaller
+        from .build.wheelcache import WheelCache
 
         cache = WheelCache(self.settings.wheel_cache_dir, stack.modules, python.executable)
         reused = PipInstaller(staging / "bin" / "python", r, rules, stack, python, cache).rebuild(builds)
-        from .backends.venv import relocate
+        from .build.backends.venv import relocate
 
         relocate(staging, staging, final)
         version = read_python_version(staging / "bin" / "python")

@@ -17,27 +17,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from .backends import get_backend
-from .backends.venv import relocate
+from .build.backends import get_backend
+from .build.backends.venv import relocate
 from .cache import JsonCache
 from .config import Settings, check_module_type
+from .discover.hierarchy import load_order
+from .discover.modsys import ModuleSystem, detect_module_system
+from .discover.pyinfo import PythonInfo, interrogate
+from .discover.stack import CentralModule, CentralStack, discover_stack, find_central_python, spack_module_root
 from .emit.modulefile import module_version, modulefile_path, render_modulefile
 from .errors import BuildError, ConfigError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
 from .frontends import user_command
 from .fsutil import atomic_write_text
-from .hierarchy import load_order
-from .modsys import ModuleSystem, detect_module_system
-from .names import validate_description, validate_new_env_name
 from .progress import Reporter
-from .pyinfo import PythonInfo, interrogate
-from .record import (RECORD_FILE, EnvRecord, ModuleRecord, PackageRecord, Provenance, PythonRecord,
-                     central_module_records, read_record, write_record)
-from .stack import CentralModule, CentralStack, discover_stack, find_central_python, spack_module_root
-from .store import Store
+from .store.names import validate_description, validate_new_env_name
+from .store.record import (
+    RECORD_FILE,
+    EnvRecord,
+    ModuleRecord,
+    PackageRecord,
+    Provenance,
+    PythonRecord,
+    central_module_records,
+    read_record,
+    write_record,
+)
+from .store.root import Store
 
 if TYPE_CHECKING:
+    from .build.install import InstallResult
     from .emit.export import ExportedEnv
-    from .install import InstallResult
 
 
 @dataclass
@@ -159,7 +168,7 @@ class CreateSession:
         stack = discover_stack(system, self.environ, self.cache)
         if any(spack_module_root(m.modulefile) for m in stack.modules):
             # Modules Spack wrote get their DAG hashes and specs recorded as 'spack envmod' does.
-            from .spack_stack import describe_loaded_spack_modules
+            from .spack.stack import describe_loaded_spack_modules
 
             stack = describe_loaded_spack_modules(stack, self.settings.spack_install_trees)
         return system, stack
@@ -180,8 +189,8 @@ class CreateSession:
                                         or (system.module_type if system else "lmod"))
         rules: Mapping = {}
         if request.packages or request.requirement_files:
-            from .install import check_requirements, direct_rule_packages
-            from .rules import load_rules, select_rules
+            from .build.install import check_requirements, direct_rule_packages
+            from .build.rules import load_rules, select_rules
 
             rules = select_rules(load_rules(self.settings.build_rules), request.source_builds)
             direct_rule_packages(check_requirements(request.packages), rules, stack)
@@ -189,7 +198,7 @@ class CreateSession:
             if not Path(path).is_file():
                 raise UsageError(f"requirements file not found: {path}")
         if request.requirement_files:
-            from .install import check_requirement_files
+            from .build.install import check_requirement_files
 
             check_requirement_files(request.requirement_files)
         return Plan(request, stack, python, module, module_type, rules)
@@ -198,8 +207,8 @@ class CreateSession:
         """What pip installed; None when nothing was asked for."""
         if not (self.request.packages or self.request.requirement_files):
             return None
-        from .install import PipInstaller
-        from .wheelcache import WheelCache
+        from .build.install import PipInstaller
+        from .build.wheelcache import WheelCache
 
         cache = None
         if self.request.use_wheel_cache:
@@ -221,7 +230,7 @@ class CreateSession:
             return list(plan.stack.modules)
         if not links and not requirements:     # nothing installed: the Python's module alone
             return [plan.python_module] if plan.python_module else []
-        from .evidence import required_modules
+        from .scan.evidence import required_modules
 
         names = required_modules(links, requirements,
                                  plan.python_module.name if plan.python_module else None,
@@ -231,7 +240,7 @@ class CreateSession:
 
     def scan(self, plan: Plan, target: Path, final: Path) -> tuple[list, list]:
         """What the env really links, and which central packages its packages require."""
-        from .evidence import scan_links, scan_requirements
+        from .scan.evidence import scan_links, scan_requirements
 
         links = scan_links(target, plan.stack.modules, plan.python.executable, as_prefix=final)
         requirements = scan_requirements(target, plan.stack.modules, plan.python)

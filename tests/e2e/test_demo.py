@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.record import read_record
+from bridge.store.record import read_record
 from tests.conftest import REPO, ModuleShell, loaded, require_site, user_visible
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.record import read_record
+from bridge.store.record import read_record
 from tests.conftest import REPO, ModuleShell, require_site, site_dir
 
 RANKS = REPO / "ci/ranks.py"

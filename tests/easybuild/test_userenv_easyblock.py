@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.record import (
+from bridge.store.record import (
     CentralModuleRecord,
     EnvRecord,
     ModuleRecord,
@@ -185,7 +185,7 @@ def test_module_only_keeps_the_record_in_step_and_registers_with_envmod(ebrun):
     assert link.is_symlink() and link.resolve() == ebrun.installdir.resolve()
 
     from bridge.config import load_settings
-    from bridge.store import Store
+    from bridge.store.root import Store
 
     store = Store(load_settings({"ENVMOD_ROOT": str(ebrun.envmod_root), "HOME": str(ebrun.work)}))
     assert store.names() == ["MyEnv-1.0"]
@@ -196,8 +196,8 @@ def test_check_of_a_registered_env_names_its_missing_module_and_how_easybuild_wr
     # `eb --rebuild` deletes the old module first: an interrupted one leaves the env without it.
     from bridge.check import check_stored
     from bridge.config import load_settings
-    from bridge.modsys import Lmod
-    from bridge.store import Store
+    from bridge.discover.modsys import Lmod
+    from bridge.store.root import Store
 
     fake_env(ebrun.installdir)
     ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force").check()

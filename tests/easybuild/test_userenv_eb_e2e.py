@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.record import read_record
+from bridge.store.record import read_record
 from tests.easybuild.easybuild_site import (
     UserShell,
     copy_for_user,

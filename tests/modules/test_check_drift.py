@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from bridge.check import CheckReport, check_env, format_report
-from bridge.evidence import format_evidence, required_modules
-from bridge.modsys import detect_module_system
-from bridge.record import EnvRecord, read_record
+from bridge.scan.evidence import format_evidence, required_modules
+from bridge.discover.modsys import detect_module_system
+from bridge.store.record import EnvRecord, read_record
 from tests.conftest import ModuleShell, require_site, site_dir
 
 pytestmark = [pytest.mark.modules, pytest.mark.slow]

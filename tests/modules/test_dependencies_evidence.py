@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.record import read_record
+from bridge.store.record import read_record
 from tests.conftest import ModuleShell, loaded, site_dir
 
 pytestmark = pytest.mark.modules

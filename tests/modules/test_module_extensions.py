@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.emit.modulefile import write_modulefile
-from bridge.record import EnvRecord, ModuleRecord, PackageRecord, Provenance, PythonRecord, write_record
+from bridge.store.record import EnvRecord, ModuleRecord, PackageRecord, Provenance, PythonRecord, write_record
 from tests.conftest import ModuleShell
 
 pytestmark = pytest.mark.modules

@@ -22,7 +22,7 @@ from spack.extensions.envmod.cmd import envmod as command  # noqa: E402
 command._import_bridge()
 from spack.extensions.envmod import spackside  # noqa: E402
 
-from bridge.spack_stack import modulepath_of  # noqa: E402
+from bridge.spack.stack import modulepath_of  # noqa: E402
 
 
 def module_dict(m):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge import spack_stack as ss
+from bridge.spack import stack as ss
 from bridge.check import check_env
 from bridge.config import load_settings
-from bridge.record import read_record
-from bridge.stack import CentralModule, CentralStack
+from bridge.store.record import read_record
+from bridge.discover.stack import CentralModule, CentralStack
 from tests.recorded_spack_tree import HDF5, OPENMPI, PYTHON, copy_recorded_site
 from tests.conftest import ModuleShell, require_site
 
@@ -57,7 +57,7 @@ def test_loaded_spack_modules_get_the_facts_spack_envmod_records(site):
 
 def test_same_facts_as_the_tree_route_of_spack_envmod(site):
     """Loaded modules and `spack envmod create`'s route (stack_from_tree) describe the same specs alike."""
-    from bridge.spacktree import ModuleIndex, SpackTree
+    from bridge.spack.tree import ModuleIndex, SpackTree
 
     tree_stack = ss.stack_from_tree(SpackTree.open(site / "opt"),
                                     {t: ModuleIndex.open(site / "modules" / t) for t in ("lmod", "tcl")},
@@ -94,7 +94,7 @@ def test_site_config_names_install_trees(tmp_path):
 
 
 def test_no_install_tree_means_builds_are_not_judged_installed_or_not(site, tmp_path):
-    from bridge.record import EnvRecord, ModuleRecord, Provenance, PythonRecord, CentralModuleRecord
+    from bridge.store.record import EnvRecord, ModuleRecord, Provenance, PythonRecord, CentralModuleRecord
 
     shutil.rmtree(site / "opt")
     stack = ss.describe_loaded_spack_modules(loaded(site))

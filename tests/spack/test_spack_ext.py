@@ -97,8 +97,8 @@ def test_create_records_spack_modules_and_hashes(spack, site):
 
 def test_both_front_ends_build_the_same_stack(spack, site):
     """spack envmod (Spack's API) and the standalone library (the files, no Spack) agree."""
-    from bridge import spack_stack as ss
-    from bridge.spacktree import ModuleIndex, SpackTree
+    from bridge.spack import stack as ss
+    from bridge.spack.tree import ModuleIndex, SpackTree
 
     tree = SpackTree.open(site["install_root"])
     indexes = {t: ModuleIndex.open(root) for t, root in site["roots"].items()}

@@ -1,4 +1,4 @@
-"""bridge.spack_stack: a Spack site's specs and module names as the CentralStack of a create.
+"""bridge.spack.stack: a Spack site's specs and module names as the CentralStack of a create.
 
 Runs everywhere, without Spack: on tests/data/spack-tree (what Spack 1.1.0 wrote for
 ci/spack-site.sh) and on a small fake file system laid out as Debian lays out its OpenMPI,
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from bridge import spack_stack as ss
+from bridge.spack import stack as ss
 from bridge.config import load_settings
 from bridge.emit.export import read_export, render_export
 from bridge.errors import DiscoveryError, PlanError, UsageError
-from bridge.record import LinkEvidence, read_record, write_record
-from bridge.rules import load_rules, resolve_rule
+from bridge.store.record import LinkEvidence, read_record, write_record
+from bridge.build.rules import load_rules, resolve_rule
 from bridge.session import CreateRequest, CreateSession
-from bridge.spacktree import ModuleIndex, SpackTree
-from bridge.stack import CentralModule, CentralStack
+from bridge.spack.tree import ModuleIndex, SpackTree
+from bridge.discover.stack import CentralModule, CentralStack
 from tests.recorded_spack_tree import ARCH, HDF5, OPENMPI, PYTHON, copy_recorded_site
 
 TRIPLET = "usr/lib/x86_64-linux-gnu"
@@ -365,7 +365,7 @@ def test_a_core_compiler_reopening_core_opens_no_subtree():
     assert [m.name for m in ss.load_order(stack, [py, h5])] == ["python/3.11.2", "openmpi/4.1.4", "hdf5/1.10.8"]
     names = ["python/3.11.2", "openmpi/4.1.4", "hdf5/1.10.8"]
     assert ss.root_modulepaths(stack, names) == [core]
-    from bridge.record import CentralModuleRecord, EnvRecord, ModuleRecord, Provenance, PythonRecord
+    from bridge.store.record import CentralModuleRecord, EnvRecord, ModuleRecord, Provenance, PythonRecord
 
     record = EnvRecord(name="e", backend="venv", prefix="/e", python=PythonRecord("3.11.2", "/usr/bin/python3"),
                        module=ModuleRecord(name="e/py3.11", type="lmod", depends_on=names),
@@ -543,7 +543,7 @@ def test_show_prints_the_spack_builds(tmp_path):
 
 
 def read_record_with_spack_facts(tmp_path):
-    from bridge.record import CentralModuleRecord
+    from bridge.store.record import CentralModuleRecord
     from tests.unit.test_record import make_record
 
     record = make_record(tmp_path, central_modules=[

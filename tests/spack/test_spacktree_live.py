@@ -1,4 +1,4 @@
-"""bridge.spacktree against a live Spack: the reader sees exactly the installs, dependencies and
+"""bridge.spack.tree against a live Spack: the reader sees exactly the installs, dependencies and
 module names that Spack itself reports for the central Spack site (ci/spack-site.sh)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.spacktree import ModuleIndex, SpackTree
+from bridge.spack.tree import ModuleIndex, SpackTree
 from spack_helpers import require_spack, spack_environ
 
 pytestmark = pytest.mark.spack

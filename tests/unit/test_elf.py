@@ -1,4 +1,4 @@
-"""Tests for bridge.elf (ELF scanner, loader model) and bridge.ldcache.
+"""Tests for bridge.scan.elf (ELF scanner, loader model) and bridge.scan.ldcache.
 
 The oracles are real: pyelftools and ``readelf -d`` for parsing, ``ldconfig
 -p`` for the ld.so.cache, and the dynamic loader itself (``LD_DEBUG=libs``,
@@ -28,8 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from bridge import elf as E
-from bridge.elf import (
+from bridge.scan import elf as E
+from bridge.scan.elf import (
     ElfError,
     ElfInfo,
     How,
@@ -41,7 +41,7 @@ from bridge.elf import (
     resolve,
     resolve_tree,
 )
-from bridge.ldcache import LdCacheError, libcmp, parse_ldcache, read_ldcache
+from bridge.scan.ldcache import LdCacheError, libcmp, parse_ldcache, read_ldcache
 from tests.conftest import require_module, require_site, require_tool, site_dir, skip_or_fail
 
 IS_LINUX_X86_64 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"

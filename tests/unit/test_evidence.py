@@ -1,4 +1,4 @@
-"""bridge.evidence: link and requirement evidence, on small trees built with the real compiler.
+"""bridge.scan.evidence: link and requirement evidence, on small trees built with the real compiler.
 
 The oracle for link evidence is the real dynamic loader: the test's Python dlopen()s the env
 file with the modules' LD_LIBRARY_PATH set and reads /proc/self/maps, and every library the
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.evidence import (
+from bridge.scan.evidence import (
     Attributor,
     attribute_install_trees,
     central_package_dirs,
@@ -36,10 +36,10 @@ from bridge.evidence import (
     scan_requirements,
     tree_module,
 )
-from bridge.pyinfo import PythonInfo
-from bridge.record import (EnvRecord, LinkEvidence, ModuleRecord, PackageRecord, Provenance, PythonRecord,
+from bridge.discover.pyinfo import PythonInfo
+from bridge.store.record import (EnvRecord, LinkEvidence, ModuleRecord, PackageRecord, Provenance, PythonRecord,
                            RequirementEvidence)
-from bridge.stack import CentralModule
+from bridge.discover.stack import CentralModule
 
 GCC = shutil.which("gcc")
 IS_LINUX_X86_64 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"
@@ -464,7 +464,7 @@ def test_library_from_ld_so_cache_is_the_wrapping_modules(tmp_path: Path) -> Non
 @needs_debian_openmpi
 @needs_debian_hdf5
 def test_spack_externals_at_usr() -> None:
-    # How bridge.spack_stack describes Debian's Open MPI and HDF5 as Spack externals: prefix
+    # How bridge.spack.stack describes Debian's Open MPI and HDF5 as Spack externals: prefix
     # /usr, their own corner of the multiarch dir as LIBRARY_PATH, and the real library files.
     ompi = module("openmpi/4.1.4", "/usr", "mpi", libpath=[f"{MULTIARCH}/openmpi/lib"])
     hdf5 = module("hdf5/1.10.8", f"{MULTIARCH}/hdf5/openmpi", "hdf5", libpath=[f"{MULTIARCH}/hdf5/openmpi"],

@@ -13,7 +13,7 @@ from bridge import frontends
 from bridge.emit.export import read_export, render_export
 from bridge.emit.modulefile import render_modulefile
 from bridge.errors import UsageError
-from bridge.record import EnvRecord, read_record, write_record
+from bridge.store.record import EnvRecord, read_record, write_record
 from tests.unit.test_record import make_record
 
 

@@ -1,4 +1,4 @@
-"""bridge.modsys: the real Lmod and Environment Modules ``show``, parsed into ModuleEffects.
+"""bridge.discover.modsys: the real Lmod and Environment Modules ``show``, parsed into ModuleEffects.
 
 Modulefiles are written into tmp_path and shown by the real tools; canned text covers the
 forms a tool prints that are awkward to produce (and documents what each parser accepts).
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import DiscoveryError, NoModuleSystem
-from bridge.modsys import EnvironmentModules, Lmod, LoadedModule, ModuleEffect, detect_module_system, tcl_words
+from bridge.discover.modsys import EnvironmentModules, Lmod, LoadedModule, ModuleEffect, detect_module_system, tcl_words
 from tests.conftest import require_tool, site_dir
 
 LMOD_DEFAULT = "/usr/share/lmod/lmod/libexec/lmod"

@@ -1,11 +1,11 @@
-"""bridge.names: which environment names are usable anywhere (directory, module name, modulefile)."""
+"""bridge.store.names: which environment names are usable anywhere (directory, module name, modulefile)."""
 
 from __future__ import annotations
 
 import pytest
 
 from bridge.errors import InvalidName, UsageError
-from bridge.names import MAX_NAME_LENGTH, validate_env_name, validate_new_env_name
+from bridge.store.names import MAX_NAME_LENGTH, validate_env_name, validate_new_env_name
 
 
 @pytest.mark.parametrize("name", ["myenv", "a", "A1", "9lives", "py3.11-mpi", "x_y-z", "a.b", "a" * MAX_NAME_LENGTH])

@@ -1,4 +1,4 @@
-"""bridge.pyinfo: asking a real interpreter about itself, once."""
+"""bridge.discover.pyinfo: asking a real interpreter about itself, once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from bridge.cache import JsonCache
 from bridge.errors import NoPython
-from bridge.pyinfo import interrogate
+from bridge.discover.pyinfo import interrogate
 
 
 def base_python() -> str:
@@ -103,7 +103,7 @@ def test_changed_interpreter_is_asked_again(tmp_path):
 
 
 def test_to_json_round_trips():
-    from bridge.pyinfo import PythonInfo
+    from bridge.discover.pyinfo import PythonInfo
 
     info = interrogate(sys.executable)
     assert PythonInfo(**info.to_json()) == info

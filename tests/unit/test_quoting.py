@@ -1,4 +1,4 @@
-"""bridge.quoting: every literal is read back as exactly its input by the REAL interpreter.
+"""bridge.emit.quoting: every literal is read back as exactly its input by the REAL interpreter.
 
 Strings are batched: one ``lua``, one ``tclsh`` and one ``bash`` process per batch, with the
 outputs separated by NUL (which no tested string contains: environment values and argv text
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.quoting import QUOTERS, comment_text, lua_string, shell_word, tcl_string
+from bridge.emit.quoting import QUOTERS, comment_text, lua_string, shell_word, tcl_string
 from tests.conftest import require_tool, skip_or_fail
 
 try:

@@ -1,4 +1,4 @@
-"""bridge.record: the versioned environment record, in memory and on disk."""
+"""bridge.store.record: the versioned environment record, in memory and on disk."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bridge.errors import RecordError
-from bridge.record import (
+from bridge.store.record import (
     RECORD_FILE,
     SCHEMA_VERSION,
     CentralModuleRecord,

@@ -12,8 +12,8 @@ import pytest
 
 from bridge.config import load_settings
 from bridge.errors import ConfigError, EnvExists, RecordError
-from bridge.record import EnvRecord, ModuleRecord, Provenance, PythonRecord, write_record
-from bridge.store import Store
+from bridge.store.record import EnvRecord, ModuleRecord, Provenance, PythonRecord, write_record
+from bridge.store.root import Store
 
 
 def eb_install(tmp_path: Path, version: str = "1.0", module_file: Path | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""bridge.rules: the build-rule table (built-in + site file) and filling a rule from the stack."""
+"""bridge.build.rules: the build-rule table (built-in + site file) and filling a rule from the stack."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError, PlanError, UsageError
-from bridge.rules import BuildRule, canonical_name, load_rules, resolve_rule, select_rules
-from bridge.stack import CentralModule, CentralStack
+from bridge.build.rules import BuildRule, canonical_name, load_rules, resolve_rule, select_rules
+from bridge.discover.stack import CentralModule, CentralStack
 
 
 def mpi(mpicc: str | None = "/sw/openmpi/bin/mpicc") -> CentralModule:

@@ -1,4 +1,4 @@
-"""bridge.spacktree: reading a Spack install tree and module indexes without Spack.
+"""bridge.spack.tree: reading a Spack install tree and module indexes without Spack.
 
 Most tests run on tests/data/spack-tree (what Spack 1.1.0 wrote for ci/spack-site.sh; see its
 README.md); tests/spack/test_spacktree_live.py compares the reader with a live Spack.
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bridge.spacktree import (
+from bridge.spack.tree import (
     KNOWN_PROVIDERS,
     CorruptSpackData,
     ModuleIndex,

@@ -1,4 +1,4 @@
-"""bridge.install.check_spec / check_requirements / check_requirement_files: a package spec is a
+"""bridge.build.install.check_spec / check_requirements / check_requirement_files: a package spec is a
 requirement, a path or a URL, never a pip option (issue #9, item 7). Every front end (the CLI's
 --with, Spack's --with, UserEnv's packages, requirements files) goes through these checks."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import EnvmodError, PlanError, UsageError
-from bridge.install import check_requirement_files, check_requirements
+from bridge.build.install import check_requirement_files, check_requirements
 
 
 @pytest.mark.parametrize("spec", ["--index-url=http://example.invalid/simple", "--pre", "-i", "-e", "--no-index",

@@ -1,4 +1,4 @@
-"""bridge.stack: what the loaded central modules are, read from real (temporary) module trees.
+"""bridge.discover.stack: what the loaded central modules are, read from real (temporary) module trees.
 
 The "central software" here is a set of real files (bin/mpicc, include/H5pubconf.h, a
 python3 that is the real base interpreter); modulefiles are shown by the real Lmod (and
@@ -16,8 +16,8 @@ from test_modsys import lmod_command, modulecmd_tcl, tool_env, write
 
 from bridge.cache import JsonCache
 from bridge.errors import NoPython
-from bridge.modsys import EnvironmentModules, Lmod, LoadedModule, ModuleEffect
-from bridge.stack import (
+from bridge.discover.modsys import EnvironmentModules, Lmod, LoadedModule, ModuleEffect
+from bridge.discover.stack import (
     CentralModule,
     CentralStack,
     classify,
@@ -418,7 +418,7 @@ def offpath_mpi(tmp_path):
 @pytest.mark.parametrize("tool", ["lmod", "envmodules"])
 @pytest.mark.parametrize("module, prefix", [("openmpi/root", "rootmpi"), ("openmpi/mpicc", "mpiccmpi")])
 def test_mpicc_is_found_through_the_prefix_or_mpicc_a_module_sets(tmp_path, offpath_mpi, tool, module, prefix):
-    from bridge.rules import load_rules, resolve_rule
+    from bridge.build.rules import load_rules, resolve_rule
 
     prefixes, trees = offpath_mpi
     system = Lmod(lmod_command()) if tool == "lmod" else EnvironmentModules(modulecmd_tcl())

@@ -1,4 +1,4 @@
-"""bridge.store: layout, the per-env lock across real processes, and atomic put-in-place."""
+"""bridge.store.root: layout, the per-env lock across real processes, and atomic put-in-place."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from test_record import make_record
 
 from bridge.config import Settings
 from bridge.errors import ConfigError, EnvBusy, EnvNotFound, InvalidName, RecordError
-from bridge.record import RECORD_FILE, write_record
-from bridge.store import Store
+from bridge.store.record import RECORD_FILE, write_record
+from bridge.store.root import Store
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from bridge.config import Settings
-    from bridge.store import Store
+    from bridge.store.root import Store
     store = Store(Settings(root=Path(sys.argv[1]), cache_dir=Path(sys.argv[1]) / "cache"))
     with store.lock(sys.argv[2], "creating it"):
         print("locked", flush=True)
@@ -139,7 +139,7 @@ UMASKED_STAGING = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     from bridge.config import Settings
-    from bridge.store import Store
+    from bridge.store.root import Store
     os.umask(int(sys.argv[2], 8))
     store = Store(Settings(root=Path(sys.argv[1]), cache_dir=Path(sys.argv[1]) / "cache"))
     store.commit("myenv", store.new_staging("myenv"))

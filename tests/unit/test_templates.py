@@ -31,7 +31,7 @@ from bridge.emit.modulefile import (
 )
 from bridge.emit.templating import make_environment
 from bridge.errors import ConfigError
-from bridge.record import PackageRecord
+from bridge.store.record import PackageRecord
 from tests.conftest import require_tool
 
 HOSTILE_DESCRIPTION = ("it's \"quoted\" ]] ]==] $(touch /tmp/envmod-pwned) `id` [exec id] ${HOME} $HOME "
@@ -285,7 +285,7 @@ def test_hostile_text_everywhere_round_trips_in_tclsh(tmp_path, new_commands):
 def _real_tool_run(tmp_path: Path, tool: str, module_type: str):
     """The hostile record's modulefile, loaded and described by the real tool; its shell code
     evaluated by bash. Paths hold no line break here: neither tool's bash output can carry one
-    in a value (envmod refuses one in its root, bridge.store)."""
+    in a value (envmod refuses one in its root, bridge.store.root)."""
     from test_modsys import lmod_command, modulecmd_tcl, tool_env
 
     record, ctx, text, marker = hostile_everywhere(tmp_path, line_breaks_in_paths=False)

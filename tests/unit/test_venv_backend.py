@@ -1,4 +1,4 @@
-"""bridge.backends.venv: a real venv over the base interpreter, built in staging and moved."""
+"""bridge.build.backends.venv: a real venv over the base interpreter, built in staging and moved."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from test_pyinfo import base_python
 
-from bridge.backends import BACKENDS, get_backend
-from bridge.backends.venv import VenvBackend, fill_activate_template, relocate, script_shebang
+from bridge.build.backends import BACKENDS, get_backend
+from bridge.build.backends.venv import VenvBackend, fill_activate_template, relocate, script_shebang
 from bridge.errors import UsageError
-from bridge.pyinfo import interrogate
+from bridge.discover.pyinfo import interrogate
 
 PROBE = "import json, sys, sysconfig; print(json.dumps({'prefix': sys.prefix, 'base': sys.base_prefix, " \
         "'purelib': sysconfig.get_paths()['purelib'], 'path': sys.path}))"

@@ -1,4 +1,4 @@
-"""bridge.wheelcache: entries made like normal files (umask, setgid kept), shared between real
+"""bridge.build.wheelcache: entries made like normal files (umask, setgid kept), shared between real
 users, and never changed or replaced by anyone but their writer.
 
 Every store and lookup runs `CLIENT` in its own Python process with the umask it is given, so the
@@ -32,9 +32,9 @@ EXT = "envmodtest_ext/_core.cpython-311-x86_64-linux-gnu.so"
 CLIENT = r"""
 import json, os, sys
 from pathlib import Path
-from bridge.rules import SourceBuild
-from bridge.stack import CentralModule
-from bridge.wheelcache import CacheRequest, WheelCache
+from bridge.build.rules import SourceBuild
+from bridge.discover.stack import CentralModule
+from bridge.build.wheelcache import CacheRequest, WheelCache
 
 args = json.loads(sys.argv[1])
 os.umask(args["umask"])

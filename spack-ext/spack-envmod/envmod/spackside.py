@@ -1,6 +1,6 @@
 """What ``spack envmod`` asks Spack: installed specs (upstreams included) or those of the active
 Spack environment, and the module Spack wrote for each, in the terms of envmod's library
-(:mod:`bridge.spack_stack`). Everything else is the library's.
+(:mod:`bridge.spack.stack`). Everything else is the library's.
 
 Runs inside Spack (imported as ``spack.extensions.envmod.spackside``), after ``bridge`` was
 made importable by the command.
@@ -15,7 +15,7 @@ import spack.modules
 import spack.modules.common
 import spack.store
 
-from bridge import spack_stack as ss
+from bridge.spack import stack as ss
 from bridge.errors import DiscoveryError, UsageError
 
 

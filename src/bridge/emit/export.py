@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from ..errors import PlanError, RecordError, UsageError
 from ..frontends import command_for, user_command
-from ..record import EnvRecord
+from ..store.record import EnvRecord
 
 EXPORT_SCHEMA = 1
 FORMATS = ("yaml", "requirements")

@@ -15,7 +15,7 @@ from typing import Any
 from .. import __version__
 from ..frontends import command_for
 from ..fsutil import atomic_write_text
-from ..record import RECORD_FILE, EnvRecord
+from ..store.record import RECORD_FILE, EnvRecord
 from .templating import TemplateFailure, render_template
 
 # The Lmod family (and Tcl guard) every envmod env's module joins: one env loaded at a time.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..quoting import QUOTERS
+from .quoting import QUOTERS
 
 
 class Quoted(str):

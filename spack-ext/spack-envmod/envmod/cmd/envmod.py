@@ -37,7 +37,7 @@ def _import_bridge():
 
             # found, not imported (cheap): the library's dependencies, and its Spack module,
             # which an envmod older than this extension lacks
-            for needed in ("yaml", "jinja2", "packaging", "bridge.spack_stack", "bridge.frontends"):
+            for needed in ("yaml", "jinja2", "packaging", "bridge.spack.stack", "bridge.frontends"):
                 if importlib.util.find_spec(needed) is None:
                     raise ImportError(needed, name=needed)
             return bridge
@@ -135,7 +135,7 @@ def _settings(args):
 
 def _module_system():
     from bridge.errors import NoModuleSystem
-    from bridge.modsys import detect_module_system
+    from bridge.discover.modsys import detect_module_system
 
     try:
         return detect_module_system(os.environ)
@@ -146,10 +146,10 @@ def _module_system():
 def _create(args) -> int:
     import spack.environment
 
-    from bridge import spack_stack as ss
+    from bridge.spack import stack as ss
     from bridge.config import check_module_type
     from bridge.progress import Reporter
-    from bridge.rules import load_rules
+    from bridge.build.rules import load_rules
     from bridge.session import CreateRequest, CreateSession
 
     from spack.extensions.envmod import spackside
@@ -199,8 +199,8 @@ def _rule_packages_have_their_stack(args, settings, stack, where: str) -> None:
     """mpi4py without an MPI (h5py without an HDF5) in the chosen stack: say so in Spack's terms
     before anything is created (the library would say 'load your site's module')."""
     from bridge.errors import PlanError
-    from bridge.install import check_requirements
-    from bridge.rules import load_rules
+    from bridge.build.install import check_requirements
+    from bridge.build.rules import load_rules
 
     names = check_requirements(args.packages)
     rules = load_rules(settings.build_rules)
@@ -236,9 +236,9 @@ def _library_command(name: str, args) -> int:
 
 def _module(args) -> int:
     from bridge import cli
-    from bridge import spack_stack as ss
-    from bridge.record import write_record
-    from bridge.store import Store
+    from bridge.spack import stack as ss
+    from bridge.store.record import write_record
+    from bridge.store.root import Store
 
     settings = _settings(args)
     store = Store(settings)
@@ -257,11 +257,11 @@ def _check(args) -> int:
     own database (upstreams included) telling which builds are still installed."""
     import json
 
-    from bridge import spack_stack as ss
+    from bridge.spack import stack as ss
     from bridge.check import check_stored, combined_exit_code, format_report
     from bridge.errors import UsageError
-    from bridge.names import validate_env_name
-    from bridge.store import Store
+    from bridge.store.names import validate_env_name
+    from bridge.store.root import Store
 
     from spack.extensions.envmod import spackside
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from .errors import BuildError, PlanError, UsageError
-from .progress import Reporter
-from .pyinfo import PythonInfo
+from ..discover.pyinfo import PythonInfo
+from ..discover.stack import CentralStack
+from ..errors import BuildError, PlanError, UsageError
+from ..progress import Reporter
 from .rules import BuildRule, SourceBuild, canonical_name, resolve_rule
-from .stack import CentralStack
 from .wheelcache import CacheRequest, WheelCache
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .cache import JsonCache, file_stamp
-from .errors import NoPython
+from ..cache import JsonCache, file_stamp
+from ..errors import NoPython
 from .modsys import LoadedModule, ModuleEffect, ModuleSystem
 
 KINDS = ("python", "mpi", "hdf5", "compiler", "other")
@@ -82,7 +82,7 @@ class CentralStack:
 def load_kind_table(cache: JsonCache | None = None) -> dict[str, dict]:
     """How a module's kind is recognised (data/kinds.yaml); parsed once per version of the file
     when a ``cache`` is given, so a create does not load a YAML parser for it."""
-    path = str(Path(__file__).with_name("data") / "kinds.yaml")
+    path = str(Path(__file__).parent.parent / "data" / "kinds.yaml")
 
     def parse() -> dict[str, dict]:
         import yaml

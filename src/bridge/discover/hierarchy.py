@@ -16,7 +16,7 @@ import os
 from typing import TYPE_CHECKING, Iterable, Sequence, TypeVar
 
 if TYPE_CHECKING:
-    from .record import EnvRecord
+    from ..store.record import EnvRecord
     from .stack import CentralStack
 
 M = TypeVar("M")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidName
+from ..errors import InvalidName
 
 MAX_NAME_LENGTH = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")

@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .fsutil import new_dir
-from .record import LinkEvidence
+from ..discover.stack import CentralModule
+from ..fsutil import new_dir
+from ..store.record import LinkEvidence
 from .rules import SourceBuild
-from .stack import CentralModule
 
 ENTRY_FILE = "entry.json"
 _NOT_CENTRAL = ("system", "env")
@@ -184,7 +184,7 @@ class WheelCache:
             self.warn(" ".join(message.split()))
 
     def _scan(self, unpacked: Path, on_error: Callable[[str, Exception], None] | None = None) -> list[LinkEvidence]:
-        from .evidence import scan_links
+        from ..scan.evidence import scan_links
 
         return scan_links(unpacked, self.modules, self.python, on_error=on_error)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from ..pyinfo import PythonInfo
+from ...discover.pyinfo import PythonInfo
 
 
 class Backend(ABC):

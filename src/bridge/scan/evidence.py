@@ -26,9 +26,9 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+from ..discover.stack import CentralModule
+from ..store.record import EnvRecord, LinkEvidence, RequirementEvidence
 from .elf import ElfError, ElfInfo, How, LoaderConfig, LoadResult, Resolver, host_config, iter_elf_files, read_elf
-from .record import EnvRecord, LinkEvidence, RequirementEvidence
-from .stack import CentralModule
 
 SYSTEM = "system"
 ENV = "env"
@@ -89,7 +89,7 @@ def module_lib_dirs(module: CentralModule) -> list[str]:
 def _kind_libraries() -> Mapping[str, tuple[str, ...]]:
     table = dict(KIND_LIBRARIES)
     try:
-        from .stack import load_kind_table
+        from ..discover.stack import load_kind_table
 
         for kind, rule in load_kind_table().items():
             if isinstance(rule, Mapping) and rule.get("libraries"):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..errors import ConfigError
-from ..pyinfo import PythonInfo
+from ...discover.pyinfo import PythonInfo
+from ...errors import ConfigError
 from .base import Backend
 
 _PIP_LAUNCHER = """{shebang}

@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .errors import DiscoveryError, PlanError, UsageError
-from .hierarchy import load_order, modulepath_with_record, record_modulepaths, root_modulepaths  # noqa: F401
-from .modsys import ModuleSystem
-from .record import EnvRecord
-from .stack import CentralModule, CentralStack, spack_module_root
+from ..discover.hierarchy import load_order, modulepath_with_record, record_modulepaths, root_modulepaths  # noqa: F401
+from ..discover.modsys import ModuleSystem
+from ..discover.stack import CentralModule, CentralStack, spack_module_root
+from ..errors import DiscoveryError, PlanError, UsageError
+from ..store.record import EnvRecord
 
 #: The three roles a create takes from a Spack site, in the order their modules load.
 ROLES = ("python", "mpi", "hdf5")
@@ -460,7 +460,7 @@ def requested_from_export(requested: Mapping[str, str | None], spack_hashes: Map
 def roles_needed(packages: Sequence[str], rules: Mapping[str, Any]) -> dict[str, str]:
     """Role -> the first of ``packages`` (pip requirements) whose build rule compiles it against
     that role (``{"mpi": "mpi4py"}``): the roles ``none`` cannot be chosen for."""
-    from .install import check_requirements
+    from ..build.install import check_requirements
 
     needed: dict[str, str] = {}
     for name in check_requirements(packages):
@@ -684,7 +684,7 @@ class ModuleCheck:
 
 def _index_for(modulefile: str, cache: dict) -> Any:
     """The module-index.yaml of the module root that holds ``modulefile`` (searched upwards)."""
-    from .spacktree import ModuleIndex, SpackTreeError
+    from .tree import ModuleIndex, SpackTreeError
 
     root = spack_module_root(modulefile)
     if root is not None and root not in cache:
@@ -741,7 +741,7 @@ def check_spack_modules(record: EnvRecord, installed: Callable[[str], str | None
 def _indexes_beside(index) -> dict[str, Any]:
     """Every module root of the module set ``index`` belongs to (module type -> index): Spack
     keeps one root per type, usually side by side (``.../modules/lmod``, ``.../modules/tcl``)."""
-    from .spacktree import MODULE_INDEX_FILENAME, ModuleIndex, SpackTreeError
+    from .tree import MODULE_INDEX_FILENAME, ModuleIndex, SpackTreeError
 
     found = {index.kind or "lmod": index}
     for other in sorted(index.root.parent.glob(f"*/{MODULE_INDEX_FILENAME}")):
@@ -780,7 +780,7 @@ def describe_loaded_spack_modules(stack: CentralStack, install_trees: Sequence[P
     database is found (``install_trees``, else Spack's usual places) the spec's prefix, its
     specific dirs and libraries (externals in ``/usr``) and its Lmod subtree. A module no index
     lists is kept as discovered."""
-    from .spacktree import SpackTree, SpackTreeError
+    from .tree import SpackTree, SpackTreeError
 
     index_cache: dict = {}
     siblings: dict[Path, dict[str, Any]] = {}
@@ -829,7 +829,7 @@ def installed_in_trees(record: EnvRecord, install_trees: Sequence[Path] = ()) ->
     """``installed(dag_hash)`` for :func:`check_spack_modules` without Spack: looks the hash up in
     the install trees the record names (``spack_install_tree``) and in ``install_trees``; None
     when none of them can be read."""
-    from .spacktree import SpackTree, SpackTreeError
+    from .tree import SpackTree, SpackTreeError
 
     roots = [Path(m.facts["spack_install_tree"]) for m in record.central_modules
              if m.facts.get("spack_install_tree")] + list(install_trees)

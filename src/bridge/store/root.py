@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .config import Settings, check_root
-from .errors import ConfigError, EnvBusy, EnvExists, EnvNotFound, RecordError
-from .frontends import user_command
-from .fsutil import new_dir
+from ..config import Settings, check_root
+from ..errors import ConfigError, EnvBusy, EnvExists, EnvNotFound, RecordError
+from ..frontends import user_command
+from ..fsutil import new_dir
 from .names import validate_env_name
 from .record import RECORD_FILE, EnvRecord, read_record
 
@@ -38,7 +38,7 @@ _RENAME_EXCHANGE = 2
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically; False when the kernel or file system cannot."""
-    import ctypes     # only a --force replace needs it
+    import ctypes  # only a --force replace needs it
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)

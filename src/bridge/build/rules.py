@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import ConfigError, MissingCentralKind, PlanError, UsageError
-from .stack import CentralModule, CentralStack
+from ..discover.stack import CentralModule, CentralStack
+from ..errors import ConfigError, MissingCentralKind, PlanError, UsageError
 
 _FIELD = re.compile(r"\{(\w+)\.(\w+)\}")
 # A distribution name as PEP 508 spells it: what a list of packages to compile may hold.
@@ -73,7 +73,7 @@ def load_rules(extra_files: Iterable[Path] = ()) -> dict[str, BuildRule]:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    builtin = Path(__file__).with_name("data") / "build_rules.yaml"
+    builtin = Path(__file__).parent.parent / "data" / "build_rules.yaml"
     with open(builtin, encoding="utf-8") as fh:
         rules = _rules_from(yaml.load(fh, Loader=loader), str(builtin))
     for path in extra_files:

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from .errors import DiscoveryError, NoModuleSystem
+from ..errors import DiscoveryError, NoModuleSystem
 
 if TYPE_CHECKING:
     import subprocess
@@ -94,7 +94,7 @@ class ModuleSystem(ABC):
         return _reason(proc.stderr) or f"exit status {proc.returncode}"
 
     def run(self, args: Sequence[str], environ: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
-        import subprocess      # a cached discovery runs no module command
+        import subprocess  # a cached discovery runs no module command
 
         return subprocess.run(self.argv("bash", *args), capture_output=True, text=True,
                               env=dict(environ) if environ is not None else None)

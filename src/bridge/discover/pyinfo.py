@@ -6,8 +6,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from .cache import JsonCache, file_stamp
-from .errors import NoPython
+from ..cache import JsonCache, file_stamp
+from ..errors import NoPython
 
 # Runs inside the interrogated interpreter: stdlib only, any Python 3.
 _PROBE = r"""
@@ -58,7 +58,7 @@ def interrogate(executable: str, cache: JsonCache | None = None) -> PythonInfo:
         raise NoPython(f"Python interpreter not found or not executable: {executable}")
 
     def probe() -> dict:
-        import subprocess     # a cached answer runs nothing
+        import subprocess  # a cached answer runs nothing
 
         try:
             proc = subprocess.run([executable, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=60)

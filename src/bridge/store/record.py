@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import RecordError
+from ..errors import RecordError
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "envmod.yaml"
@@ -125,7 +125,7 @@ class Provenance:
         import os
         import time
 
-        from . import __version__
+        from .. import __version__
 
         return cls(at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=_user(), host=os.uname().nodename,
                    envmod_version=__version__, microarchitecture=microarchitecture, module_system=module_system,
@@ -254,7 +254,7 @@ def _python_dumper() -> type:
 
 def write_record(record: EnvRecord, directory: Path | None = None) -> Path:
     """Write atomically into ``directory`` (default: the env's prefix)."""
-    from .fsutil import atomic_write_text
+    from ..fsutil import atomic_write_text
 
     return atomic_write_text(Path(directory or record.prefix) / RECORD_FILE, dump_record(record))
 

@@ -1,0 +1,1 @@
+"""Discover: the module system in use, the central stack it has loaded, and the central Python."""
