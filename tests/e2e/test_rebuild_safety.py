@@ -138,7 +138,7 @@ def assert_untouched(b: Built, before: Snapshot) -> None:
 
 
 def assert_no_leftovers(b: Built) -> None:
-    """Nothing of the rebuild is left in the store's state dirs (src/bridge/store.py's layout)."""
+    """Nothing of the rebuild is left in the store's state dirs (src/bridge/store/root.py's layout)."""
     state = b.root / ".envmod"
     for kind in ("staging", "trash"):
         d = state / kind

@@ -505,7 +505,7 @@ def test_the_easyblocks_list_of_library_dependencies_is_pyprojects():
 def test_library_older_than_the_easyblock_is_named(ebrun, tmp_path):
     old = tmp_path / "old-envmod/src"
     shutil.copytree(REPO / "src", old, ignore=shutil.ignore_patterns("__pycache__"))
-    evidence = old / "bridge/evidence.py"
+    evidence = old / "bridge/scan/evidence.py"
     evidence.write_text(evidence.read_text().replace("def check_declared_modules(", "def _not_yet_written("))
     result = ebrun.eb(str(EXAMPLES / "MyEnv-1.0.eb"), "--module-only", "--force", ENVMOD_LIBRARY=str(old))
     assert result.returncode != 0
