@@ -374,109 +374,174 @@ def _now_provides(module: CentralModule | None, needs: str) -> list[str]:
     return found
 
 
-def _check_links(record: EnvRecord, modules_now: Sequence[CentralModule], python_ok: bool,
-                 now: Mapping[str, ModuleNow], findings: list[Finding]) -> dict[str, int]:
-    prefix = record.prefix
-    rebuild = REBUILD.format(command=command_for(record), name=record.name)
-    python = record.python.executable if python_ok else None
-    scanner = Scanner(modules_now, prefix, python)
-    by_file: dict[str, list[LinkEvidence]] = {}
-    for e in record.links:
-        by_file.setdefault(e.file, []).append(e)
-    groups: dict[tuple, list[str]] = {}
-    details: dict[tuple, tuple] = {}
+# A changed link, as grouped: (code, via, needs, recorded path, recorded provider, path now,
+# provider now, SONAME now).
+_LinkKey = tuple
+
+
+def _current_links(scanner: Scanner, path: str) -> dict[tuple, tuple] | None:
+    """(via, needs) -> (path, provider, SONAME) of every link of the ELF file at ``path`` as it
+    resolves now; None when the file is gone or unreadable."""
+    try:
+        info = read_elf(path)
+        if info is None:
+            return None
+        return {(edge.via_name, edge.needs): (edge.path, provider, soname)
+                for edge, provider, soname in scanner.file_links(info)}
+    except (OSError, ElfError):
+        return None
+
+
+def _link_change(e: LinkEvidence, current: tuple, scanner: Scanner) -> str | None:
+    """The code of what became of the recorded link ``e`` (None: nothing that matters)."""
+    cpath, cprov, csoname = current
+    if cprov == MISSING:
+        return "library-missing"
+    if cprov != e.provider:
+        return "library-provider-changed"
+    if e.soname and csoname and csoname != e.soname:
+        return "library-soname-changed"
+    moved = bool(e.path and cpath and not _same_file(cpath, e.path))
+    if not moved and cprov in (SYSTEM, ENV):
+        return None         # a system or env library in place: its content is not the env's concern
+    if e.sha256 and cpath and scanner.sha256(cpath) != e.sha256:
+        return "library-changed"
+    return "library-moved" if moved else None
+
+
+def _changed_links(record: EnvRecord, scanner: Scanner, by_file: Mapping[str, list[LinkEvidence]],
+                   ) -> tuple[dict[_LinkKey, list[str]], dict[_LinkKey, LinkEvidence], list[str]]:
+    """Every recorded link that resolves differently now, grouped by how (key -> env files), the
+    evidence behind each group, and the recorded files that are gone or unreadable."""
+    groups: dict[_LinkKey, list[str]] = {}
+    evidence: dict[_LinkKey, LinkEvidence] = {}
     missing_files: list[str] = []
     for rel, recorded in by_file.items():
-        path = os.path.join(prefix, rel)
-        try:
-            info = read_elf(path)
-        except (OSError, ElfError):
-            info = None
-        if info is None:
-            missing_files.append(rel)
-            continue
-        try:
-            current = {(edge.via_name, edge.needs): (edge.path, provider, soname)
-                       for edge, provider, soname in scanner.file_links(info)}
-        except (OSError, ElfError):
+        current = _current_links(scanner, os.path.join(record.prefix, rel))
+        if current is None:
             missing_files.append(rel)
             continue
         for e in recorded:
             cur = current.get((e.via, e.needs))
             if cur is None:
                 continue    # an indirect need whose library is no longer loaded: its own change is reported
-            cpath, cprov, csoname = cur
-            if cprov == MISSING:
-                code = "library-missing"
-            elif cprov != e.provider:
-                code = "library-provider-changed"
-            elif e.soname and csoname and csoname != e.soname:
-                code = "library-soname-changed"
-            elif e.path and cpath and not _same_file(cpath, e.path):
-                code = "library-moved"
-            elif e.sha256 and cprov not in (SYSTEM, ENV) and scanner.sha256(cpath) != e.sha256:
-                code = "library-changed"
-            else:
-                continue
-            if code == "library-moved" and e.sha256 and scanner.sha256(cpath) != e.sha256:
-                code = "library-changed"
-            key = (code, e.via, e.needs, e.path, e.provider, cpath, cprov, csoname)
-            groups.setdefault(key, []).append(rel)
-            details[key] = (e, cur)
+            code = _link_change(e, cur, scanner)
+            if code is not None:
+                key = (code, e.via, e.needs, e.path, e.provider, *cur)
+                groups.setdefault(key, []).append(rel)
+                evidence[key] = e
+    return groups, evidence, missing_files
+
+
+@dataclass
+class _LinkChange:
+    """One cause of changed links, as a finding tells it."""
+
+    evidence: LinkEvidence      # the env's direct need, when it is among them
+    needs: str
+    old_path: str | None
+    old_prov: str
+    cpath: str | None
+    cprov: str
+    csoname: str | None
+    who: str                    # the env files concerned, shortened
+    likewise: str               # the other libraries that changed the same way
+    gone: bool                  # the recorded provider is not available now
+    rebuild: str                # the command that rebuilds the env
+
+    @property
+    def origin(self) -> str:
+        return f"from {self.old_prov}" if self.old_prov not in (SYSTEM, ENV, MISSING) else f"({self.old_prov})"
+
+    @property
+    def provider_now(self) -> str:
+        return {SYSTEM: "a system directory", ENV: "this env"}.get(self.cprov, self.cprov)
+
+
+def _library_missing(c: _LinkChange, now: Mapping[str, ModuleNow]) -> tuple[str, str, str]:
+    detail = f"needed by {c.who}, was {c.old_path} {c.origin}; it no longer resolves{c.likewise}"
+    if c.gone:
+        detail += f" ({c.old_prov} is not available)"
+    return detail, f"the env's compiled code cannot load; rebuild against the site's current modules ({c.rebuild})", \
+        ERROR
+
+
+def _library_provider_changed(c: _LinkChange, now: Mapping[str, ModuleNow]) -> tuple[str, str, str]:
+    detail = (f"needed by {c.who}, now comes from {c.provider_now} ({c.cpath}) instead of {c.old_prov} "
+              f"({c.old_path}){c.likewise}")
+    if c.gone:
+        detail += f"; {c.old_prov} is not available"
+    alt = _now_provides(now[c.old_prov].module if c.old_prov in now else None, c.needs)
+    if alt:
+        detail += f"; {c.old_prov} now provides {', '.join(alt)} instead"
+    advice = ("the library the code was built against is now found outside its module, so it may "
+              f"not match what the module's tools use; rebuild ({c.rebuild})")
+    return detail, advice, ERROR
+
+
+def _library_soname_changed(c: _LinkChange, now: Mapping[str, ModuleNow]) -> tuple[str, str, str]:
+    detail = (f"needed by {c.who}, {c.needs} now resolves to {c.cpath} whose SONAME is {c.csoname} "
+              f"(was {c.evidence.soname}){c.likewise}")
+    return detail, f"a different ABI behind the same name; rebuild ({c.rebuild})", ERROR
+
+
+def _library_changed(c: _LinkChange, now: Mapping[str, ModuleNow]) -> tuple[str, str, str]:
+    moved = not _same_file(c.cpath, c.old_path)
+    detail = (f"needed by {c.who}, from {c.old_prov}: the file changed"
+              + (f" and moved to {c.cpath} (was {c.old_path})" if moved else f" ({c.cpath})")
+              + c.likewise)
+    return detail, f"same SONAME, so it should still load; if the code misbehaves, rebuild ({c.rebuild})", WARNING
+
+
+def _library_moved(c: _LinkChange, now: Mapping[str, ModuleNow]) -> tuple[str, str, str]:
+    detail = (f"needed by {c.who}, from {c.old_prov}: now found at {c.cpath} (was {c.old_path}), same file "
+              f"content{c.likewise}")
+    return detail, "nothing to do", NOTE
+
+
+# code of a changed link -> (detail, advice, severity) of its finding
+_LINK_FINDINGS: Mapping[str, Callable[[_LinkChange, Mapping[str, ModuleNow]], tuple[str, str, str]]] = {
+    "library-missing": _library_missing,
+    "library-provider-changed": _library_provider_changed,
+    "library-soname-changed": _library_soname_changed,
+    "library-changed": _library_changed,
+    "library-moved": _library_moved,
+}
+
+
+def _link_finding(keys: list[_LinkKey], groups: Mapping[_LinkKey, list[str]],
+                  evidence: Mapping[_LinkKey, LinkEvidence], now: Mapping[str, ModuleNow], rebuild: str) -> Finding:
+    """One finding for links that changed the same way, named by the first (a direct need)."""
+    code, _via, needs, old_path, old_prov, cpath, cprov, csoname = keys[0]
+    files = sorted({f for k in keys for f in groups[k]})
+    shown = sorted({display_path(f) for f in files})
+    also = list(dict.fromkeys(k[2] for k in keys[1:] if k[2] != needs))
+    change = _LinkChange(
+        evidence=evidence[keys[0]], needs=needs, old_path=old_path, old_prov=old_prov, cpath=cpath, cprov=cprov,
+        csoname=csoname, who=shown[0] + (f" and {len(shown) - 1} more" if len(shown) > 1 else ""),
+        likewise=f"; likewise {', '.join(also)}" if also else "",
+        gone=old_prov in now and not now[old_prov].available, rebuild=rebuild)
+    detail, advice, severity = _LINK_FINDINGS[code](change, now)
+    return Finding(severity, f"library {_chain(change.evidence)}", detail, advice, code, files)
+
+
+def _check_links(record: EnvRecord, modules_now: Sequence[CentralModule], python_ok: bool,
+                 now: Mapping[str, ModuleNow], findings: list[Finding]) -> dict[str, int]:
+    rebuild = REBUILD.format(command=command_for(record), name=record.name)
+    scanner = Scanner(modules_now, record.prefix, record.python.executable if python_ok else None)
+    by_file: dict[str, list[LinkEvidence]] = {}
+    for e in record.links:
+        by_file.setdefault(e.file, []).append(e)
+    groups, evidence, missing_files = _changed_links(record, scanner, by_file)
     # One finding per cause: the libraries that changed the same way from the same provider (libmpi
     # and the libopen-* it pulls in) are one problem, named by the env's direct need.
-    clusters: dict[tuple, list[tuple]] = {}
+    clusters: dict[tuple, list[_LinkKey]] = {}
     for key in groups:
         code, _via, _needs, _old_path, old_prov, _cpath, cprov, _csoname = key
         clusters.setdefault((code, old_prov, cprov if code != "library-moved" else None), []).append(key)
     for keys in clusters.values():
         keys.sort(key=lambda k: (k[1] is not None, ))      # direct needs first
-        code, via, needs, old_path, old_prov, cpath, cprov, csoname = keys[0]
-        e, _ = details[keys[0]]
-        files = sorted({f for k in keys for f in groups[k]})
-        shown = sorted({display_path(f) for f in files})
-        who = shown[0] + (f" and {len(shown) - 1} more" if len(shown) > 1 else "")
-        also = list(dict.fromkeys(k[2] for k in keys[1:] if k[2] != needs))
-        likewise = f"; likewise {', '.join(also)}" if also else ""
-        what = f"library {_chain(e)}"
-        origin = f"from {old_prov}" if old_prov not in (SYSTEM, ENV, MISSING) else f"({old_prov})"
-        provider_now = cprov if cprov not in (SYSTEM, ENV) else {"system": "a system directory", "env": "this env"}[cprov]
-        gone = old_prov in now and not now[old_prov].available
-        if code == "library-missing":
-            detail = f"needed by {who}, was {old_path} {origin}; it no longer resolves{likewise}"
-            if gone:
-                detail += f" ({old_prov} is not available)"
-            advice = f"the env's compiled code cannot load; rebuild against the site's current modules ({rebuild})"
-            sev = ERROR
-        elif code == "library-provider-changed":
-            detail = (f"needed by {who}, now comes from {provider_now} ({cpath}) instead of {old_prov} "
-                      f"({old_path}){likewise}")
-            if gone:
-                detail += f"; {old_prov} is not available"
-            alt = _now_provides(now[old_prov].module if old_prov in now else None, needs)
-            if alt:
-                detail += f"; {old_prov} now provides {', '.join(alt)} instead"
-            advice = ("the library the code was built against is now found outside its module, so it may "
-                      f"not match what the module's tools use; rebuild ({rebuild})")
-            sev = ERROR
-        elif code == "library-soname-changed":
-            detail = (f"needed by {who}, {needs} now resolves to {cpath} whose SONAME is {csoname} "
-                      f"(was {e.soname}){likewise}")
-            advice = f"a different ABI behind the same name; rebuild ({rebuild})"
-            sev = ERROR
-        elif code == "library-changed":
-            detail = (f"needed by {who}, from {old_prov}: the file changed"
-                      + (f" and moved to {cpath} (was {old_path})" if not _same_file(cpath, old_path) else f" ({cpath})")
-                      + likewise)
-            advice = ("same SONAME, so it should still load; if the code misbehaves, rebuild "
-                      f"({rebuild})")
-            sev = WARNING
-        else:   # library-moved, same content
-            detail = (f"needed by {who}, from {old_prov}: now found at {cpath} (was {old_path}), same file "
-                      f"content{likewise}")
-            advice = "nothing to do"
-            sev = NOTE
-        findings.append(Finding(sev, what, detail, advice, code, files))
+        findings.append(_link_finding(keys, groups, evidence, now, rebuild))
     if missing_files:
         shown = sorted(display_path(f) for f in missing_files)
         findings.append(Finding(
@@ -627,7 +692,7 @@ def _check_own_modules(record: EnvRecord, system: ModuleSystem | None, environ: 
                 ERROR, what, f"the env's modulefile {path} is gone: 'module load {record.module.name}' "
                 "cannot load this env", advice, "own-module-missing"))
             continue
-        if not _tool_reads(system, path):
+        if system is None or not _tool_reads(system, path):
             continue
         effect, complaint = _shown_effect(system, record.module.name, path, environ)
         if effect is None:

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .errors import EnvmodError, UsageError
@@ -193,7 +193,7 @@ def cmd_list(args) -> int:
     from .store.root import Store
 
     store = Store(_settings(args))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, record in store.records():
         if isinstance(record, EnvmodError):
             rows.append({"name": name, "error": record.one_line()})
@@ -209,8 +209,10 @@ def cmd_list(args) -> int:
         print(f"no environments under {store.settings.envs_dir}")
         return 0
     header = ("NAME", "MODULE", "PYTHON", "BACKEND", "PKGS", "CREATED")
-    table = [header] + [(r["name"], r.get("module", "?"), r.get("python", "?"), r.get("backend", "?"),
-                         str(r.get("packages", "?")), r.get("created", r.get("error", ""))) for r in rows]
+    # a record may lack a value (an unknown Python version): shown as "?"
+    table = [header] + [tuple("?" if cell is None else str(cell) for cell in (
+        r["name"], r.get("module", "?"), r.get("python", "?"), r.get("backend", "?"), r.get("packages", "?"),
+        r.get("created", r.get("error", "")))) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -119,23 +119,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for path in (site, user):
         if environ.get("ENVMOD_SITE_CONFIG") and path == site and not path.is_file():
             raise ConfigError(f"ENVMOD_SITE_CONFIG names a missing file: {path}")
-        if not path.is_file():
-            continue
-        sources.append(str(path))
-        data = read_config_file(path)
-        for key in ("root", "cache_dir", "templates", "wheel_cache"):
-            if key in data:
-                values[key] = _expand(data[key], str(path), key, environ)
-        if "build_rules" in data:
-            rules.append(_expand(data["build_rules"], str(path), "build_rules", environ))
-        if "module_type" in data:
-            values["module_type"] = check_module_type(data["module_type"], str(path))
-        if "spack_install_trees" in data:
-            trees = data["spack_install_trees"]
-            if not isinstance(trees, list):
-                raise ConfigError(f"{path}: 'spack_install_trees' must be a list of paths")
-            values["spack_install_trees"] = tuple(_expand(t, str(path), "spack_install_trees", environ) for t in trees)
+        if path.is_file():
+            sources.append(str(path))
+            _apply_config_file(path, values, rules, environ)
+    _apply_variables(environ, values, sources)
+    return Settings(build_rules=tuple(rules), sources=tuple(sources), **values)
 
+
+def _apply_config_file(path: Path, values: dict[str, Any], rules: list[Path], environ: Mapping[str, str]) -> None:
+    """Take the settings of one config file over ``values`` (its build rules add to ``rules``)."""
+    data = read_config_file(path)
+    for key in ("root", "cache_dir", "templates", "wheel_cache"):
+        if key in data:
+            values[key] = _expand(data[key], str(path), key, environ)
+    if "build_rules" in data:
+        rules.append(_expand(data["build_rules"], str(path), "build_rules", environ))
+    if "module_type" in data:
+        values["module_type"] = check_module_type(data["module_type"], str(path))
+    if "spack_install_trees" in data:
+        trees = data["spack_install_trees"]
+        if not isinstance(trees, list):
+            raise ConfigError(f"{path}: 'spack_install_trees' must be a list of paths")
+        values["spack_install_trees"] = tuple(_expand(t, str(path), "spack_install_trees", environ) for t in trees)
+
+
+def _apply_variables(environ: Mapping[str, str], values: dict[str, Any], sources: list[str]) -> None:
+    """Take the ENVMOD_* variables over the config files' ``values``."""
     if environ.get("ENVMOD_WHEEL_CACHE"):
         values["wheel_cache"] = _expand(environ["ENVMOD_WHEEL_CACHE"], "ENVMOD_WHEEL_CACHE", "wheel_cache", environ)
     if environ.get("ENVMOD_SPACK_TREES"):
@@ -144,7 +153,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if environ.get("ENVMOD_ROOT"):
         values["root"] = _expand(environ["ENVMOD_ROOT"], "ENVMOD_ROOT", "root", environ)
         sources.append("ENVMOD_ROOT")
-    return Settings(build_rules=tuple(rules), sources=tuple(sources), **values)
 
 
 # What a root may not hold, and why: the root ends up in #! lines and in the /bin/sh launchers

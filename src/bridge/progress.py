@@ -18,6 +18,7 @@ from .errors import BuildError
 
 if TYPE_CHECKING:
     import subprocess
+    import threading
 
 
 class Reporter:
@@ -54,6 +55,11 @@ class Reporter:
         if not self.quiet:
             print(line, file=self.stream, flush=True)
 
+    @property
+    def log_name(self) -> str | None:
+        """The log's path as an error names it (None: no log is kept)."""
+        return str(self.log_path) if self.log_path else None
+
     def run(self, argv: Sequence[str], *, label: str, env: Mapping[str, str] | None = None,
             cwd: str | None = None) -> None:
         """Run a command with its output in the log; raise :class:`BuildError` if it fails."""
@@ -61,26 +67,40 @@ class Reporter:
         if env:
             self._to_log("  with " + " ".join(f"{k}={v}" for k, v in sorted(env.items())
                                               if k not in os.environ or os.environ[k] != v))
-        started = time.monotonic()
-        tty = not self.quiet and self.stream.isatty()
         tail: list[str] = []
-        # Signals wait while the child starts, so an interruption always finds it to stop; the
-        # child itself starts with them unblocked, in a process group of its own so that
-        # stopping it stops pip *and* the build backends it runs.
+        proc, mask = self._start(argv, label=label, env=env, cwd=cwd)
+        self._follow(proc, mask, label, tail)
+        if proc.returncode != 0:
+            reason = _failure_reason(tail)
+            raise BuildError(f"{label} failed (exit {proc.returncode}): {reason.strip()[:200]}", log=self.log_name)
+
+    def _start(self, argv: Sequence[str], *, label: str, env: Mapping[str, str] | None,
+               cwd: str | None) -> tuple[subprocess.Popen, set[int]]:
+        """Start the command with its output piped to us; returns it and the signal mask to restore.
+
+
+        Signals wait while the child starts, so an interruption always finds it to stop; the
+        child itself starts with them unblocked, in a process group of its own so that
+        stopping it stops pip *and* the build backends it runs. The caller unblocks them once
+        it is ready to stop the child."""
+        import subprocess  # only steps that run a program need it
+
         stopping = {signal.SIGINT, signal.SIGTERM}
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         try:
-            import subprocess  # only steps that run a program need them
-            import threading
-
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     errors="replace", env=dict(env) if env else None, cwd=cwd,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping))
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            raise BuildError(f"{label} could not start {argv[0]}: {exc.strerror}",
-                             log=str(self.log_path) if self.log_path else None) from exc
+            raise BuildError(f"{label} could not start {argv[0]}: {exc.strerror}", log=self.log_name) from exc
+        return proc, mask
+
+    def _follow(self, proc: subprocess.Popen, mask: set[int], label: str, tail: list[str]) -> None:
+        """Copy the command's output to the log (its last lines to ``tail``) until it ends, with
+        its last line on a terminal, or a heartbeat otherwise; stop it if we are interrupted."""
+        import threading
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -89,21 +109,13 @@ class Reporter:
                 tail.append(line.rstrip())
                 del tail[:-40]
 
+        started = time.monotonic()
+        tty = not self.quiet and self.stream.isatty()
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        next_beat = started + self.heartbeat
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            while reader.is_alive():
-                reader.join(0.5)
-                now = time.monotonic()
-                if tty and tail:
-                    status = f"  {label} {now - started:5.0f}s  {tail[-1][:60]}"
-                    self.stream.write("\r\033[K" + status)
-                    self.stream.flush()
-                elif not self.quiet and now >= next_beat:
-                    print(f"         ... {label}: still running ({now - started:.0f}s)", file=self.stream, flush=True)
-                    next_beat = now + self.heartbeat
+            self._watch(reader, label, started, tty, tail)
             proc.wait()
         except BaseException:
             _stop_group(proc)
@@ -112,10 +124,20 @@ class Reporter:
             if tty:
                 self.stream.write("\r\033[K")
                 self.stream.flush()
-        if proc.returncode != 0:
-            reason = _failure_reason(tail)
-            raise BuildError(f"{label} failed (exit {proc.returncode}): {reason.strip()[:200]}",
-                             log=str(self.log_path) if self.log_path else None)
+
+    def _watch(self, reader: threading.Thread, label: str, started: float, tty: bool, tail: list[str]) -> None:
+        """Until the output ends: the last line on a terminal, else a line every heartbeat."""
+        next_beat = started + self.heartbeat
+        while reader.is_alive():
+            reader.join(0.5)
+            now = time.monotonic()
+            if tty and tail:
+                status = f"  {label} {now - started:5.0f}s  {tail[-1][:60]}"
+                self.stream.write("\r\033[K" + status)
+                self.stream.flush()
+            elif not self.quiet and now >= next_beat:
+                print(f"         ... {label}: still running ({now - started:.0f}s)", file=self.stream, flush=True)
+                next_beat = now + self.heartbeat
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

@@ -142,10 +142,10 @@ class RebuildSession:
         deps = self.session.dependencies(plan, links, requirements)
         rebuilt = {b.package: b for b, _ in builds}
         for p in record.packages:
-            build = rebuilt.get(canonical_name(p.name))
-            if build is not None:
-                p.install, p.built_against, p.build_env = "source", build.module_names, dict(build.env)
-                p.cached_wheel = reused.get(build.package)
+            compiled_as = rebuilt.get(canonical_name(p.name))
+            if compiled_as is not None:
+                p.install, p.built_against, p.build_env = "source", compiled_as.module_names, dict(compiled_as.env)
+                p.cached_wheel = reused.get(compiled_as.package)
         record.python = PythonRecord.of(python, version, python_module.name if python_module else record.python.module)
         record.central_modules = central_module_records(stack.modules, keep=record.central_modules)
         record.module.depends_on = [m.name for m in deps]

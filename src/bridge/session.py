@@ -321,7 +321,8 @@ class CreateSession:
         write its modulefiles last; on any failure or interruption nothing is put in place."""
         r = self.reporter
         final = self.store.env_path(name)
-        staging: Path | None = self.store.new_staging(name)
+        staging = self.store.new_staging(name)
+        unplaced: Path | None = staging      # what to discard: the staging dir until it is put in place
         r.open_log(self.store.log_dir(name) / time.strftime(f"{action}-%Y%m%d-%H%M%S.log"))
         replaced: Path | None = None
         made_dirs: list[Path] = []
@@ -337,7 +338,7 @@ class CreateSession:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 replaced = self.store.commit(name, staging)
-                staging = None
+                unplaced = None
                 for path, text in modulefiles:
                     atomic_write_text(path, text, 0o644)
                 self._drop_stale_modulefiles(record, replaced)
@@ -354,8 +355,8 @@ class CreateSession:
                 exc.log = str(r.log_path)
             raise
         finally:
-            if staging is not None:
-                self.store.discard(staging)
+            if unplaced is not None:
+                self.store.discard(unplaced)
                 for path in reversed(made_dirs):     # nothing was put in place: no empty module dir
                     with contextlib.suppress(OSError):
                         path.rmdir()

@@ -119,10 +119,31 @@ class PipInstaller:
             reqs += ["-r", str(path)]
         if not reqs:
             return InstallResult()
-        no_binary = ",".join(sorted(self.rules))
         plan = self._pip(["--dry-run", "--quiet", *reqs], label="resolve")
         wanted = {canonical_name(item["metadata"]["name"]): item for item in plan}
         requested = {canonical_name(item["metadata"]["name"]) for item in plan if item.get("requested")}
+        builds = self._planned_builds(wanted)
+        summary = ", ".join(f"{canonical_name(i['metadata']['name'])} {i['metadata']['version']}" for i in plan)
+        self.reporter.step("resolve", summary or "everything requested is already provided")
+
+        built: dict[str, SourceBuild] = {}
+        cached: dict[str, str] = {}
+        for build in builds:
+            reused = self._compile(build, wanted[build.package]["metadata"]["version"])
+            if reused:
+                cached[build.package] = reused
+            built[build.package] = build
+        rest = [name for name in wanted if name not in built]
+        if rest or requirement_files:
+            self._install_rest(reqs, rest, builds)
+        result = InstallResult(builds=builds)
+        result.packages += [self._installed(name, item, requested, built, cached) for name, item in wanted.items()]
+        return result
+
+    def _planned_builds(self, wanted: dict[str, dict]) -> list[SourceBuild]:
+        """The source builds of the rule packages in ``wanted`` (pip's plan, by canonical name), plus
+        those of the rule packages a build needs (added to ``wanted``), in the order to compile:
+        what other builds use first, then MPI bindings, then the rest."""
         builds = [resolve_rule(self.rules[name], self.stack) for name in wanted if name in self.rules]
         needed = sorted({n for b in builds for n in b.build_with if n not in wanted})
         if needed:
@@ -132,36 +153,27 @@ class PipInstaller:
                 wanted[name] = item
                 if name in self.rules:
                     builds.append(resolve_rule(self.rules[name], self.stack))
-        # What other builds use comes first, then MPI bindings, then the rest.
         used = {n for b in builds for n in b.build_with}
         builds.sort(key=lambda b: (b.package not in used, "mpi" not in [m.kind for m in b.modules]))
-        summary = ", ".join(f"{canonical_name(i['metadata']['name'])} {i['metadata']['version']}" for i in plan)
-        self.reporter.step("resolve", summary or "everything requested is already provided")
+        return builds
 
-        result = InstallResult(builds=builds)
-        built: dict[str, SourceBuild] = {}
-        cached: dict[str, str] = {}
+    def _install_rest(self, reqs: Sequence[str], rest: Sequence[str], builds: Sequence[SourceBuild]) -> None:
+        """Install everything requested with pip; the rule packages were compiled already and
+        are never taken from a binary wheel, and their build settings stay in the environment."""
+        self.reporter.step("install", ", ".join(rest) or "requirements")
+        union: dict[str, str] = {}
         for build in builds:
-            version = wanted[build.package]["metadata"]["version"]
-            reused = self._compile(build, version)
-            if reused:
-                cached[build.package] = reused
-            built[build.package] = build
-        rest = [name for name in wanted if name not in built]
-        if rest or requirement_files:
-            self.reporter.step("install", ", ".join(rest) or "requirements")
-            union: dict[str, str] = {}
-            for build in builds:
-                union.update(build.env)
-            self._pip(["--no-binary", no_binary, *reqs], label="install", env=union)
+            union.update(build.env)
+        self._pip(["--no-binary", ",".join(sorted(self.rules)), *reqs], label="install", env=union)
 
-        for name, item in wanted.items():
-            url = (item.get("download_info") or {}).get("url", "")
-            result.packages.append(Installed(
-                name=item["metadata"]["name"], version=item["metadata"]["version"],
-                from_wheel=url.endswith(".whl") and name not in built,
-                requested=name in requested, build=built.get(name), cached=cached.get(name)))
-        return result
+    @staticmethod
+    def _installed(name: str, item: dict, requested: set[str], built: Mapping[str, SourceBuild],
+                   cached: Mapping[str, str]) -> Installed:
+        """One package of pip's plan as installed: how it came in (wheel, compiled, cached build)."""
+        url = (item.get("download_info") or {}).get("url", "")
+        return Installed(name=item["metadata"]["name"], version=item["metadata"]["version"],
+                         from_wheel=url.endswith(".whl") and name not in built,
+                         requested=name in requested, build=built.get(name), cached=cached.get(name))
 
     def rebuild(self, builds: Sequence[tuple[SourceBuild, str]]) -> dict[str, str | None]:
         """Compile installed packages again in place (same versions) against ``build.modules``;
@@ -193,8 +205,8 @@ class PipInstaller:
                                   label=f"compile {build.package}", env=self._env(build.env))
             wheels = sorted(Path(out).glob("*.whl"))
             if not wheels:
-                raise BuildError(f"compile {build.package} produced no wheel", log=self.reporter.log_path and
-                                 str(self.reporter.log_path))
+                log = str(self.reporter.log_path) if self.reporter.log_path else None
+                raise BuildError(f"compile {build.package} produced no wheel", log=log)
             self._pip([*again, str(wheels[0])], label=f"install {build.package}")
             self._keep(wheels[0])
             if self.wheel_cache is not None:
@@ -253,7 +265,9 @@ def build_requirements(sdist: Path) -> list[str]:
         with tarfile.open(sdist) as tf:
             member = next((m for m in tf.getmembers() if m.name.count("/") == 1
                            and m.name.endswith("/pyproject.toml")), None)
-            text = tf.extractfile(member).read().decode() if member else None
+            # extractfile gives None for a member that is no regular file (a link, a directory)
+            handle = tf.extractfile(member) if member else None
+            text = handle.read().decode() if handle else None
     if text is None:
         return ["setuptools>=40.8.0", "wheel"]
     try:

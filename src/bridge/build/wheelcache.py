@@ -232,39 +232,52 @@ class WheelCache:
         entries = self._entries(request) if self._root_guarded() else []
         if not entries:
             return None, "no cached build for these settings"
-        reason = "cached builds link other central libraries than the modules provide now"
         for entry in entries:
-            try:
-                meta = json.loads((entry / ENTRY_FILE).read_text())
-                wheel = entry / meta["wheel"]
-                links = meta["links"]
-                if not wheel.is_file():
-                    continue
-                with open(wheel, "rb"):         # readable, or pip fails on it later
-                    pass
-            except PermissionError as exc:
-                self._unreadable(entry, exc)
+            found = self._usable_entry(entry)
+            if found is None:
                 continue
-            except (OSError, ValueError, KeyError, TypeError):
-                continue                        # half-written or damaged: a miss, not an error
-            if not _guarded(entry):
-                self._warn_once("unguarded", f"the wheel cache entry {entry} could have been changed by "
-                                "another user than its writer (it or a directory above it is theirs or "
-                                "writable by others), so it is not used")
-                continue
-            denied: list[Exception] = []
-
-            def on_error(path: str, exc: Exception) -> None:
-                if isinstance(exc, PermissionError):
-                    denied.append(exc)
-
-            now = link_identity(self._scan(entry / "unpacked", on_error))
-            if denied:
-                self._unreadable(entry, denied[0])
-                continue
-            if now == links and self._intact(entry, wheel, meta):
+            wheel, meta = found
+            now = self._links_now(entry)
+            if now is not None and now == meta["links"] and self._intact(entry, wheel, meta):
                 return wheel, f"cached wheel built {meta.get('built', '?')} links the same central libraries"
-        return None, reason
+        return None, "cached builds link other central libraries than the modules provide now"
+
+    def _usable_entry(self, entry: Path) -> tuple[Path, dict] | None:
+        """The wheel and metadata of a complete, readable entry only its writer could have
+        changed; None for anything else (warning when it is unreadable or unguarded)."""
+        try:
+            meta = json.loads((entry / ENTRY_FILE).read_text())
+            wheel = entry / meta["wheel"]
+            if "links" not in meta or not wheel.is_file():
+                return None
+            with open(wheel, "rb"):         # readable, or pip fails on it later
+                pass
+        except PermissionError as exc:
+            self._unreadable(entry, exc)
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None                         # half-written or damaged: a miss, not an error
+        if not _guarded(entry):
+            self._warn_once("unguarded", f"the wheel cache entry {entry} could have been changed by "
+                            "another user than its writer (it or a directory above it is theirs or "
+                            "writable by others), so it is not used")
+            return None
+        return wheel, meta
+
+    def _links_now(self, entry: Path) -> list[list] | None:
+        """The link identity of the entry's unpacked files as they resolve now; None when some
+        file cannot be read (warned)."""
+        denied: list[Exception] = []
+
+        def on_error(path: str, exc: Exception) -> None:
+            if isinstance(exc, PermissionError):
+                denied.append(exc)
+
+        now = link_identity(self._scan(entry / "unpacked", on_error))
+        if denied:
+            self._unreadable(entry, denied[0])
+            return None
+        return now
 
     def _intact(self, entry: Path, wheel: Path, meta: dict) -> bool:
         """The wheel is still the one its writer stored: its bytes hash to the recorded sha256.

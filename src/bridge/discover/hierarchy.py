@@ -13,13 +13,26 @@ Works on discovered modules (``stack.CentralModule``) and recorded ones
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 if TYPE_CHECKING:
     from ..store.record import EnvRecord
     from .stack import CentralStack
 
-M = TypeVar("M")
+
+
+class _Placed(Protocol):
+    """A module as the hierarchy sees it: a name, and facts that may say where it lives and
+    which subtrees it opens."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def facts(self) -> Mapping[str, Any]: ...
+
+
+M = TypeVar("M", bound=_Placed)
 
 
 def _where(module) -> str | None:

@@ -103,8 +103,20 @@ class ModuleSystem(ABC):
     def argv(self, shell: str, *args: str) -> list[str]: ...
 
     @classmethod
+    def parse_show(cls, text: str) -> dict[str, ModuleEffect]:
+        """The effect of each modulefile in ``show`` output, keyed by its path."""
+        effects = {}
+        for path, lines in _blocks(text).items():
+            effect = ModuleEffect()
+            for line in lines:
+                cls.read_show_line(line, effect)
+            effects[path] = effect
+        return effects
+
+    @classmethod
     @abstractmethod
-    def parse_show(cls, text: str) -> dict[str, ModuleEffect]: ...
+    def read_show_line(cls, line: str, effect: ModuleEffect) -> None:
+        """Add what one command line of ``show`` output does to ``effect``."""
 
 
 # Patterns for parsing `module show` output, left to re's cache: a create whose discovery is
@@ -173,28 +185,22 @@ class Lmod(ModuleSystem):
         return re.split(r'"\s*,\s*"', inner[1:-1]), options
 
     @classmethod
-    def parse_show(cls, text: str) -> dict[str, ModuleEffect]:
-        effects = {}
-        for path, lines in _blocks(text).items():
-            effect = ModuleEffect()
-            for line in lines:
-                m = re.match(cls._CALL, line)
-                parsed = cls._arguments(m.group(2)) if m else None
-                if not parsed:
-                    continue
-                func, (args, options) = m.group(1), parsed
-                if func in ("prepend_path", "append_path") and len(args) >= 2:
-                    delim = options.get("delim") or (args[2] if len(args) == 3 and len(args[2]) <= 2 else ":")
-                    value = args[1] if len(args) == 3 and len(args[2]) <= 2 else '","'.join(args[1:])
-                    effect.add_path(args[0], _split_paths(value, delim), prepend=func == "prepend_path")
-                elif func in ("setenv", "pushenv") and len(args) >= 2:
-                    effect.setenv[args[0]] = '","'.join(args[1:])
-                elif func in cls._DEPENDS:
-                    effect.depends.extend(a for a in args if a)
-                elif func == "family":
-                    effect.families.append(args[0])
-            effects[path] = effect
-        return effects
+    def read_show_line(cls, line: str, effect: ModuleEffect) -> None:
+        m = re.match(cls._CALL, line)
+        parsed = cls._arguments(m.group(2)) if m else None
+        if m is None or not parsed:
+            return
+        func, (args, options) = m.group(1), parsed
+        if func in ("prepend_path", "append_path") and len(args) >= 2:
+            delim = options.get("delim") or (args[2] if len(args) == 3 and len(args[2]) <= 2 else ":")
+            value = args[1] if len(args) == 3 and len(args[2]) <= 2 else '","'.join(args[1:])
+            effect.add_path(args[0], _split_paths(value, delim), prepend=func == "prepend_path")
+        elif func in ("setenv", "pushenv") and len(args) >= 2:
+            effect.setenv[args[0]] = '","'.join(args[1:])
+        elif func in cls._DEPENDS:
+            effect.depends.extend(a for a in args if a)
+        elif func == "family":
+            effect.families.append(args[0])
 
 
 def tcl_words(line: str) -> list[str]:
@@ -266,30 +272,24 @@ class EnvironmentModules(ModuleSystem):
         return delim, rest
 
     @classmethod
-    def parse_show(cls, text: str) -> dict[str, ModuleEffect]:
-        effects = {}
-        for path, lines in _blocks(text).items():
-            effect = ModuleEffect()
-            for line in lines:
-                words = tcl_words(line)
-                if not words:
-                    continue
-                cmd, args = words[0], words[1:]
-                if cmd in ("prepend-path", "append-path"):
-                    delim, rest = cls._path_arguments(args)
-                    if len(rest) >= 2:
-                        effect.add_path(rest[0], [e for value in rest[1:] for e in _split_paths(value, delim)],
-                                        prepend=cmd == "prepend-path")
-                elif cmd in ("setenv", "pushenv") and len(args) == 2:
-                    effect.setenv[args[0]] = args[1]
-                elif cmd in cls._DEPENDS:
-                    effect.depends.extend(a for a in args if not a.startswith("-"))
-                elif cmd == "module" and args and args[0] in ("load", "try-load", "load-any"):
-                    effect.depends.extend(a for a in args[1:] if not a.startswith("-"))
-                elif cmd == "family" and args:
-                    effect.families.append(args[0])
-            effects[path] = effect
-        return effects
+    def read_show_line(cls, line: str, effect: ModuleEffect) -> None:
+        words = tcl_words(line)
+        if not words:
+            return
+        cmd, args = words[0], words[1:]
+        if cmd in ("prepend-path", "append-path"):
+            delim, rest = cls._path_arguments(args)
+            if len(rest) >= 2:
+                effect.add_path(rest[0], [e for value in rest[1:] for e in _split_paths(value, delim)],
+                                prepend=cmd == "prepend-path")
+        elif cmd in ("setenv", "pushenv") and len(args) == 2:
+            effect.setenv[args[0]] = args[1]
+        elif cmd in cls._DEPENDS:
+            effect.depends.extend(a for a in args if not a.startswith("-"))
+        elif cmd == "module" and args and args[0] in ("load", "try-load", "load-any"):
+            effect.depends.extend(a for a in args[1:] if not a.startswith("-"))
+        elif cmd == "family" and args:
+            effect.families.append(args[0])
 
 
 def detect_module_system(environ: Mapping[str, str] | None = None) -> ModuleSystem:

@@ -24,11 +24,14 @@ import re
 from dataclasses import dataclass, replace
 from email.parser import HeaderParser
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..discover.stack import CentralModule
 from ..store.record import EnvRecord, LinkEvidence, RequirementEvidence
 from .elf import ElfError, ElfInfo, How, LoaderConfig, LoadResult, Resolver, host_config, iter_elf_files, read_elf
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 SYSTEM = "system"
 ENV = "env"
@@ -320,6 +323,32 @@ def env_elf_files(prefix: str, on_error: Callable[[str, Exception], None] | None
         yield info
 
 
+def _rebaser(root: str, final: str) -> Callable[[str | None], str | None]:
+    """Maps a path inside the env at ``root`` to the same path under ``final`` (where a staging
+    copy will be); paths outside the env stay as they are."""
+    def rebase(path: str | None) -> str | None:
+        if path is None or final == root:
+            return path
+        for p in (path, _norm(path)):
+            if _under(p, root):
+                return final + p[len(root):]
+        return path
+
+    return rebase
+
+
+def _new_indirect(edge: _Edge, provider: str, scanner: Scanner, seen: set[tuple[str | None, str, str | None]],
+                  include_system_indirect: bool) -> bool:
+    """Whether an indirect need is recorded: the first time it is seen across the env, and not
+    between two system libraries unless ``include_system_indirect``."""
+    key = (edge.via_path, edge.needs, edge.path)
+    if key in seen:
+        return False
+    seen.add(key)
+    return include_system_indirect or provider != SYSTEM or \
+        scanner.attributor.provider(edge.via_path, edge.via_name) != SYSTEM
+
+
 def scan_links(prefix: Path | str, stack_modules: Sequence[CentralModule], python: str | os.PathLike | None = None,
                *, as_prefix: Path | str | None = None, include_system_indirect: bool = False,
                on_error: Callable[[str, Exception], None] | None = None) -> list[LinkEvidence]:
@@ -340,16 +369,7 @@ def scan_links(prefix: Path | str, stack_modules: Sequence[CentralModule], pytho
         candidate = os.path.join(root, "bin", "python")
         python = os.path.realpath(candidate) if os.path.exists(candidate) else None
     scanner = Scanner(stack_modules, root, python)
-    final = _norm(os.fspath(as_prefix)) if as_prefix is not None else root
-
-    def rebase(path: str | None) -> str | None:
-        if path is None or final == root:
-            return path
-        for p in (path, _norm(path)):
-            if _under(p, root):
-                return final + p[len(root):]
-        return path
-
+    rebase = _rebaser(root, _norm(os.fspath(as_prefix)) if as_prefix is not None else root)
     out: list[LinkEvidence] = []
     seen_indirect: set[tuple[str | None, str, str | None]] = set()
     for info in env_elf_files(root, on_error):
@@ -361,14 +381,9 @@ def scan_links(prefix: Path | str, stack_modules: Sequence[CentralModule], pytho
                 on_error(info.path, exc)
             continue
         for edge, provider, soname in links:
-            if edge.via_path is not None:
-                key = (edge.via_path, edge.needs, edge.path)
-                if key in seen_indirect:
-                    continue
-                seen_indirect.add(key)
-                if not include_system_indirect and provider == SYSTEM and \
-                        scanner.attributor.provider(edge.via_path, edge.via_name) == SYSTEM:
-                    continue
+            if edge.via_path is not None and not _new_indirect(edge, provider, scanner, seen_indirect,
+                                                               include_system_indirect):
+                continue
             sha = scanner.sha256(edge.path) if edge.path and provider not in NOT_MODULES else None
             out.append(LinkEvidence(file=rel, needs=edge.needs, path=rebase(edge.path), provider=provider,
                                     soname=soname, via=edge.via_name, sha256=sha))
@@ -467,7 +482,7 @@ def marker_environment(python_info) -> dict[str, str]:
 def env_site_packages(prefix: str | os.PathLike, short_version: str | None = None) -> list[str]:
     root = os.fspath(prefix)
     pattern = f"python{short_version}" if short_version else None
-    out = []
+    out: list[str] = []
     for lib in ("lib", "lib64"):
         base = os.path.join(root, lib)
         try:
@@ -537,13 +552,9 @@ def scan_requirements(prefix: Path | str, stack_modules: Sequence[CentralModule]
     the env itself is the env's; one satisfied by a distribution in a central module's path,
     with a matching version, becomes evidence that the env needs that module.
     """
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.version import InvalidVersion
-
     short = ".".join(python_info.version.split(".")[:2])
-    env_dirs = env_site_packages(prefix, short)
     installed: dict[str, Distribution] = {}
-    for d in env_dirs:
+    for d in env_site_packages(prefix, short):
         for name, dist in distributions_in(d).items():
             installed.setdefault(name, dist)
     central = [(d, name, distributions_in(d)) for d, name in central_package_dirs(stack_modules, python_info)]
@@ -551,35 +562,55 @@ def scan_requirements(prefix: Path | str, stack_modules: Sequence[CentralModule]
     out: list[RequirementEvidence] = []
     seen: set[tuple[str, str]] = set()
     for dist_name in sorted(installed):
-        dist = installed[dist_name]
-        for text in dist.requires:
-            try:
-                req = Requirement(text)
-            except InvalidRequirement:
+        for text in installed[dist_name].requires:
+            req = _applying_requirement(text, markers)
+            if req is None:
                 continue
-            if req.marker is not None:
-                try:
-                    if not req.marker.evaluate(markers):
-                        continue
-                except Exception:
-                    continue
             want = canonical(req.name)
             if want in installed or (dist_name, want) in seen:
                 continue
-            for directory, module_name, dists in central:
-                found = dists.get(want)
-                if found is None:
-                    continue
-                try:
-                    ok = not req.specifier or req.specifier.contains(found.version, prereleases=True)
-                except InvalidVersion:
-                    ok = False
-                if ok:
-                    seen.add((dist_name, want))
-                    out.append(RequirementEvidence(package=dist_name, requires=str(req), provider=module_name,
-                                                   location=found.path))
-                break     # the first distribution of that name on the path is the one imported
+            hit = _central_distribution(req, want, central)
+            if hit is not None:
+                seen.add((dist_name, want))
+                out.append(RequirementEvidence(package=dist_name, requires=str(req), provider=hit[0],
+                                               location=hit[1].path))
     return out
+
+
+def _applying_requirement(text: str, markers: Mapping[str, str]) -> Requirement | None:
+    """The requirement ``text`` when it applies to the central interpreter (None: unreadable, or
+    its marker does not apply there)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        return None
+    try:
+        if req.marker is not None and not req.marker.evaluate(dict(markers)):
+            return None
+    except Exception:       # a marker packaging cannot evaluate: as if it did not apply
+        return None
+    return req
+
+
+def _central_distribution(req: Requirement, want: str, central: Sequence[tuple[str, str, Mapping[str, Distribution]]]
+                          ) -> tuple[str, Distribution] | None:
+    """(module name, distribution) of the central distribution Python imports for ``req``
+    (canonical name ``want``) when its version satisfies it."""
+    from packaging.version import InvalidVersion
+
+    for _directory, module_name, dists in central:
+        found = dists.get(want)
+        if found is None:
+            continue
+        try:
+            ok = not req.specifier or req.specifier.contains(found.version, prereleases=True)
+        except InvalidVersion:
+            ok = False
+        # the first distribution of that name on the path is the one imported
+        return (module_name, found) if ok else None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

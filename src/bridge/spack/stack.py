@@ -270,18 +270,9 @@ def _hdf5_parallel(spec: SpecFacts, layout: Layout, fs: _Fs) -> bool:
     return False
 
 
-def central_module(spec: SpecFacts, module: SpackModule, role: str, *, fs: _Fs | None = None) -> CentralModule:
-    """``spec`` and its module as the create pipeline sees a central module."""
-    fs = fs or _Fs()
-    kind = _kind_of(role, spec)
-    layout = layout_of(spec, kind, fs)
-    paths: dict[str, tuple[str, ...]] = {}
-    if layout.bin_dirs:
-        paths["PATH"] = layout.bin_dirs
-    if layout.lib_dirs:
-        paths["LIBRARY_PATH"] = layout.lib_dirs
-    if layout.include_dirs:
-        paths["CPATH"] = layout.include_dirs
+def _build_facts(spec: SpecFacts, kind: str, layout: Layout, fs: _Fs) -> dict[str, Any]:
+    """What the build rules read of a module of ``kind``: the Python's interpreter, the MPI's
+    ``mpicc``, whether the HDF5 is parallel."""
     facts: dict[str, Any] = {}
     if kind == "python":
         exe = _python_executable(spec, layout, fs)
@@ -293,6 +284,17 @@ def central_module(spec: SpecFacts, module: SpackModule, role: str, *, fs: _Fs |
             facts["mpicc"] = mpicc
     elif kind == "hdf5":
         facts["parallel"] = _hdf5_parallel(spec, layout, fs)
+    return facts
+
+
+def central_module(spec: SpecFacts, module: SpackModule, role: str, *, fs: _Fs | None = None) -> CentralModule:
+    """``spec`` and its module as the create pipeline sees a central module."""
+    fs = fs or _Fs()
+    kind = _kind_of(role, spec)
+    layout = layout_of(spec, kind, fs)
+    paths = {var: dirs for var, dirs in (("PATH", layout.bin_dirs), ("LIBRARY_PATH", layout.lib_dirs),
+                                         ("CPATH", layout.include_dirs)) if dirs}
+    facts = _build_facts(spec, kind, layout, fs)
     facts.update({
         "spack_hash": spec.dag_hash,
         "spack_spec": spec.short_spec,
@@ -351,81 +353,113 @@ def choose_specs(candidates: Mapping[str, Sequence[SpecFacts]], matching: Mappin
     ``needed[role]`` names a requested package that must be compiled against that role
     (``{"mpi": "mpi4py"}``): ``none`` for it is refused at once, and no hint offers it.
     """
-    needed = needed or {}
-    chosen: dict[str, SpecFacts] = {}
-    for role, package in needed.items():
-        if requested.get(role) == "none":
-            raise PlanError(f"{option(role)} none: {package} must be compiled against an {role.upper()}",
-                             hint=f"name one with {option(role)} SPEC, or leave {option(role)} out")
+    choice = _SpecChoice(candidates, matching, requested, need_libraries, where, option, needed or {})
+    choice.refuse_none_for_needed()
+    mpi_given = requested.get("mpi") is not None
+    mpi = choice.pick("mpi", choice.pool("mpi"), False) if mpi_given else None
+    hdf5 = choice.pick("hdf5", choice.hdf5_pool(mpi) if mpi_given else choice.pool("hdf5"), False)
+    if hdf5 is not None and hdf5.mpi_hash:
+        mpi = choice.mpi_of_hdf5(hdf5, mpi, mpi_given)
+    if mpi is None and not mpi_given:
+        mpi = choice.pick("mpi", choice.pool("mpi"), False)
+    python = choice.pick("python", choice.pool("python"), True)
+    assert python is not None
+    chosen = {"python": python}
+    if mpi is not None:
+        chosen["mpi"] = mpi
+    if hdf5 is not None:
+        chosen["hdf5"] = hdf5
+    return chosen
 
-    def pick(role: str, pool: Sequence[SpecFacts], required: bool) -> SpecFacts | None:
-        text = requested.get(role)
+
+@dataclass(frozen=True)
+class _SpecChoice:
+    """The inputs of :func:`choose_specs`, and how it picks each role."""
+
+    candidates: Mapping[str, Sequence[SpecFacts]]
+    matching: Mapping[str, Sequence[SpecFacts] | None]
+    requested: Mapping[str, str | None]
+    need_libraries: bool
+    where: str
+    option: Callable[[str], str]
+    needed: Mapping[str, str]
+
+    def refuse_none_for_needed(self) -> None:
+        for role, package in self.needed.items():
+            if self.requested.get(role) == "none":
+                raise PlanError(f"{self.option(role)} none: {package} must be compiled against an {role.upper()}",
+                                hint=f"name one with {self.option(role)} SPEC, or leave {self.option(role)} out")
+
+    def pool(self, role: str) -> list[SpecFacts]:
+        """The specs the role may take: those matching the SPEC given, else every candidate."""
+        given = self.matching.get(role)
+        return list(self.candidates.get(role, ()) if given is None else given)
+
+    def hdf5_pool(self, mpi: SpecFacts | None) -> list[SpecFacts]:
+        """The HDF5s left once an MPI was named (or none): those built against another MPI are
+        not candidates, unless an HDF5 was named too (then a mismatch is refused later)."""
+        pool = self.pool("hdf5")
+        if self.requested.get("hdf5") is not None:
+            return pool
+        narrowed = [h for h in pool if h.mpi_hash in (None, mpi.dag_hash if mpi else None)]
+        if mpi is None and not narrowed and pool and "hdf5" in self.needed:
+            raise PlanError(f"{self.option('mpi')} none leaves no {self.where} HDF5 for {self.needed['hdf5']}: "
+                            f"{describe(pool)} {'is' if len(pool) == 1 else 'are'} built against an MPI",
+                            hint=f"leave out {self.option('mpi')} none, or install a serial HDF5 with Spack")
+        return narrowed
+
+    def mpi_of_hdf5(self, hdf5: SpecFacts, mpi: SpecFacts | None, mpi_given: bool) -> SpecFacts:
+        """The MPI an HDF5 built against one decides: it must be the MPI given, if any."""
+        built = f"{hdf5.short_spec} was built against {hdf5.mpi_name}/{(hdf5.mpi_hash or '')[:7]}"
+        if mpi is None and mpi_given:
+            raise PlanError(f"{built}, which {self.option('mpi')} none leaves out",
+                            hint=f"pick a serial HDF5, or leave out {self.option('mpi')} none")
+        if mpi is not None and mpi.dag_hash != hdf5.mpi_hash:
+            raise PlanError(f"{built}, not {mpi.short_spec}",
+                            hint=f"pick an HDF5 built against {mpi.short_spec}, or leave out {self.option('mpi')}")
+        if mpi is not None:
+            return mpi
+        by_hash = {s.dag_hash: s for s in self.candidates.get("mpi", ())}
+        found = by_hash.get(hdf5.mpi_hash or "")
+        if found is None:
+            raise PlanError(f"{built}, which is not among the {self.where} MPI specs "
+                            f"({describe(self.candidates.get('mpi', ()))})")
+        return found
+
+    def pick(self, role: str, pool: Sequence[SpecFacts], required: bool) -> SpecFacts | None:
+        """The spec of ``role`` from ``pool``: the one the SPEC given matches, else the only one."""
+        text = self.requested.get(role)
         if text == "none":
             if role == "python":
-                raise UsageError(f"{option('python')} none: an environment needs a Python")
+                raise UsageError(f"{self.option('python')} none: an environment needs a Python")
             return None
-        found = list(pool)
         if text is not None:
-            if not found:
-                raise PlanError(f"{option(role)} {text}: no {where} spec matches",
-                                hint=f"{where} {role} specs: {describe(candidates.get(role, ()))}")
-            if len(found) > 1:
-                raise PlanError(f"{option(role)} {text} matches {len(found)} {where} specs: {describe(found)}",
-                                hint=f"pick one, e.g. {option(role)} /{found[0].dag_hash[:7]}")
-            return found[0]
+            return self._pick_named(role, text, list(pool))
+        return self._pick_default(role, list(pool), required)
+
+    def _pick_named(self, role: str, text: str, found: list[SpecFacts]) -> SpecFacts:
+        option, where = self.option(role), self.where
+        if not found:
+            raise PlanError(f"{option} {text}: no {where} spec matches",
+                            hint=f"{where} {role} specs: {describe(self.candidates.get(role, ()))}")
+        if len(found) > 1:
+            raise PlanError(f"{option} {text} matches {len(found)} {where} specs: {describe(found)}",
+                            hint=f"pick one, e.g. {option} /{found[0].dag_hash[:7]}")
+        return found[0]
+
+    def _pick_default(self, role: str, found: list[SpecFacts], required: bool) -> SpecFacts | None:
+        option, where = self.option(role), self.where
         if len(found) == 1:
             return found[0]
         if not found:
             if required:
                 raise PlanError(f"no {where} {role} spec", hint=f"{where} specs hold no {role}; install one with Spack")
             return None
-        if not required and not need_libraries:
+        if not required and not self.need_libraries:
             return None
         raise PlanError(f"{len(found)} {where} {role} specs: {describe(found)}",
-                        hint=f"pick one with {option(role)} SPEC, e.g. {option(role)} /{found[0].dag_hash[:7]}"
-                        + ("" if role == "python" or role in needed else f", or {option(role)} none"))
-
-    def pool(role: str) -> list[SpecFacts]:
-        given = matching.get(role)
-        return list(candidates.get(role, ()) if given is None else given)
-
-    mpi_given = requested.get("mpi") is not None
-    mpi = pick("mpi", pool("mpi"), False) if mpi_given else None
-    hdf5_pool = pool("hdf5")
-    if mpi_given and requested.get("hdf5") is None:
-        # an MPI was named (or none): HDF5s built against another MPI are not candidates
-        narrowed = [h for h in hdf5_pool if h.mpi_hash in (None, mpi.dag_hash if mpi else None)]
-        if mpi is None and not narrowed and hdf5_pool and "hdf5" in needed:
-            raise PlanError(f"{option('mpi')} none leaves no {where} HDF5 for {needed['hdf5']}: "
-                            f"{describe(hdf5_pool)} {'is' if len(hdf5_pool) == 1 else 'are'} built against an MPI",
-                            hint=f"leave out {option('mpi')} none, or install a serial HDF5 with Spack")
-        hdf5_pool = narrowed
-    hdf5 = pick("hdf5", hdf5_pool, False)
-    if hdf5 is not None and hdf5.mpi_hash:
-        if mpi is None and mpi_given:
-            raise PlanError(f"{hdf5.short_spec} was built against {hdf5.mpi_name}/{hdf5.mpi_hash[:7]}, "
-                            f"which {option('mpi')} none leaves out",
-                            hint=f"pick a serial HDF5, or leave out {option('mpi')} none")
-        if mpi is not None and mpi.dag_hash != hdf5.mpi_hash:
-            raise PlanError(f"{hdf5.short_spec} was built against {hdf5.mpi_name}/{hdf5.mpi_hash[:7]}, "
-                            f"not {mpi.short_spec}",
-                            hint=f"pick an HDF5 built against {mpi.short_spec}, or leave out {option('mpi')}")
-        if mpi is None:
-            by_hash = {s.dag_hash: s for s in candidates.get("mpi", ())}
-            mpi = by_hash.get(hdf5.mpi_hash)
-            if mpi is None:
-                raise PlanError(f"{hdf5.short_spec} was built against {hdf5.mpi_name}/{hdf5.mpi_hash[:7]}, "
-                                f"which is not among the {where} MPI specs ({describe(candidates.get('mpi', ()))})")
-    if mpi is None and not mpi_given:
-        mpi = pick("mpi", pool("mpi"), False)
-    python = pick("python", pool("python"), True)
-    assert python is not None
-    chosen["python"] = python
-    if mpi is not None:
-        chosen["mpi"] = mpi
-    if hdf5 is not None:
-        chosen["hdf5"] = hdf5
-    return chosen
+                        hint=f"pick one with {option} SPEC, e.g. {option} /{found[0].dag_hash[:7]}"
+                        + ("" if role == "python" or role in self.needed else f", or {option} none"))
 
 
 def format_spack_builds(record: EnvRecord) -> list[str]:
@@ -780,49 +814,66 @@ def describe_loaded_spack_modules(stack: CentralStack, install_trees: Sequence[P
     database is found (``install_trees``, else Spack's usual places) the spec's prefix, its
     specific dirs and libraries (externals in ``/usr``) and its Lmod subtree. A module no index
     lists is kept as discovered."""
-    from .tree import SpackTree, SpackTreeError
+    describer = _LoadedDescriber(install_trees)
+    return CentralStack(stack.module_system, tuple(describer.describe(m) for m in stack.modules))
 
-    index_cache: dict = {}
-    siblings: dict[Path, dict[str, Any]] = {}
-    trees: dict[Path, Any] = {}
-    out: list[CentralModule] = []
-    for module in stack.modules:
-        index = _index_for(module.modulefile, index_cache) if module.modulefile else None
-        real = os.path.realpath(module.modulefile) if module.modulefile else None
-        entry = next((e for e in index.entries() if os.path.realpath(e.path) == real), None) if index else None
+
+class _LoadedDescriber:
+    """Describes loaded modules from Spack's files, caching each module root's indexes and each
+    install tree it opens across the modules."""
+
+    def __init__(self, install_trees: Sequence[Path]) -> None:
+        self.install_trees = install_trees
+        self.index_cache: dict = {}
+        self.siblings: dict[Path, dict[str, Any]] = {}
+        self.trees: dict[Path, Any] = {}
+
+    def describe(self, module: CentralModule) -> CentralModule:
+        index = _index_for(module.modulefile, self.index_cache) if module.modulefile else None
+        if index is None:
+            return module
+        real = os.path.realpath(module.modulefile)
+        entry = next((e for e in index.entries() if os.path.realpath(e.path) == real), None)
         if entry is None:
-            out.append(module)
-            continue
-        if index.root not in siblings:
-            siblings[index.root] = _indexes_beside(index)
-        indexes = siblings[index.root]
-        module_type = index.kind or "lmod"
-        spec = tree = None
-        for root in _tree_candidates(index.root, module.prefix, install_trees):
-            if root not in trees:
+            return module
+        if index.root not in self.siblings:
+            self.siblings[index.root] = _indexes_beside(index)
+        indexes = self.siblings[index.root]
+        tree = self._tree_holding(entry.dag_hash, index.root, module.prefix)
+        if tree is None:
+            return _with_index_facts(module, _module_of_entry(entry, indexes), entry.dag_hash)
+        spec = tree.get(entry.dag_hash)
+        facts = spec_facts_from_tree(tree, spec)
+        described = central_module(facts, module_from_index(facts, index.kind or "lmod", indexes),
+                                   _role_of(tree, spec))
+        return CentralModule(module.name, module.modulefile, described.kind, described.prefix, described.paths,
+                             module.prefixes, {**described.facts, "spack_install_tree": str(tree.root)})
+
+    def _tree_holding(self, dag_hash: str, module_root: Path, prefix: str | None) -> Any:
+        """The install tree (a :class:`bridge.spacktree.SpackTree`) that holds ``dag_hash``, if
+        one is found."""
+        from .tree import SpackTree, SpackTreeError
+
+        for root in _tree_candidates(module_root, prefix, self.install_trees):
+            if root not in self.trees:
                 try:
-                    trees[root] = SpackTree.open(root)
+                    self.trees[root] = SpackTree.open(root)
                 except SpackTreeError:
-                    trees[root] = None
-            if trees[root] is not None and entry.dag_hash in trees[root]:
-                tree, spec = trees[root], trees[root].get(entry.dag_hash)
-                break
-        if spec is not None:
-            facts = spec_facts_from_tree(tree, spec)
-            described = central_module(facts, module_from_index(facts, module_type, indexes), _role_of(tree, spec))
-            out.append(CentralModule(module.name, module.modulefile, described.kind, described.prefix,
-                                     described.paths, module.prefixes,
-                                     {**described.facts, "spack_install_tree": str(tree.root)}))
-            continue
-        spack_module = _module_of_entry(entry, indexes)
-        facts = {**module.facts, "spack_hash": entry.dag_hash,
-                 "spack_modules": {kind: dict(e) for kind, e in sorted(spack_module.names.items())},
-                 "spack_modulepath": spack_module.modulepath}
-        if spack_module.unlocks:
-            facts["spack_unlocks"] = list(spack_module.unlocks)
-        out.append(CentralModule(module.name, module.modulefile, module.kind, module.prefix, module.paths,
-                                 module.prefixes, facts))
-    return CentralStack(stack.module_system, tuple(out))
+                    self.trees[root] = None
+            if self.trees[root] is not None and dag_hash in self.trees[root]:
+                return self.trees[root]
+        return None
+
+
+def _with_index_facts(module: CentralModule, spack_module: SpackModule, dag_hash: str) -> CentralModule:
+    """``module`` as discovered, with what its module root's index says (no install tree found)."""
+    facts = {**module.facts, "spack_hash": dag_hash,
+             "spack_modules": {kind: dict(e) for kind, e in sorted(spack_module.names.items())},
+             "spack_modulepath": spack_module.modulepath}
+    if spack_module.unlocks:
+        facts["spack_unlocks"] = list(spack_module.unlocks)
+    return CentralModule(module.name, module.modulefile, module.kind, module.prefix, module.paths,
+                         module.prefixes, facts)
 
 
 def installed_in_trees(record: EnvRecord, install_trees: Sequence[Path] = ()) -> Callable[[str], str | None] | None:

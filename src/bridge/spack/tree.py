@@ -464,14 +464,15 @@ class SpackTree:
     def provides(self, spec: SpackSpec, virtual: str) -> bool:
         return spec.dag_hash in self._virtuals.get(virtual, ()) or _known_provider(spec, virtual)
 
-    def find(self, name_or_virtual: str, **filters: bool) -> list[SpackSpec]:
+    def find(self, name_or_virtual: str, *, include_missing: bool = False,
+             include_deprecated: bool = False) -> list[SpackSpec]:
         """Specs named ``name_or_virtual``, or providing it as a virtual (``find("mpi")``).
 
-        ``filters`` are those of :meth:`specs`.
+        ``include_missing`` and ``include_deprecated`` as in :meth:`specs`.
         """
         return [
             s
-            for s in self.specs(**filters)
+            for s in self.specs(include_missing=include_missing, include_deprecated=include_deprecated)
             if s.name == name_or_virtual or self.provides(s, name_or_virtual)
         ]
 

@@ -227,11 +227,15 @@ def dump_record(record: EnvRecord) -> str:
 
     header = f"# envmod environment record (schema {record.schema}); envmod reads and rewrites it.\n"
     data = record.to_dict()
-    style = {"sort_keys": False, "allow_unicode": True, "default_flow_style": False, "width": 100}
+
+    def dump(dumper: type) -> str:
+        return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False,
+                         width=100)
+
     try:
-        text = yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", None) or _python_dumper(), **style)
+        text = dump(getattr(yaml, "CSafeDumper", None) or _python_dumper())
     except UnicodeEncodeError:   # libyaml takes valid UTF-8 only; Python's emitter escapes a lone
-        text = yaml.dump(data, Dumper=_python_dumper(), **style)   # surrogate (os.fsdecode'd file name)
+        text = dump(_python_dumper())   # surrogate (os.fsdecode'd file name)
     return header + text
 
 

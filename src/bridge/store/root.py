@@ -85,7 +85,7 @@ class Store:
         except OSError as exc:
             if exc.errno not in _CANNOT_WRITE:
                 raise
-            raise self._unwritable(exc.filename or self.settings.root, exc.strerror) from None
+            raise self._unwritable(exc.filename or self.settings.root, exc.strerror or str(exc)) from None
 
     def _unwritable(self, path: Path | str, why: str) -> ConfigError:
         return ConfigError(f"cannot write to the envmod root {self.settings.root}: {why}: {path}",
