@@ -52,5 +52,9 @@ fi
 rm -f "${TMPDIR:-/tmp}/envmod-spack-env.$$"
 
 cd "$REPO"
+# Lint before the tests: a finding fails CI (config in pyproject.toml: ruff's pyflakes, import order
+# and complexity; mypy).
+step "lint (ruff check src)" "$REPO/.venv/bin/ruff" check src
+step "types (mypy)" "$REPO/.venv/bin/mypy"
 step "tests (pytest -n $(nproc))" "$REPO/.venv/bin/python" -m pytest -ra -n "$(nproc)" --dist loadfile \
     --durations=20 "$@"
