@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
 import pytest
 
@@ -28,14 +28,20 @@ def site_dir() -> Path:
     return Path(os.environ.get("ENVMOD_SITE", "/opt/envmod-site"))
 
 
-def site_missing_reason() -> str | None:
-    site = site_dir()
-    needed = [site / "software/python/3.11.2/bin/python3", site / "modules/lua", site / "modules/tcl",
-              site / "envmodules", REPO / "ci/modules.sh"]
+def missing_reason(what: str, needed: Sequence[Path], build_with: str) -> str | None:
+    """Why ``what`` (a central site) cannot be used: the files of ``needed`` it lacks, and the
+    script that builds it; None when it is all there."""
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        return f"central test site not built ({', '.join(missing)} missing): run 'bash ci/site.sh'"
+        return f"{what} not built ({', '.join(missing)} missing): run 'bash {build_with}'"
     return None
+
+
+def site_missing_reason() -> str | None:
+    site = site_dir()
+    return missing_reason("central test site", [site / "software/python/3.11.2/bin/python3", site / "modules/lua",
+                                                site / "modules/tcl", site / "envmodules", REPO / "ci/modules.sh"],
+                          "ci/site.sh")
 
 
 def require_site() -> None:

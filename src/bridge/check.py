@@ -28,6 +28,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
+from .build.rules import canonical_name
 from .discover.modsys import LoadedModule, ModuleEffect, ModuleSystem
 from .discover.stack import CentralModule, describe_module, load_kind_table
 from .errors import EnvmodError
@@ -38,7 +39,6 @@ from .scan.evidence import (
     MISSING,
     SYSTEM,
     Scanner,
-    canonical,
     central_package_dirs,
     display_path,
     distributions_in,
@@ -574,7 +574,7 @@ def _check_requirements(record: EnvRecord, modules_now: Sequence[CentralModule],
             req = Requirement(r.requires)
         except InvalidRequirement:
             continue
-        want = canonical(req.name)
+        want = canonical_name(req.name)
         hit = next(((d, name, ds[want]) for d, name, ds in dirs if want in ds), None)
         if hit is None:
             findings.append(Finding(

@@ -7,12 +7,13 @@ commands start fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__
 from .errors import EnvmodError, UsageError
@@ -163,6 +164,21 @@ def _settings(args):
     return settings.with_root(args.root) if args.root else settings
 
 
+def _store(args):
+    """The store under the root the settings (and ``--root``) name."""
+    from .store.root import Store
+
+    return Store(_settings(args))
+
+
+@contextlib.contextmanager
+def _locked(args, doing: str) -> Iterator[Any]:
+    """The store, with the env ``args.name`` locked against other envmod runs while ``doing``."""
+    store = _store(args)
+    with store.lock(args.name, doing):
+        yield store
+
+
 def cmd_create(args) -> int:
     from .progress import Reporter
     from .session import CreateRequest, CreateSession
@@ -190,9 +206,8 @@ def cmd_create(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .store.root import Store
 
-    store = Store(_settings(args))
+    store = _store(args)
     rows: list[dict[str, Any]] = []
     for name, record in store.records():
         if isinstance(record, EnvmodError):
@@ -220,9 +235,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .store.root import Store
 
-    record = Store(_settings(args)).load(args.name)
+    record = _store(args).load(args.name)
     if args.json:
         print(json.dumps(record.to_dict(), indent=2))
         return 0
@@ -268,13 +282,12 @@ def cmd_check(args) -> int:
     from .discover.modsys import detect_module_system
     from .errors import NoModuleSystem
     from .store.names import validate_env_name
-    from .store.root import Store
 
     if bool(args.name) == bool(args.all):
         raise UsageError("name one environment, or pass --all")
     if args.name:
         validate_env_name(args.name)        # a bad name is a usage error, not an env to report on
-    store = Store(_settings(args))
+    store = _store(args)
     try:
         system = detect_module_system()
     except NoModuleSystem:
@@ -307,11 +320,9 @@ def cmd_module(args) -> int:
     from .config import check_module_type
     from .emit.modulefile import write_modulefile
     from .store.record import write_record
-    from .store.root import Store
 
-    settings = _settings(args)
-    store = Store(settings)
-    with store.lock(args.name, "rewriting its module"):
+    with _locked(args, "rewriting its module") as store:
+        settings = store.settings
         record = store.load(args.name)
         module_type = check_module_type(args.module_type or record.module.type)
         if module_type != record.module.type:
@@ -329,11 +340,9 @@ def cmd_module(args) -> int:
 
 def cmd_remove(args) -> int:
     from .errors import EnvNotFound, RecordError
-    from .store.root import Store
 
-    settings = _settings(args)
-    store = Store(settings)
-    with store.lock(args.name, "removing it"):
+    with _locked(args, "removing it") as store:
+        settings = store.settings
         if not store.exists(args.name):
             raise EnvNotFound(f"no environment named {args.name!r} under {settings.envs_dir}")
         registered = store.registered_target(args.name)
@@ -370,10 +379,9 @@ def cmd_remove(args) -> int:
 def cmd_export(args) -> int:
     from .emit.export import render_export
     from .fsutil import atomic_write_text, current_umask
-    from .store.root import Store
 
-    settings = _settings(args)
-    text = render_export(Store(settings).load(args.name), args.format, settings.templates, settings.cache_dir)
+    store = _store(args)
+    text = render_export(store.load(args.name), args.format, store.settings.templates, store.settings.cache_dir)
     if args.output is None:
         sys.stdout.write(text)
         return 0

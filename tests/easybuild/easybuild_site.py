@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing_reason
+
 REPO = Path(__file__).resolve().parents[2]
 EASYBLOCK = REPO / "easyblocks" / "u" / "userenv.py"
 EXAMPLES = REPO / "easyblocks" / "examples"
@@ -76,12 +78,10 @@ def find_easybuild() -> EasyBuild:
 
 def site_missing_reason() -> str | None:
     site = site_dir()
-    needed = [site / "bin/eb", site / "etc/profile.sh", site / "modules/all/Python/3.11.2.lua",
-              site / "modules/all/OpenMPI/4.1.4.lua", site / "modules/all/HDF5/1.10.8.lua"]
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        return f"central EasyBuild site not built ({', '.join(missing)} missing): run 'bash ci/eb-site.sh'"
-    return None
+    return missing_reason("central EasyBuild site", [site / "bin/eb", site / "etc/profile.sh",
+                                                     site / "modules/all/Python/3.11.2.lua",
+                                                     site / "modules/all/OpenMPI/4.1.4.lua",
+                                                     site / "modules/all/HDF5/1.10.8.lua"], "ci/eb-site.sh")
 
 
 def require_site() -> Path:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from packaging.utils import canonicalize_name
+
 from ..discover.stack import CentralModule, CentralStack
 from ..errors import ConfigError, MissingCentralKind, PlanError, UsageError
 
@@ -20,8 +22,8 @@ _PACKAGE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
 
 def canonical_name(name: str) -> str:
-    """PEP 503 normalisation, so 'H5Py' and 'h5py' name one package."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """PEP 503 normalisation (packaging's), so 'H5Py' and 'h5py' name one package."""
+    return str(canonicalize_name(name))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ Works on discovered modules (``stack.CentralModule``) and recorded ones
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 if TYPE_CHECKING:
@@ -33,6 +34,15 @@ class _Placed(Protocol):
 
 
 M = TypeVar("M", bound=_Placed)
+
+
+def modulepath_of(path: str, use_name: str) -> str:
+    """The directory that must be in MODULEPATH for ``module load use_name`` to find the modulefile
+    at ``path``: as many levels up as the name has parts (``Core`` for ``openmpi/4.1.4``, not the
+    module root, in an Lmod hierarchy). A name deeper than its path (malformed): the file's folder."""
+    depth = len(Path(use_name).parts)
+    parents = Path(path).parents
+    return str(parents[depth - 1]) if 0 < depth <= len(parents) else str(Path(path).parent)
 
 
 def _where(module) -> str | None:

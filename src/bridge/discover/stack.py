@@ -21,6 +21,9 @@ KINDS = ("python", "mpi", "hdf5", "compiler", "other")
 # Search paths worth knowing a module adds: they decide where builds and the loader look.
 PATH_VARS = ("PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "C_INCLUDE_PATH",
              "PKG_CONFIG_PATH", "PYTHONPATH", "CMAKE_PREFIX_PATH", "MANPATH")
+# Prefixes that many packages share (a system's): a directory there identifies no module, and a
+# library there is no module's by lying under it.
+SYSTEM_PREFIXES = ("/", "/usr", "/usr/local")
 _PREFIX_VAR = re.compile(r"^(EBROOT\w+|\w+_(ROOT|DIR|HOME|PREFIX))$")
 
 

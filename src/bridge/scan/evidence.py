@@ -26,7 +26,8 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..discover.stack import CentralModule
+from ..build.rules import canonical_name
+from ..discover.stack import SYSTEM_PREFIXES, CentralModule
 from ..store.record import EnvRecord, LinkEvidence, RequirementEvidence
 from .elf import ElfError, ElfInfo, How, LoaderConfig, LoadResult, Resolver, host_config, iter_elf_files, read_elf
 
@@ -37,9 +38,6 @@ SYSTEM = "system"
 ENV = "env"
 MISSING = "missing"
 NOT_MODULES = frozenset({SYSTEM, ENV, MISSING})
-
-# Prefixes that many packages share: they never make a library a module's by containing it.
-SYSTEM_PREFIXES = ("/", "/usr", "/usr/local")
 
 # For a module installed into a system prefix (EasyBuild's SystemMPI has EBROOTOPENMPI=/usr, a
 # Spack external may have no lib dir of its own), the libraries of its kind are known by name.
@@ -402,10 +400,6 @@ class Distribution:
     requires: tuple[str, ...]
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _parse_metadata(path: str) -> tuple[str, str, list[str]] | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -446,13 +440,13 @@ def distributions_in(directory: str | os.PathLike) -> dict[str, Distribution]:
         if e.name.endswith(".dist-info"):
             meta = _parse_metadata(os.path.join(e.path, "METADATA"))
             if meta:
-                found.setdefault(canonical(meta[0]), Distribution(canonical(meta[0]), meta[1], e.path, tuple(meta[2])))
+                found.setdefault(canonical_name(meta[0]), Distribution(canonical_name(meta[0]), meta[1], e.path, tuple(meta[2])))
         elif e.name.endswith(".egg-info"):
             info = os.path.join(e.path, "PKG-INFO") if e.is_dir() else e.path
             meta = _parse_metadata(info)
             if meta:
                 reqs = meta[2] or (_egg_requires(os.path.join(e.path, "requires.txt")) if e.is_dir() else [])
-                found.setdefault(canonical(meta[0]), Distribution(canonical(meta[0]), meta[1], e.path, tuple(reqs)))
+                found.setdefault(canonical_name(meta[0]), Distribution(canonical_name(meta[0]), meta[1], e.path, tuple(reqs)))
     return found
 
 
@@ -566,7 +560,7 @@ def scan_requirements(prefix: Path | str, stack_modules: Sequence[CentralModule]
             req = _applying_requirement(text, markers)
             if req is None:
                 continue
-            want = canonical(req.name)
+            want = canonical_name(req.name)
             if want in installed or (dist_name, want) in seen:
                 continue
             hit = _central_distribution(req, want, central)

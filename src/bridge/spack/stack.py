@@ -43,16 +43,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..discover.hierarchy import load_order, modulepath_with_record, record_modulepaths, root_modulepaths  # noqa: F401
+from ..discover.hierarchy import (  # noqa: F401 -- re-exported: the Spack extension and tests use them from here
+    load_order,
+    modulepath_of,
+    modulepath_with_record,
+    record_modulepaths,
+    root_modulepaths,
+)
 from ..discover.modsys import ModuleSystem
-from ..discover.stack import CentralModule, CentralStack, spack_module_root
+from ..discover.stack import SYSTEM_PREFIXES, CentralModule, CentralStack, spack_module_root
 from ..errors import DiscoveryError, PlanError, UsageError
 from ..store.record import EnvRecord
 
 #: The three roles a create takes from a Spack site, in the order their modules load.
 ROLES = ("python", "mpi", "hdf5")
-#: Prefixes shared by many packages: a spec there gets its own specific directories.
-SYSTEM_PREFIXES = ("/usr", "/usr/local", "/")
 #: Spack package names of compilers (the kind of a module that unlocks a compiler subtree).
 COMPILER_NAMES = frozenset({"gcc", "llvm", "clang", "intel-oneapi-compilers", "intel-oneapi-compilers-classic",
                             "nvhpc", "aocc", "cce", "xl", "fj", "oneapi"})
@@ -94,13 +98,6 @@ class SpackModule:
     unlocks: tuple[str, ...] = ()                     # dirs loading it adds to MODULEPATH (Lmod hierarchy)
     #: every module type the site writes -> {"name", "modulefile", "modulepath"} of this spec's module
     names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-
-
-def modulepath_of(path: str, use_name: str) -> str:
-    """The directory that must be in MODULEPATH for ``module load use_name`` to find ``path``."""
-    depth = len(Path(use_name).parts)
-    parents = Path(path).parents
-    return str(parents[depth - 1]) if 0 < depth <= len(parents) else str(Path(path).parent)
 
 
 _LUA_MODULEPATH = re.compile(r'^\s*prepend_path\(\s*"MODULEPATH"\s*,\s*"([^"]+)"', re.M)
@@ -214,7 +211,7 @@ def layout_of(spec: SpecFacts, role: str, fs: _Fs | None = None) -> Layout:
     """
     fs = fs or _Fs()
     prefix = os.path.normpath(spec.prefix)
-    if prefix not in SYSTEM_PREFIXES:
+    if prefix not in SYSTEM_PREFIXES:       # a spec there gets its own specific directories
         return Layout(prefix, _existing(fs, [_join(prefix, "bin")]),
                       _existing(fs, [_join(prefix, "lib"), _join(prefix, "lib64")]),
                       _existing(fs, [_join(prefix, "include")]))

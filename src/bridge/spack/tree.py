@@ -33,6 +33,8 @@ from typing import Any, Union
 
 import yaml
 
+from ..discover.hierarchy import modulepath_of
+
 __all__ = [
     "COMPILER_FLAG_PARAMETERS",
     "KNOWN_PROVIDERS",
@@ -572,10 +574,7 @@ class ModuleEntry:
         With an Lmod hierarchy this is the ``Core`` (or ``<mpi>/<version>/Core``) folder, not
         the module root.
         """
-        depth = len(Path(self.use_name).parts)
-        parents = self.path.parents
-        # an index entry whose name is deeper than its path is malformed; fall back to its folder
-        return parents[depth - 1] if 0 < depth <= len(parents) else self.path.parent
+        return Path(modulepath_of(str(self.path), self.use_name))
 
 
 class ModuleIndex:
