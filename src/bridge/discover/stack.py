@@ -50,10 +50,6 @@ class CentralModule:
                 return candidate
         return None
 
-    def to_record(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "modulefile": self.modulefile,
-                "prefix": self.prefix, "kind": self.kind, **({"facts": dict(self.facts)} if self.facts else {})}
-
 
 @dataclass(frozen=True)
 class CentralStack:
