@@ -7,7 +7,9 @@ Tests that need the site skip with a reason when it is absent, unless ENVMOD_REQ
 from __future__ import annotations
 
 import base64
+import fcntl
 import importlib
+import json
 import os
 import shlex
 import shutil
@@ -181,6 +183,46 @@ def tcl_shell(tmp_path: Path, envmod_root: Path) -> ModuleShell:
     return ModuleShell("envmodules", envmod_root, tmp_path / "cache")
 
 
+@dataclass
+class CompiledEnv:
+    """``myenv``: mpi4py and h5py compiled from source against the plain site (python/3.11,
+    openmpi/4.1.4, hdf5/1.10.8) by a real ``envmod create`` under Lmod."""
+
+    shell: ModuleShell      # its root; Lmod
+    result: ShellResult     # what the create printed
+    wheels: Path            # the wheel cache it filled: mpi4py and h5py built against the plain site
+
+
+def _shared_tmp(tmp_path_factory) -> Path:
+    """A directory every pytest-xdist worker of this run sees (the workers' common base)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def compiled_env(tmp_path_factory) -> CompiledEnv:
+    """Made once per test run, whichever worker asks first (the others wait for it under a lock and
+    read what it printed): compiling mpi4py and h5py costs minutes. Tests that need a compiled env
+    but are not about compiling give their own creates ``ENVMOD_WHEEL_CACHE=compiled_env.wheels``
+    and reuse these builds; the tests about compiling and the wheel cache use empty caches."""
+    require_site()
+    shared = _shared_tmp(tmp_path_factory) / "compiled-env"
+    shared.mkdir(exist_ok=True)
+    shell = ModuleShell("lmod", shared / "root", shared / "cache")
+    wheels = shared / "wheels"
+    done = shared / "result.json"
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shell.root.mkdir(exist_ok=True)
+            result = shell.run("""
+module load python/3.11 openmpi/4.1.4 hdf5/1.10.8
+$ENVMOD create myenv --with mpi4py h5py --description "MPI + parallel HDF5"
+""", timeout=1800, extra_env={"ENVMOD_WHEEL_CACHE": str(wheels)})
+            done.write_text(json.dumps(result.__dict__))
+    return CompiledEnv(shell, ShellResult(**json.loads(done.read_text())), wheels)
+
+
 # Bookkeeping variables that the module tools themselves keep; the rest of the environment
 # must come back exactly as it was when a module is unloaded.
 _TOOL_STATE = ("_ModuleTable", "__LMOD", "LMOD_", "__MODULES_", "_LMFILES_", "LOADEDMODULES", "MODULES_LMALTNAME")
@@ -221,3 +263,23 @@ def pytest_terminal_summary(terminalreporter) -> None:
     write(f"{'tier':<12} {'minutes':>8} {'passed':>7} {'failed':>7} {'skipped':>8}")
     for tier, row in sorted(_TIERS.items(), key=lambda item: -item[1]["seconds"]):
         write(f"{tier:<12} {row['seconds'] / 60:>8.1f} {row['passed']:>7.0f} {row['failed']:>7.0f} {row['skipped']:>8.0f}")
+
+
+# ------------------------------------------------------------------ the order files run in
+# The files that compile go first, longest first, so that under pytest-xdist (one file per worker
+# at a time) they start at once and the many short files fill in around them; the two that reuse
+# compiled_env's builds come after test_demo.py, which makes it.
+LONGEST_FIRST = (
+    "tests/easybuild/test_userenv_eb_e2e.py",
+    "tests/e2e/test_demo.py",
+    "tests/spack/test_spack_ext.py",
+    "tests/e2e/test_wheel_cache.py",
+    "tests/spack/test_lmod_hierarchy.py",
+    "tests/modules/test_check_drift.py",
+    "tests/e2e/test_rebuild_safety.py",
+)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))   # stable: files stay whole

@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from .store.root import Store
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
-SEVERITIES = (ERROR, WARNING, NOTE)
 #: How the advice names the command that rebuilds an env against the site as it is now (the
 #: command of the front end that made it: frontends.command_for).
 REBUILD = "{command} rebuild {name}"

@@ -13,16 +13,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def lmod_env(tmp_path_factory):
-    """One env compiled under Lmod, shared by the tests below (compiling costs minutes)."""
-    require_site()
-    base = tmp_path_factory.mktemp("e2e-lmod")
-    shell = ModuleShell("lmod", base / "root", base / "cache")
-    result = shell.run("""
-module load python/3.11 openmpi/4.1.4 hdf5/1.10.8
-$ENVMOD create myenv --with mpi4py h5py --description "MPI + parallel HDF5"
-""", timeout=1800)
-    return shell, result
+def lmod_env(compiled_env):
+    """The env compiled once under Lmod for the whole run (conftest's compiled_env): this file's
+    tests are the proof of that create; others only reuse its builds."""
+    return compiled_env.shell, compiled_env.result
 
 
 def test_create_reports_steps_and_how_to_load(lmod_env):

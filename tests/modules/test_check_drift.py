@@ -1,7 +1,8 @@
 """``envmod check`` against drift made for real on a copy of the ci site's modules.
 
 An env with mpi4py compiled against the site's openmpi/4.1.4 is created once (under Lmod, over a
-copy of the site's module tree, so /opt/envmod-site itself is never touched). Each test then
+copy of the site's module tree, so /opt/envmod-site itself is never touched; its mpi4py is the
+run's compiled build, conftest's ``compiled_env``, reused from the wheel cache). Each test then
 does what site maintenance does to the copy -- retire a module, put MPICH behind the name
 openmpi/4.1.4 had, move the Python, add a central package on PYTHONPATH -- and checks the env
 with the real Lmod and the real Environment Modules. Where it can, a test also asks the real
@@ -76,7 +77,7 @@ def as_created_under(record: EnvRecord, system: str, lua_tree: Path, tcl_tree: P
 
 
 @pytest.fixture(scope="module")
-def drift(tmp_path_factory) -> Drift:
+def drift(tmp_path_factory, compiled_env) -> Drift:
     require_site()
     base = tmp_path_factory.mktemp("drift")
     pristine = base / "pristine-modules"
@@ -91,7 +92,7 @@ export MODULEPATH={live}/lua
 module load python/3.11 openmpi/4.1.4
 $ENVMOD create mpienv --with mpi4py -q
 $ENVMOD module mpienv --module-type tcl
-""", timeout=1700).check()
+""", timeout=1700, extra_env={"ENVMOD_WHEEL_CACHE": str(compiled_env.wheels)}).check()
     return Drift(base, pristine, live, root, read_record(root / "envs/mpienv/envmod.yaml"))
 
 

@@ -22,6 +22,7 @@ from bridge.store.record import read_record
 from bridge.discover.stack import CentralModule, CentralStack
 from tests.recorded_spack_tree import HDF5, OPENMPI, PYTHON, copy_recorded_site
 from tests.conftest import ModuleShell, require_site
+from tests.spack.tree_stack import stack_from_tree
 
 CORE = "modules/lmod/linux-debian12-x86_64/Core"
 TCL = "modules/tcl/linux-debian12-x86_64"
@@ -59,7 +60,7 @@ def test_same_facts_as_the_tree_route_of_spack_envmod(site):
     """Loaded modules and `spack envmod create`'s route (stack_from_tree) describe the same specs alike."""
     from bridge.spack.tree import ModuleIndex, SpackTree
 
-    tree_stack = ss.stack_from_tree(SpackTree.open(site / "opt"),
+    tree_stack = stack_from_tree(SpackTree.open(site / "opt"),
                                     {t: ModuleIndex.open(site / "modules" / t) for t in ("lmod", "tcl")},
                                     module_type="lmod")
     mine = {m.name: m for m in ss.describe_loaded_spack_modules(loaded(site)).modules}

@@ -97,8 +97,8 @@ def test_create_records_spack_modules_and_hashes(spack, site):
 
 def test_both_front_ends_build_the_same_stack(spack, site):
     """spack envmod (Spack's API) and the standalone library (the files, no Spack) agree."""
-    from bridge.spack import stack as ss
     from bridge.spack.tree import ModuleIndex, SpackTree
+    from tree_stack import stack_from_tree
 
     tree = SpackTree.open(site["install_root"])
     indexes = {t: ModuleIndex.open(root) for t, root in site["roots"].items()}
@@ -107,7 +107,7 @@ def test_both_front_ends_build_the_same_stack(spack, site):
         from_spack = json.loads(out.strip().splitlines()[-1])
         from_tree = [{"name": m.name, "modulefile": m.modulefile, "kind": m.kind, "prefix": m.prefix,
                       "paths": {k: list(v) for k, v in m.paths.items()}, "facts": m.facts}
-                     for m in ss.stack_from_tree(tree, indexes, module_type=module_type).modules]
+                     for m in stack_from_tree(tree, indexes, module_type=module_type).modules]
         assert from_spack == json.loads(json.dumps(from_tree))
 
 

@@ -41,8 +41,9 @@ from bridge.scan.elf import (
     resolve,
     resolve_tree,
 )
-from bridge.scan.ldcache import LdCacheError, libcmp, parse_ldcache, read_ldcache
+from bridge.scan.ldcache import LdCacheError, parse_ldcache, read_ldcache
 from tests.conftest import require_module, require_site, require_tool, site_dir, skip_or_fail
+from tests.unit.ldcache_oracle import flags_description, libcmp
 
 IS_LINUX_X86_64 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"
 GCC = shutil.which("gcc")
@@ -662,7 +663,7 @@ def _ldconfig_p(*args: str) -> List[Tuple[str, str, Optional[str], str]]:
                     reason="needs ldconfig and /etc/ld.so.cache")
 def test_ldcache_matches_ldconfig_p() -> None:
     cache = read_ldcache()
-    mine = [(e.name, e.flags_description, e.hwcaps_name, e.path) for e in cache.entries]
+    mine = [(e.name, flags_description(e), e.hwcaps_name, e.path) for e in cache.entries]
     assert mine == _ldconfig_p()
     assert len(mine) > 10
 
@@ -692,7 +693,7 @@ def test_ldcache_formats_and_hwcaps(tmp_path: Path, fmt: str) -> None:
         pytest.skip(f"ldconfig cannot write a {fmt} cache here: {r.stderr.strip()}")
     cache = read_ldcache(str(cpath))
     assert cache.format == {"new": "new", "compat": "old+new", "old": "old"}[fmt]
-    rows = [(e.name, e.flags_description, e.hwcaps_name, e.path) for e in cache.entries]
+    rows = [(e.name, flags_description(e), e.hwcaps_name, e.path) for e in cache.entries]
     assert rows == _ldconfig_p("-C", str(cpath))
     plain = str(lib / "libhw.so.1")
     best = cache.lookup("libhw.so.1", (0x303,), ("x86-64-v4", "x86-64-v3", "x86-64-v2"))

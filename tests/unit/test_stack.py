@@ -188,11 +188,6 @@ def test_central_module_family_and_version():
     assert CentralModule("cmake", "/m").version is None
 
 
-def test_central_module_record_has_facts_only_when_known():
-    assert "facts" not in CentralModule("x/1", "/m").to_record()
-    assert CentralModule("x/1", "/m", facts={"a": 1}).to_record()["facts"] == {"a": 1}
-
-
 def test_owner_of_path_is_the_module_that_added_its_directory(site):
     mpi = CentralModule("openmpi/4.1", "/m", "mpi", paths={"PATH": (str(site["mpi"] / "bin") + "/",)})
     stack = CentralStack(None, (mpi,))

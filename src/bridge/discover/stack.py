@@ -17,7 +17,6 @@ from ..cache import JsonCache, file_stamp
 from ..errors import NoPython
 from .modsys import LoadedModule, ModuleEffect, ModuleSystem
 
-KINDS = ("python", "mpi", "hdf5", "compiler", "other")
 # Search paths worth knowing a module adds: they decide where builds and the loader look.
 PATH_VARS = ("PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "C_INCLUDE_PATH",
              "PKG_CONFIG_PATH", "PYTHONPATH", "CMAKE_PREFIX_PATH", "MANPATH")
@@ -53,10 +52,6 @@ class CentralModule:
             if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
                 return candidate
         return None
-
-    def to_record(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "modulefile": self.modulefile,
-                "prefix": self.prefix, "kind": self.kind, **({"facts": dict(self.facts)} if self.facts else {})}
 
 
 @dataclass(frozen=True)

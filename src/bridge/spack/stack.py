@@ -6,8 +6,8 @@ Two front ends describe a Spack site, and both end here so they agree to the byt
   (upstreams included), the active Spack environment, and Spack's module configuration
   (``spack.modules.get_module``, the Lmod layout's unlocked paths);
 * the standalone ``envmod`` reads the same facts from plain files with
-  :mod:`bridge.spacktree` (``.spack-db/index.json`` and ``module-index.yaml``), without Spack:
-  :func:`stack_from_tree`.
+  :mod:`bridge.spack.tree` (``.spack-db/index.json`` and ``module-index.yaml``), without Spack:
+  :func:`describe_loaded_spack_modules`.
 
 Either way a spec becomes a :class:`SpecFacts`, its module a :class:`SpackModule`, and
 :func:`central_module` turns the pair into the :class:`~bridge.stack.CentralModule` the create
@@ -530,18 +530,6 @@ def _spack_module(central, module_type: str) -> Mapping[str, str] | None:
     return entry if isinstance(entry, Mapping) and entry.get("name") else None
 
 
-def depends_on_for(record: EnvRecord, module_type: str) -> list[str]:
-    """The env's ``depends_on`` in Spack's names for ``module_type`` (Lmod and Tcl names of a spec
-    differ: ``openmpi/4.1.4-d2lqwco`` and ``openmpi/4.1.4-none-none-d2lqwco``). A name with no
-    recorded counterpart is kept as it is."""
-    out = []
-    for name in record.module.depends_on:
-        central = record.central_module(name)
-        entry = _spack_module(central, module_type) if central else None
-        out.append(entry["name"] if entry else name)
-    return out
-
-
 def with_module_type(record: EnvRecord, module_type: str) -> EnvRecord:
     """``record`` with its central module names switched to ``module_type``'s Spack names, when the
     record knows them, so ``envmod module NAME --module-type tcl`` writes loadable names."""
@@ -572,31 +560,6 @@ def with_module_type(record: EnvRecord, module_type: str) -> EnvRecord:
 
 
 # --------------------------------------------------------------------------- without Spack
-
-
-_SELECTOR = re.compile(r"^\s*(?P<name>[A-Za-z0-9_][\w.-]*)?(?:@(?P<version>[^/\s+~]+))?"
-                       r"(?P<variants>(?:[+~][\w-]+)*)\s*(?:/(?P<hash>[a-z0-9]+))?\s*$")
-
-
-def matches_selector(spec: SpecFacts, text: str, provides: Callable[[SpecFacts, str], bool] = lambda s, v: False) -> bool:
-    """Whether ``spec`` satisfies the small spec syntax the standalone front end accepts:
-    ``name``, ``name@version`` (a version prefix: ``@3.11`` takes 3.11.2), ``+variant``/``~variant``
-    (only ``mpi`` for HDF5 is known without Spack), ``/hash`` with or without a name."""
-    m = _SELECTOR.match(text)
-    if not m or not any(m.groupdict().values()):
-        raise UsageError(f"cannot read the spec {text!r} without Spack",
-                         hint="use name, name@version, name+mpi or /hash")
-    name, version, variants, dag_hash = m.group("name"), m.group("version"), m.group("variants"), m.group("hash")
-    if name and name != spec.name and not provides(spec, name):
-        return False
-    if version and not (spec.version == version or spec.version.startswith(version.rstrip(".") + ".")):
-        return False
-    if dag_hash and not spec.dag_hash.startswith(dag_hash):
-        return False
-    for sign, variant in re.findall(r"([+~])([\w-]+)", variants or ""):
-        if variant != "mpi" or spec.parallel is None or spec.parallel != (sign == "+"):
-            return False
-    return True
 
 
 def spec_facts_from_tree(tree, spec) -> SpecFacts:
@@ -648,51 +611,6 @@ def openers(spec: SpecFacts, module: SpackModule, module_root: str, others: Iter
         if os.path.normpath(module.modulepath) in {os.path.normpath(u) for u in dep_module.unlocks}:
             return [*openers(dep, dep_module, module_root, pool), dep]
     return []
-
-
-def stack_from_tree(tree, indexes: Mapping[str, Any], *, module_type: str | None = None,
-                    python: str | None = None, mpi: str | None = None, hdf5: str | None = None,
-                    need_libraries: bool = True, module_system: ModuleSystem | None = None,
-                    sysroot: str = "/") -> CentralStack:
-    """The same CentralStack ``spack envmod create`` builds, from a :class:`bridge.spacktree.SpackTree`
-    and its :class:`bridge.spacktree.ModuleIndex` es (module type -> index), without Spack.
-
-    ``python``/``mpi``/``hdf5`` select specs in the syntax of :func:`matches_selector`
-    (``none`` leaves one out).
-    """
-    if not indexes:
-        raise DiscoveryError("no Spack module index given", hint="give the lmod or tcl module root")
-    module_type = module_type or choose_module_type(None, None, module_system, list(indexes),
-                                                    source="the module indexes given")
-    if module_type not in indexes:
-        raise PlanError(f"no {module_type} module index given (have: {', '.join(indexes)})")
-    facts = {s.dag_hash: spec_facts_from_tree(tree, s) for s in tree.specs()}
-
-    def provides(spec: SpecFacts, virtual: str) -> bool:
-        return tree.provides(tree.get(spec.dag_hash), virtual)
-
-    candidates = {role: [facts[s.dag_hash] for s in tree.find(role)] for role in ROLES}
-    requested = {"python": python, "mpi": mpi, "hdf5": hdf5}
-    matching = {role: ([c for c in candidates[role] if matches_selector(c, text, provides)]
-                       if text not in (None, "none") else None)
-                for role, text in requested.items()}
-    chosen = choose_specs(candidates, matching, requested, need_libraries=need_libraries,
-                          option=lambda role: role)
-    modules = {s.dag_hash: module_from_index(s, module_type, indexes) for s in chosen.values()}
-    extra: list[SpecFacts] = []
-    root = str(indexes[module_type].root)
-    if module_type == "lmod":
-        for spec in chosen.values():
-            deps = []
-            for dep_hash in spec.dependency_hashes:
-                dep = facts.get(dep_hash)
-                if dep is not None and indexes[module_type].module_for(dep_hash) is not None:
-                    deps.append((dep, modules.get(dep_hash) or module_from_index(dep, module_type, indexes)))
-            dep_modules = {s.dag_hash: m for s, m in deps}
-            for dep in openers(spec, modules[spec.dag_hash], root, deps):
-                modules.setdefault(dep.dag_hash, dep_modules[dep.dag_hash])
-                extra.append(dep)
-    return build_stack(chosen, modules, module_system, extra, fs=_Fs(sysroot))
 
 
 # --------------------------------------------------------------------------- checking a record

@@ -183,11 +183,6 @@ class Store:
             shutil.rmtree(path, ignore_errors=True)
 
     # ---- envs built elsewhere ------------------------------------------------------------
-    def is_registered(self, name: str) -> bool:
-        """An env another tool built in its own place (EasyBuild's UserEnv, in its install dir)
-        and linked here so that list/show/check see it."""
-        return self.env_path(name).is_symlink()
-
     def registered_target(self, name: str) -> str | None:
         """Where a registered env's link points (resolved), or None when ``name`` is not registered."""
         link = self.env_path(name)
