@@ -28,7 +28,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..discover.stack import CentralModule
 from ..store.record import EnvRecord, LinkEvidence, RequirementEvidence
-from .elf import ElfError, ElfInfo, How, LoaderConfig, LoadResult, Resolver, host_config, iter_elf_files, read_elf
+from .elf import ElfError, ElfInfo, iter_elf_files, read_elf
+from .loader import How, LoaderConfig, LoadResult, Resolver, host_config
 
 SYSTEM = "system"
 ENV = "env"
