@@ -164,6 +164,7 @@ _ROOT_CHARS = {
     '"': "it would end the quoted path in the launchers pip writes into an env",
     "\\": "the launchers pip writes into an env would read it as an escape",
     ":": "search paths (PATH, MODULEPATH) cannot hold it",
+    "!": "the env's activate.csh could not carry it (csh reads it as a history reference in any quotes)",
 }
 _TRIPLE_QUOTE = "'" * 3        # ends the Python string that hides those launchers' shell line
 _ROOT_HINT = "choose another root: --root, $ENVMOD_ROOT or 'root:' in the config"

@@ -132,7 +132,7 @@ def test_a_spec_pip_fails_on_with_a_traceback_is_one_line_with_the_reason(site_e
 
 @pytest.mark.parametrize("how", ["ENVMOD_ROOT", "--root", "config"])
 @pytest.mark.parametrize("part, char", [("$(touch {marker})", "$"), ("`touch {marker}`", "`"), ("a\tb", "\t"),
-                                        ('a"b', '"'), ("a\\b", "\\")])
+                                        ('a"b', '"'), ("a\\b", "\\"), ("a!b", "!")])
 def test_a_root_scripts_could_run_or_break_under_is_refused_in_one_line(site_env, tmp_path, how, part, char):
     _, env = site_env
     marker = tmp_path / "pwned"

@@ -1,4 +1,4 @@
-"""Tests for bridge.scan.elf (ELF scanner, loader model) and bridge.scan.ldcache.
+"""Tests for bridge.scan.elf (ELF reader), bridge.scan.loader (loader model) and bridge.scan.ldcache.
 
 The oracles are real: pyelftools and ``readelf -d`` for parsing, ``ldconfig
 -p`` for the ld.so.cache, and the dynamic loader itself (``LD_DEBUG=libs``,
@@ -29,19 +29,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import pytest
 
 from bridge.scan import elf as E
-from bridge.scan.elf import (
-    ElfError,
-    ElfInfo,
-    How,
-    Resolver,
-    host_config,
-    iter_elf_files,
-    parse_ld_library_path,
-    read_elf,
-    resolve,
-    resolve_tree,
-)
+from bridge.scan import loader as L
+from bridge.scan.elf import ElfError, ElfInfo, iter_elf_files, read_elf
 from bridge.scan.ldcache import LdCacheError, parse_ldcache, read_ldcache
+from bridge.scan.loader import How, Resolver, host_config, parse_ld_library_path, resolve, resolve_tree
 from tests.conftest import require_module, require_site, require_tool, site_dir, skip_or_fail
 from tests.unit.ldcache_oracle import flags_description, libcmp
 
@@ -734,8 +725,8 @@ def test_parse_ld_library_path() -> None:
 
 
 def test_expand_dst_rules() -> None:
-    cfg = E.LoaderConfig(lib="LIBX", platform="PLAT")
-    x = E.expand_dst
+    cfg = L.LoaderConfig(lib="LIBX", platform="PLAT")
+    x = L.expand_dst
     assert x("$ORIGIN/../lib", "/o", cfg) == "/o/../lib"
     assert x("${ORIGIN}/a:$LIB:${PLATFORM}", "/o", cfg) == "/o/a:LIBX:PLAT"
     assert x("$ORIGINAL/x", "/o", cfg) == "$ORIGINAL/x"  # not a DST: identifier continues

@@ -1,39 +1,27 @@
-"""ELF dependency scanner and a static model of glibc's library search.
-
-Three layers, each usable on its own:
+"""ELF file reader: what the dynamic loader needs from one file, and a tree walk.
 
 * `read_elf` parses one file's ELF header, program headers and dynamic
   segment (``DT_NEEDED``, ``DT_SONAME``, ``DT_RPATH``, ``DT_RUNPATH``,
   ``DT_FLAGS_1``) plus ``PT_INTERP``.  It reads only the few hundred bytes it
   needs with ``os.pread``; non-ELF files cost one small read.
 * `iter_elf_files` walks a tree and yields an `ElfInfo` per ELF file.
-* `resolve` answers, for one object, where each ``DT_NEEDED`` entry would
-  be loaded from and by which rule; `resolve_tree` follows the whole
-  dependency graph the way ld.so builds its link map (like ``ldd``, without
-  running anything).
 
-The search model follows glibc 2.36 ``elf/dl-load.c`` (``_dl_map_object``,
-``open_path``, ``open_verify``, ``_dl_dst_substitute``) and
-``elf/dl-cache.c``.  What it does not model: secure (setuid) mode,
-``LD_PRELOAD``, audit modules, ``dlopen`` namespaces, and
-``LD_LIBRARY_PATH`` being ignored for setuid programs.
+Where the loader would find each needed library is `bridge.scan.loader`'s
+job; this module only reads files.
 """
 
 from __future__ import annotations
 
-import enum
 import os
-import re
 import stat
 import struct
-import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import (
     Callable,
     Dict,
     Iterator,
     List,
+    NamedTuple,
     Optional,
     Sequence,
     Set,
@@ -41,25 +29,12 @@ from typing import (
     Union,
 )
 
-from .ldcache import LD_SO_CACHE, LdCache, LdCacheError, cache_flags_for, read_ldcache
-
 __all__ = [
     "ElfError",
     "ElfInfo",
     "read_elf",
     "is_elf",
     "iter_elf_files",
-    "How",
-    "Resolution",
-    "LoaderConfig",
-    "host_config",
-    "Resolver",
-    "resolve",
-    "LoadedObject",
-    "LoadResult",
-    "resolve_tree",
-    "parse_ld_library_path",
-    "expand_dst",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -140,31 +115,21 @@ class ElfInfo:
         return bool(self.flags_1 & DF_1_NODEFLIB)
 
 
-_EHDR = {
-    (1, "<"): struct.Struct("<HHIIIIIHHHHHH"),
-    (1, ">"): struct.Struct(">HHIIIIIHHHHHH"),
-    (2, "<"): struct.Struct("<HHIQQQIHHHHHH"),
-    (2, ">"): struct.Struct(">HHIQQQIHHHHHH"),
-}
-# Program headers, normalised by _phdrs to (type, offset, vaddr, filesz).
-_PHDR = {
-    (1, "<"): struct.Struct("<IIIIIIII"),
-    (1, ">"): struct.Struct(">IIIIIIII"),
-    (2, "<"): struct.Struct("<IIQQQQQQ"),
-    (2, ">"): struct.Struct(">IIQQQQQQ"),
-}
-_DYN = {
-    (1, "<"): struct.Struct("<iI"),
-    (1, ">"): struct.Struct(">iI"),
-    (2, "<"): struct.Struct("<qQ"),
-    (2, ">"): struct.Struct(">qQ"),
-}
-_SHDR = {
-    (1, "<"): struct.Struct("<IIIIIIIIII"),
-    (1, ">"): struct.Struct(">IIIIIIIIII"),
-    (2, "<"): struct.Struct("<IIQQQQIIQQ"),
-    (2, ">"): struct.Struct(">IIQQQQIIQQ"),
-}
+def _layouts(fmt32: str, fmt64: str) -> Dict[Tuple[int, str], struct.Struct]:
+    """One struct per (ELF class, byte order); pad bytes (``x``) skip the fields we never use,
+    so every class unpacks to the same tuple."""
+    return {(cls, bo): struct.Struct(bo + fmt) for cls, fmt in ((ELFCLASS32, fmt32), (ELFCLASS64, fmt64))
+            for bo in "<>"}
+
+
+# ELF header after e_ident -> (type, machine, phoff, shoff, phentsize, phnum, shentsize, shnum).
+_EHDR = _layouts("HH8xII6xHHHH2x", "HH12xQQ6xHHHH2x")
+# Program header -> (type, offset, vaddr, filesz).
+_PHDR = _layouts("III4xI12x", "I4xQQ8xQ16x")
+# Dynamic entry -> (tag, value).
+_DYN = _layouts("iI", "qQ")
+# Section header -> (type, offset, size, link, info).
+_SHDR = _layouts("4xI8xIIII8x", "4xI16xQQII16x")
 
 
 def _pread_exact(fd: int, n: int, off: int, path: str, what: str, fsize: int) -> bytes:
@@ -206,7 +171,27 @@ def read_elf(path: PathLike) -> Optional[ElfInfo]:
         os.close(fd)
 
 
-def _parse(fd: int, head: bytes, path: str) -> ElfInfo:
+class _File:
+    """One open ELF file: its descriptor, its first bytes, its layout (class, byte order), its size."""
+
+    __slots__ = ("fd", "head", "path", "key", "fsize")
+
+    def __init__(self, fd: int, head: bytes, path: str) -> None:
+        self.fd, self.head, self.path = fd, head, path
+        self.key = _layout_key(head, path)
+        self.fsize = os.fstat(fd).st_size
+
+    def read(self, n: int, off: int, what: str) -> bytes:
+        return _pread_exact(self.fd, n, off, self.path, what, self.fsize)
+
+    def table(self, off: int, n: int, what: str) -> bytes:
+        """``n`` bytes at ``off``: from the bytes already read when they hold them (nearly every
+        program header table does), else read."""
+        return self.head[off:off + n] if off + n <= len(self.head) else self.read(n, off, what)
+
+
+def _layout_key(head: bytes, path: str) -> Tuple[int, str]:
+    """(EI_CLASS, struct byte-order character) from e_ident, checked."""
     if len(head) < 16:
         raise ElfError(path, "truncated: ELF identification shorter than 16 bytes")
     cls, data = head[4], head[5]
@@ -214,92 +199,86 @@ def _parse(fd: int, head: bytes, path: str) -> ElfInfo:
         raise ElfError(path, f"invalid EI_CLASS {cls}")
     if data not in (ELFDATA2LSB, ELFDATA2MSB):
         raise ElfError(path, f"invalid EI_DATA {data}")
-    bo = "<" if data == ELFDATA2LSB else ">"
-    key = (cls, bo)
-    fsize = os.fstat(fd).st_size
-    eh = _EHDR[key]
-    if len(head) < 16 + eh.size:
-        raise ElfError(path, "truncated: ELF header")
-    (e_type, e_machine, _ver, _entry, e_phoff, e_shoff, _flags, _ehsize,
-     e_phentsize, e_phnum, e_shentsize, e_shnum, _shstrndx) = eh.unpack_from(head, 16)
-    osabi = head[7]
-    elf_type = ET_NAMES.get(e_type, f"{e_type:#06x}")
+    return cls, "<" if data == ELFDATA2LSB else ">"
 
-    ph = _PHDR[key]
-    loads: List[Tuple[int, int, int]] = []  # (vaddr, offset, filesz)
-    dyn_seg: Optional[Tuple[int, int]] = None
-    interp_seg: Optional[Tuple[int, int]] = None
-    if e_phnum == PN_XNUM:
+
+class _Header(NamedTuple):
+    """The ELF header fields the reader uses."""
+
+    e_type: int
+    e_machine: int
+    e_phoff: int
+    e_shoff: int
+    e_phentsize: int
+    e_phnum: int
+    e_shentsize: int
+    e_shnum: int
+
+
+def _header(f: _File) -> _Header:
+    eh = _EHDR[f.key]
+    if len(f.head) < 16 + eh.size:
+        raise ElfError(f.path, "truncated: ELF header")
+    h = _Header(*eh.unpack_from(f.head, 16))
+    if h.e_phnum == PN_XNUM:
         # More than 0xfffe headers: the real count lives in section 0.
-        e_phnum = _section0_info(fd, head, path, key, e_shoff, e_shentsize, fsize)
-    if e_phnum and e_phoff:
-        if e_phentsize < ph.size:
-            raise ElfError(path, f"e_phentsize {e_phentsize} smaller than {ph.size}")
-        end = e_phoff + e_phnum * e_phentsize
-        table = head[e_phoff:end] if end <= len(head) else _pread_exact(
-            fd, e_phnum * e_phentsize, e_phoff, path, "program header table", fsize)
-        for i in range(0, e_phnum * e_phentsize, e_phentsize):
-            f = ph.unpack_from(table, i)
-            if cls == ELFCLASS64:
-                p_type, p_offset, p_vaddr, p_filesz = f[0], f[2], f[3], f[5]
-            else:
-                p_type, p_offset, p_vaddr, p_filesz = f[0], f[1], f[2], f[4]
-            if p_type == PT_LOAD:
-                loads.append((p_vaddr, p_offset, p_filesz))
-            elif p_type == PT_DYNAMIC:
-                # The loader uses the first PT_DYNAMIC; so do we.
-                if dyn_seg is None:
-                    dyn_seg = (p_offset, p_filesz)
-            elif p_type == PT_INTERP and interp_seg is None:
-                interp_seg = (p_offset, p_filesz)
+        h = h._replace(e_phnum=_section0_info(f, h.e_shoff, h.e_shentsize))
+    return h
 
+
+class _Segments:
+    """What the program headers say: the PT_LOAD mappings, the first PT_DYNAMIC and the first
+    PT_INTERP (the loader uses the first of each; so do we)."""
+
+    __slots__ = ("loads", "dynamic", "interp")
+
+    def __init__(self) -> None:
+        self.loads: List[Tuple[int, int, int]] = []  # (vaddr, offset, filesz)
+        self.dynamic: Optional[Tuple[int, int]] = None  # (offset, filesz)
+        self.interp: Optional[Tuple[int, int]] = None
+
+
+def _segments(f: _File, h: _Header) -> _Segments:
+    segs = _Segments()
+    if not (h.e_phnum and h.e_phoff):
+        return segs
+    ph = _PHDR[f.key]
+    if h.e_phentsize < ph.size:
+        raise ElfError(f.path, f"e_phentsize {h.e_phentsize} smaller than {ph.size}")
+    size = h.e_phnum * h.e_phentsize
+    table = f.table(h.e_phoff, size, "program header table")
+    loads = segs.loads
+    for i in range(0, size, h.e_phentsize):
+        p_type, p_offset, p_vaddr, p_filesz = ph.unpack_from(table, i)
+        if p_type == PT_LOAD:
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == PT_DYNAMIC and segs.dynamic is None:
+            segs.dynamic = (p_offset, p_filesz)
+        elif p_type == PT_INTERP and segs.interp is None:
+            segs.interp = (p_offset, p_filesz)
+    return segs
+
+
+def _parse(fd: int, head: bytes, path: str) -> ElfInfo:
+    f = _File(fd, head, path)
+    h = _header(f)
+    segs = _segments(f, h)
     interpreter = None
-    if interp_seg is not None:
-        raw = _pread_exact(fd, interp_seg[1], interp_seg[0], path, "PT_INTERP", fsize)
+    if segs.interp is not None:
+        raw = f.read(segs.interp[1], segs.interp[0], "PT_INTERP")
         interpreter = os.fsdecode(raw.split(b"\0", 1)[0])
-
-    base = dict(path=path, elf_class=32 if cls == ELFCLASS32 else 64,
-                endian="little" if bo == "<" else "big", machine=e_machine,
-                osabi=osabi, elf_type=elf_type, interpreter=interpreter)
-
-    dyn = None
-    if dyn_seg is not None:
-        raw = _pread_exact(fd, dyn_seg[1], dyn_seg[0], path, "PT_DYNAMIC", fsize)
-        tags = _dyn_tags(raw, _DYN[key])
-        strtab_off = _vaddr_to_offset(tags.strtab, loads) if tags.strtab is not None else None
-        if not tags.wants_strings():
-            dyn = (tags, None, None)
-        elif strtab_off is not None:
-            dyn = (tags, strtab_off, tags.strsz)
-        # else: DT_STRTAB points outside every PT_LOAD -- let the section
-        # headers speak (what readelf/pyelftools would use).
-    if dyn is None and (dyn_seg is not None or not e_phnum) and e_shoff:
-        dyn = _dynamic_from_sections(fd, head, path, key, e_shoff, e_shentsize, e_shnum, fsize)
+    dyn = _dynamic(f, h, segs)
     if dyn is None:
-        if dyn_seg is not None and tags.wants_strings():
-            raise ElfError(path, "DT_STRTAB is in no PT_LOAD segment and no section header "
-                                 "names the dynamic string table")
-        return ElfInfo(dynamic=bool(dyn_seg and dyn_seg[1]), **base)
-
-    tags, strtab_off, strsz = dyn
-    strings = _StrReader(fd, path, strtab_off, strsz, fsize) if strtab_off is not None else None
-
-    def s(off: int) -> str:
-        if strings is None:
-            raise ElfError(path, "dynamic string tag without DT_STRTAB")
-        return strings.get(off)
-
-    return ElfInfo(
-        soname=s(tags.soname) if tags.soname is not None else None,
-        needed=tuple(s(o) for o in tags.needed),
-        rpath=tuple(s(tags.rpath).split(":")) if tags.rpath is not None else (),
-        runpath=tuple(s(tags.runpath).split(":")) if tags.runpath is not None else (),
-        flags_1=tags.flags_1,
-        # A zero-sized PT_DYNAMIC (separate debug files) is no dynamic
-        # section; without PT_DYNAMIC we got here through .dynamic.
-        dynamic=bool(dyn_seg[1]) if dyn_seg is not None else True,
-        **base,
-    )
+        fields, has_dynamic = _NO_DYNAMIC_FIELDS, bool(segs.dynamic and segs.dynamic[1])
+    else:
+        # A zero-sized PT_DYNAMIC (separate debug files) is no dynamic section;
+        # without PT_DYNAMIC we got here through .dynamic.
+        fields, has_dynamic = _dynamic_fields(f, dyn), bool(segs.dynamic[1]) if segs.dynamic is not None else True
+    cls, bo = f.key
+    return ElfInfo(path=path, elf_class=32 if cls == ELFCLASS32 else 64, endian="little" if bo == "<" else "big",
+                   machine=h.e_machine, osabi=head[7], elf_type=ET_NAMES.get(h.e_type, f"{h.e_type:#06x}"),
+                   interpreter=interpreter, soname=fields.soname, needed=fields.needed, rpath=fields.rpath,
+                   runpath=fields.runpath, flags_1=fields.flags_1, dynamic=has_dynamic)
 
 
 class _DynTags:
@@ -319,11 +298,68 @@ class _DynTags:
             self.rpath is not None or self.runpath is not None
 
 
+# The dynamic tags found, and where their strings are: (tags, file offset of the string table
+# or None when no tag needs it, its size or None).
+_Dynamic = Tuple[_DynTags, Optional[int], Optional[int]]
+
+
+def _dynamic(f: _File, h: _Header, segs: _Segments) -> Optional[_Dynamic]:
+    """The dynamic tags and their string table: through PT_DYNAMIC and the PT_LOAD mapping the
+    loader uses, else through the section headers (as readelf and pyelftools do)."""
+    tags = None
+    if segs.dynamic is not None:
+        tags = _dyn_tags(f.read(segs.dynamic[1], segs.dynamic[0], "PT_DYNAMIC"), _DYN[f.key])
+        if not tags.wants_strings():
+            return tags, None, None
+        strtab_off = _vaddr_to_offset(tags.strtab, segs.loads) if tags.strtab is not None else None
+        if strtab_off is not None:
+            return tags, strtab_off, tags.strsz
+        # DT_STRTAB points outside every PT_LOAD: let the section headers speak.
+    if (segs.dynamic is not None or not h.e_phnum) and h.e_shoff:
+        found = _dynamic_from_sections(f, h.e_shoff, h.e_shentsize, h.e_shnum)
+        if found is not None:
+            return found
+    if tags is not None and tags.wants_strings():
+        raise ElfError(f.path, "DT_STRTAB is in no PT_LOAD segment and no section header "
+                               "names the dynamic string table")
+    return None
+
+
+class _DynFields(NamedTuple):
+    """The ElfInfo fields the dynamic section gives."""
+
+    soname: Optional[str]
+    needed: Tuple[str, ...]
+    rpath: Tuple[str, ...]
+    runpath: Tuple[str, ...]
+    flags_1: int
+
+
+_NO_DYNAMIC_FIELDS = _DynFields(None, (), (), (), 0)
+
+
+def _dynamic_fields(f: _File, dyn: _Dynamic) -> _DynFields:
+    """The dynamic tags' values, their strings read from the string table."""
+    tags, strtab_off, strsz = dyn
+    if strtab_off is None:  # _dynamic gives no string table only when no tag needs one
+        return _DynFields(None, (), (), (), tags.flags_1)
+    string = _StrReader(f.fd, f.path, strtab_off, strsz, f.fsize).get
+    return _DynFields(string(tags.soname) if tags.soname is not None else None,
+                      tuple(map(string, tags.needed)),
+                      _search_path(string, tags.rpath), _search_path(string, tags.runpath), tags.flags_1)
+
+
+def _search_path(string: Callable[[int], str], off: Optional[int]) -> Tuple[str, ...]:
+    """DT_RPATH/DT_RUNPATH split into its entries; () when the tag is absent."""
+    return tuple(string(off).split(":")) if off is not None else ()
+
+
 def _dyn_tags(raw: bytes, ds: struct.Struct) -> _DynTags:
     t = _DynTags()
     usable = len(raw) - len(raw) % ds.size
     # iter_unpack over a memoryview avoids copying the whole segment when
-    # DT_NULL comes early (the segment is often padded).
+    # DT_NULL comes early (the segment is often padded).  One flat if-chain:
+    # this loop runs for every entry of every file scanned.
     for tag, val in ds.iter_unpack(memoryview(raw)[:usable]):
         if tag == DT_NULL:
             break
@@ -374,6 +410,9 @@ class _StrReader:
                 end = buf.find(b"\0", off - start)
                 if end >= 0:
                     return os.fsdecode(buf[off - start:end])
+        return self._read(off)
+
+    def _read(self, off: int) -> str:
         n = _STR_CHUNK
         if self.base + off >= self.fsize:
             raise ElfError(self.path, f"truncated: string at strtab+{off:#x} is past end of file")
@@ -388,47 +427,40 @@ class _StrReader:
             n *= 4
 
 
-def _read_shdrs(fd: int, head: bytes, path: str, key, e_shoff: int,
-                e_shentsize: int, count: int, fsize: int) -> List[tuple]:
-    sh = _SHDR[key]
+def _read_shdrs(f: _File, e_shoff: int, e_shentsize: int, count: int) -> List[Tuple[int, int, int, int, int]]:
+    """The first ``count`` section headers as (type, offset, size, link, info)."""
+    sh = _SHDR[f.key]
     if e_shentsize < sh.size:
-        raise ElfError(path, f"e_shentsize {e_shentsize} smaller than {sh.size}")
+        raise ElfError(f.path, f"e_shentsize {e_shentsize} smaller than {sh.size}")
     n = count * e_shentsize
-    raw = head[e_shoff:e_shoff + n] if e_shoff + n <= len(head) else _pread_exact(
-        fd, n, e_shoff, path, "section header table", fsize)
-    # Normalised to (type, offset, size, link, info).
-    out = []
-    for i in range(0, n, e_shentsize):
-        f = sh.unpack_from(raw, i)
-        out.append((f[1], f[4], f[5], f[6], f[7]))
-    return out
+    raw = f.table(e_shoff, n, "section header table")
+    return [sh.unpack_from(raw, i) for i in range(0, n, e_shentsize)]
 
 
-def _section0_info(fd, head, path, key, e_shoff, e_shentsize, fsize) -> int:
+def _section0_info(f: _File, e_shoff: int, e_shentsize: int) -> int:
     if not e_shoff:
-        raise ElfError(path, "e_phnum is PN_XNUM but there are no section headers")
-    return _read_shdrs(fd, head, path, key, e_shoff, e_shentsize, 1, fsize)[0][4]
+        raise ElfError(f.path, "e_phnum is PN_XNUM but there are no section headers")
+    return _read_shdrs(f, e_shoff, e_shentsize, 1)[0][4]
 
 
-def _dynamic_from_sections(fd, head, path, key, e_shoff, e_shentsize, e_shnum, fsize):
+def _dynamic_from_sections(f: _File, e_shoff: int, e_shentsize: int, e_shnum: int) -> Optional[_Dynamic]:
     # Fallback when the program headers do not lead to the string table
     # (no PT_LOAD covers DT_STRTAB, or no program headers at all): use
     # .dynamic and the string table its sh_link names, like readelf does.
     if e_shnum == 0:
-        e_shnum = _read_shdrs(fd, head, path, key, e_shoff, e_shentsize, 1, fsize)[0][2]
+        e_shnum = _read_shdrs(f, e_shoff, e_shentsize, 1)[0][2]
     if not e_shnum:
         return None
-    shdrs = _read_shdrs(fd, head, path, key, e_shoff, e_shentsize, e_shnum, fsize)
-    for s_type, s_off, s_size, s_link, _info in shdrs:
-        if s_type != SHT_DYNAMIC:
-            continue
-        raw = _pread_exact(fd, s_size, s_off, path, ".dynamic section", fsize)
-        tags = _dyn_tags(raw, _DYN[key])
-        if s_link >= len(shdrs) or shdrs[s_link][0] == SHT_NOBITS:
-            return (tags, None, None) if not tags.wants_strings() else None
-        st = shdrs[s_link]
-        return tags, st[1], st[2]
-    return None
+    shdrs = _read_shdrs(f, e_shoff, e_shentsize, e_shnum)
+    dynamic = next((s for s in shdrs if s[0] == SHT_DYNAMIC), None)
+    if dynamic is None:
+        return None
+    _type, s_off, s_size, s_link, _info = dynamic
+    tags = _dyn_tags(f.read(s_size, s_off, ".dynamic section"), _DYN[f.key])
+    if s_link >= len(shdrs) or shdrs[s_link][0] == SHT_NOBITS:
+        return (tags, None, None) if not tags.wants_strings() else None
+    strtab = shdrs[s_link]
+    return tags, strtab[1], strtab[2]
 
 
 # --------------------------------------------------------------------------
@@ -454,986 +486,89 @@ def iter_elf_files(
       are reported to ``on_error(path, exc)`` (default: ignored) and skipped;
       the walk never stops on them.
     """
-    top = os.fspath(root)
-    real_top = os.path.realpath(top)
-    seen: Set[Tuple[int, int]] = set()
+    return _TreeWalk(os.fspath(root), on_error).files()
 
-    def report(p: str, exc: Exception) -> None:
-        if on_error is not None:
-            on_error(p, exc)
 
-    def inside(real: str) -> bool:
-        return real == real_top or real.startswith(real_top.rstrip("/") + "/")
+class _TreeWalk:
+    """One iter_elf_files walk: the files already read, and where to report errors."""
 
-    def one(p: str, st: os.stat_result) -> Optional[ElfInfo]:
+    def __init__(self, top: str, on_error: Optional[Callable[[str, Exception], None]]) -> None:
+        self.top = top
+        self.real_top = os.path.realpath(top)
+        self.on_error = on_error
+        self.seen: Set[Tuple[int, int]] = set()
+
+    def files(self) -> Iterator[ElfInfo]:
+        try:
+            st = os.stat(self.top)
+        except OSError as exc:
+            self.report(self.top, exc)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            yield from self._tree()
+        elif stat.S_ISREG(st.st_mode):
+            info = self.read_once(self.top, st)
+            if info is not None:
+                yield info
+
+    def report(self, path: str, exc: Exception) -> None:
+        if self.on_error is not None:
+            self.on_error(path, exc)
+
+    def read_once(self, path: str, st: os.stat_result) -> Optional[ElfInfo]:
+        """The file's ElfInfo, unless this (device, inode) was read already or it is no ELF file."""
         ident = (st.st_dev, st.st_ino)
-        if ident in seen:
+        if ident in self.seen:
             return None
-        seen.add(ident)
+        self.seen.add(ident)
         try:
-            return read_elf(p)
+            return read_elf(path)
         except (ElfError, OSError) as exc:
-            report(p, exc)
+            self.report(path, exc)
             return None
 
-    try:
-        st0 = os.stat(top)
-    except OSError as exc:
-        report(top, exc)
-        return
-    if not stat.S_ISDIR(st0.st_mode):
-        if stat.S_ISREG(st0.st_mode):
-            info = one(top, st0)
-            if info is not None:
-                yield info
-        return
+    def _tree(self) -> Iterator[ElfInfo]:
+        stack = [self.top]
+        while stack:
+            subdirs: List[str] = []
+            for entry in self._entries(stack.pop()):
+                st = self._file_stat(entry, subdirs)
+                if st is None or st.st_size < 4:
+                    continue
+                info = self.read_once(entry.path, st)
+                if info is not None:
+                    yield info
+            # Reverse so the stack pops subdirectories in sorted order.
+            stack.extend(reversed(subdirs))
 
-    stack = [top]
-    while stack:
-        d = stack.pop()
+    def _entries(self, directory: str) -> List[os.DirEntry]:
         try:
-            with os.scandir(d) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            with os.scandir(directory) as it:
+                return sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            report(d, exc)
-            continue
-        subdirs = []
-        for e in entries:
-            try:
-                if e.is_symlink():
-                    if not e.is_file():  # dangling, or a directory link
-                        continue
-                    if inside(os.path.realpath(e.path)):
-                        continue
-                    st = e.stat()
-                elif e.is_file(follow_symlinks=False):
-                    st = e.stat(follow_symlinks=False)
-                elif e.is_dir(follow_symlinks=False):
-                    subdirs.append(e.path)
-                    continue
-                else:
-                    continue  # fifos, sockets, devices: never ELF, and reads may block
-            except OSError as exc:
-                report(e.path, exc)
-                continue
-            if st.st_size < 4:
-                continue
-            info = one(e.path, st)
-            if info is not None:
-                yield info
-        # Reverse so the stack pops subdirectories in sorted order.
-        stack.extend(reversed(subdirs))
-
-
-# --------------------------------------------------------------------------
-# Loader configuration
-
-
-@dataclass(frozen=True)
-class LoaderConfig:
-    """Facts about the dynamic loader that the search depends on.
-
-    `host_config` discovers them for this machine; tests and callers that
-    model another system can build one by hand.
-    """
-
-    #: Expansion of ``$LIB`` (Debian: ``lib/x86_64-linux-gnu``; RHEL/SUSE:
-    #: ``lib64``).
-    lib: str = "lib64"
-    #: Expansion of ``$PLATFORM`` (AT_PLATFORM, e.g. ``x86_64``).
-    platform: str = "x86_64"
-    #: Trusted system directories searched last, in order.
-    default_dirs: Tuple[str, ...] = ("/lib64", "/usr/lib64")
-    #: Subdirectories tried inside *every* search directory, best first,
-    #: each ending in "/" and the last one "" (the directory itself):
-    #: ``glibc-hwcaps/x86-64-v3/`` (glibc >= 2.33) and the legacy
-    #: ``tls/``, ``x86_64/`` platform directories (glibc < 2.37).
-    subdirs: Tuple[str, ...] = ("",)
-    #: glibc-hwcaps names the CPU supports, best first (for cache entries).
-    glibc_hwcaps: Tuple[str, ...] = ()
-    #: Parsed ld.so.cache, or None for "no cache" (ld.so would then go
-    #: straight to the default directories).
-    ldcache: Optional[LdCache] = None
-    #: The loader's own path, used as the interpreter of objects that do
-    #: not name one (shared libraries scanned on their own).
-    interpreter: Optional[str] = None
-
-
-_LDSO_BY_MACHINE = {
-    (64, EM_X86_64): "/lib64/ld-linux-x86-64.so.2",
-    (32, 3): "/lib/ld-linux.so.2",
-    (64, 183): "/lib/ld-linux-aarch64.so.1",
-    (64, 21): "/lib64/ld64.so.2",
-}
-
-
-@lru_cache(maxsize=None)
-def _ldso_help(ldso: str) -> str:
-    # glibc >= 2.33 prints its search path and hwcaps choices with --help.
-    # This runs the loader binary itself, which loads nothing else.
-    try:
-        out = subprocess.run([ldso, "--help"], capture_output=True, text=True,
-                             timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout
-
-
-def _parse_ldso_help(text: str) -> Tuple[List[str], List[str], Optional[str], List[str], bool]:
-    """-> (system dirs, glibc-hwcaps names, platform, legacy hwcap names, tls)."""
-    dirs: List[str] = []
-    hwcaps: List[str] = []
-    legacy: List[str] = []
-    platform = None
-    tls = False
-    section = None
-    for line in text.splitlines():
-        if not line.startswith(" "):
-            low = line.lower()
-            if low.startswith("shared library search path"):
-                section = "dirs"
-            elif low.startswith("subdirectories of glibc-hwcaps"):
-                section = "hwcaps"
-            elif low.startswith("legacy hwcap"):
-                section = "legacy"
-            else:
-                section = None
-            continue
-        item = line.strip()
-        if section == "dirs":
-            m = re.match(r"(\S+) \(system search path\)", item)
-            if m:
-                dirs.append(m.group(1))
-        elif section == "hwcaps":
-            m = re.match(r"(\S+) \(.*searched.*\)", item)
-            if m:
-                hwcaps.append(m.group(1))
-        elif section == "legacy":
-            m = re.match(r"(\S+) \((.*)\)", item)
-            if m and "searched" in m.group(2):
-                if "AT_PLATFORM" in m.group(2):
-                    platform = m.group(1)
-                elif m.group(1) == "tls":
-                    tls = True
-                else:
-                    legacy.append(m.group(1))
-    return dirs, hwcaps, platform, legacy, tls
-
-
-def _legacy_subdirs(tls: bool, hwcap_names: Sequence[str], platform: Optional[str]) -> List[str]:
-    # glibc < 2.37 (_dl_important_hwcaps) tries every combination of
-    # "tls", the platform and the supported hwcap names (in the order
-    # ld.so --help lists them), most specific first: with platform
-    # haswell and hwcaps avx512_1, x86_64 that is
-    # tls/haswell/avx512_1/x86_64, tls/haswell/avx512_1, tls/haswell/x86_64, ...
-    items = (["tls"] if tls else []) + ([platform] if platform else []) + list(hwcap_names)
-    n = len(items)
-    out = []
-    for mask in range((1 << n) - 1, -1, -1):
-        parts = [items[i] for i in range(n) if mask & (1 << (n - 1 - i))]
-        out.append("".join(p + "/" for p in parts))
-    return out
-
-
-@lru_cache(maxsize=8)
-def _cached_ldcache(path: str, mtime_ns: int) -> Optional[LdCache]:
-    try:
-        return read_ldcache(path)
-    except (OSError, LdCacheError):
-        return None
-
-
-def _host_ldcache() -> Optional[LdCache]:
-    try:
-        m = os.stat(LD_SO_CACHE).st_mtime_ns
-    except OSError:
-        return None
-    return _cached_ldcache(LD_SO_CACHE, m)
-
-
-@lru_cache(maxsize=8)
-def _host_config(elf_class: int, machine: int, use_help: bool) -> LoaderConfig:
-    ldso = _LDSO_BY_MACHINE.get((elf_class, machine))
-    dirs: List[str] = []
-    hw: List[str] = []
-    legacy: List[str] = []
-    platform = None
-    tls = False
-    if use_help and ldso and os.path.exists(ldso):
-        dirs, hw, platform, legacy, tls = _parse_ldso_help(_ldso_help(ldso))
-    # Legacy platform subdirectories exist only where ld.so lists them
-    # (glibc 2.33 - 2.36); 2.37 dropped them.  Older loaders (no --help)
-    # have them too, but we cannot ask which, so none are modelled there.
-    has_legacy = bool(platform or legacy or tls)
-    if not dirs:
-        # Pre-2.33 glibc (no --help): Debian-style multiarch if present,
-        # else the generic lib64 (or lib for 32-bit) pair.
-        triplet = {EM_X86_64: "x86_64-linux-gnu", 183: "aarch64-linux-gnu",
-                   3: "i386-linux-gnu"}.get(machine)
-        if triplet and os.path.isdir(f"/usr/lib/{triplet}"):
-            dirs = [f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib"]
-        elif elf_class == 64:
-            dirs = ["/lib64", "/usr/lib64"]
-        else:
-            dirs = ["/lib", "/usr/lib"]
-    if platform is None:
-        # AT_PLATFORM is the kernel's name for the CPU; an i386 process on
-        # an x86_64 kernel sees "i686".
-        platform = "i686" if (elf_class, machine) == (32, 3) else os.uname().machine
-    cache = _host_ldcache()
-    lib = _guess_lib(dirs, elf_class)
-    subdirs = [f"glibc-hwcaps/{h}/" for h in hw]
-    if has_legacy:
-        subdirs += _legacy_subdirs(tls, legacy, platform)
-    if not subdirs or subdirs[-1] != "":
-        subdirs.append("")
-    # Duplicates (tls/x86_64 from the hwcap and again from the platform)
-    # change nothing about what is found; drop them.
-    seen: Set[str] = set()
-    uniq = [s for s in subdirs if not (s in seen or seen.add(s))]
-    return LoaderConfig(lib=lib, platform=platform,
-                        default_dirs=tuple(d.rstrip("/") or "/" for d in dirs),
-                        subdirs=tuple(uniq), glibc_hwcaps=tuple(hw), ldcache=cache,
-                        interpreter=ldso)
-
-
-def _guess_lib(dirs: Sequence[str], elf_class: int) -> str:
-    # $LIB is glibc's configured slibdir relative to the prefix
-    # ("lib/x86_64-linux-gnu" on Debian, "lib64" on Red Hat/SUSE).  It is
-    # compiled in and not printed anywhere, but slibdir is where libc.so.6
-    # lives, so take libc's directory from the first system dir holding it.
-    for d in dirs:
-        if os.path.exists(os.path.join(d, "libc.so.6")):
-            rel = d.rstrip("/")
-            for prefix in ("/usr/", "/"):
-                if rel.startswith(prefix):
-                    return rel[len(prefix):]
-    return "lib64" if elf_class == 64 else "lib"
-
-
-def host_config(elf_class: int = 64, machine: int = EM_X86_64, *, probe_loader: bool = True) -> LoaderConfig:
-    """Loader facts for this machine, for objects of the given ABI.
-
-    With ``probe_loader`` the search path and hwcaps subdirectories come from
-    ``ld.so --help`` (glibc >= 2.33; it runs only the loader binary, once
-    per process), so they match what the loader really does here.
-    """
-    return _host_config(elf_class, machine, probe_loader)
-
-
-# --------------------------------------------------------------------------
-# Resolution
-
-
-class How(str, enum.Enum):
-    """Which rule produced a `Resolution` (or why it failed)."""
-
-    PATH = "path"  # DT_NEEDED contains '/': used as given
-    RPATH = "rpath"
-    LD_LIBRARY_PATH = "ld_library_path"
-    RUNPATH = "runpath"
-    LDCACHE = "ldcache"
-    DEFAULT = "default"
-    LOADED = "loaded"  # resolve_tree: an already loaded object matched by name/soname/inode
-    INTERP = "interp"  # resolve_tree: the program interpreter (ld.so)
-    ROOT = "root"  # resolve_tree: the object the walk started from
-    NOT_FOUND = "not_found"
-    ERROR = "error"  # ld.so would stop with an error (e.g. non-ELF candidate)
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """Where one DT_NEEDED entry resolves to and why."""
-
-    name: str
-    #: The path as the loader would open it (not symlink-resolved), or None.
-    path: Optional[str]
-    how: How
-    #: Path of the object whose RPATH/RUNPATH supplied the directory (the
-    #: object itself, one of its loaders, or the executable); None otherwise.
-    via: Optional[str] = None
-    #: Candidates that existed but were skipped because they are for another
-    #: ELF class or machine (the loader silently passes over those).
-    skipped: Tuple[str, ...] = ()
-    #: For How.ERROR: ld.so's message (``invalid ELF header`` ...).
-    error: Optional[str] = None
-
-    @property
-    def found(self) -> bool:
-        return self.path is not None
-
-
-_DST_RE = re.compile(r"\$(\{(ORIGIN|PLATFORM|LIB)\}|(ORIGIN|PLATFORM|LIB)(?![A-Za-z0-9_]))")
-
-
-def expand_dst(s: str, origin: Optional[str], cfg: LoaderConfig) -> Optional[str]:
-    """Expand $ORIGIN/$LIB/$PLATFORM (and ${...}) like ``_dl_dst_substitute``.
-
-    Unknown ``$NAME`` sequences stay literal.  Returns None when a known
-    token has no value (origin unknown): ld.so then drops the whole entry.
-    """
-    if "$" not in s:
-        return s
-    missing = False
-
-    def sub(m: "re.Match[str]") -> str:
-        nonlocal missing
-        name = m.group(2) or m.group(3)
-        if name == "ORIGIN":
-            if origin is None:
-                missing = True
-                return ""
-            return origin
-        return cfg.platform if name == "PLATFORM" else cfg.lib
-
-    out = _DST_RE.sub(sub, s)
-    return None if missing else out
-
-
-def _search_list(entries: Sequence[str], origin: Optional[str], cfg: LoaderConfig) -> List[str]:
-    """fillin_rpath: expand, normalise trailing '/', drop duplicates.
-
-    An empty element means the current directory (the loader's "./" rule
-    comes out as a relative path that open() resolves against the cwd).
-    """
-    out: List[str] = []
-    for e in entries:
-        if e:
-            x = expand_dst(e, origin, cfg)
-            if not x:
-                continue
-            x = x.rstrip("/") + "/" if x.strip("/") else "/"
-        else:
-            x = ""
-        if x not in out:
-            out.append(x)
-    return out
-
-
-def parse_ld_library_path(value: Optional[str]) -> Tuple[str, ...]:
-    """Split an LD_LIBRARY_PATH value the way ld.so does.
-
-    Both ':' and ';' separate entries, and empty entries (``a::b``, a
-    trailing ':') are kept -- they mean the current directory.  An unset or
-    empty variable is no path at all.
-    """
-    if not value:
-        return ()
-    return tuple(re.split(r"[:;]", value))
-
-
-# Verdicts of _verify, cached per candidate path.
-_OK, _OTHER, _MISSING = "ok", "other", "missing"
-_ANY: frozenset = frozenset(["<unlistable>"])
-
-
-class Resolver:
-    """Runs the loader's search with caches shared across many objects.
-
-    Directory listings and candidate checks are cached for the lifetime of
-    the instance, so make a new one if the file system changes.  The
-    module-level `resolve` / `resolve_tree` make a fresh one per call.
-    """
-
-    def __init__(self, config: Optional[LoaderConfig] = None) -> None:
-        self._config = config
-        self._listing: Dict[str, Optional[frozenset]] = {}
-        self._verdict: Dict[Tuple[str, int, str, int], Tuple[str, Optional[str]]] = {}
-        self._infos: Dict[str, Optional[ElfInfo]] = {}
-
-    def config_for(self, info: ElfInfo) -> LoaderConfig:
-        return self._config if self._config is not None else host_config(info.elf_class, info.machine)
-
-    # -- candidate checks ---------------------------------------------------
-
-    def _names_in(self, d: str) -> Optional[frozenset]:
-        """Names in directory d; None if it does not exist, _ANY if unlistable.
-
-        One listdir per directory instead of an open() per candidate (the
-        loader's per-directory "nonexisting" cache plays the same role).
-        """
-        if d not in self._listing:
-            try:
-                self._listing[d] = frozenset(os.listdir(d or "."))
-            except PermissionError:
-                # Searchable but unreadable (mode 0711): ld.so can still
-                # open files in it, so probe candidates one by one.
-                self._listing[d] = _ANY
-            except OSError:
-                self._listing[d] = None
-        return self._listing[d]
-
-    def _verify(self, path: str, want: ElfInfo) -> Tuple[str, Optional[str]]:
-        """open_verify: (_OK | _OTHER | _MISSING | "error", message)."""
-        key = (path, want.elf_class, want.endian, want.machine)
-        v = self._verdict.get(key)
-        if v is None:
-            v = self._verdict[key] = _open_verify(path, want)
-        return v
-
-    def _info(self, path: str) -> Optional[ElfInfo]:
-        if path not in self._infos:
-            try:
-                self._infos[path] = read_elf(path)
-            except (OSError, ElfError):
-                self._infos[path] = None
-        return self._infos[path]
-
-    def _open_path(self, name: str, dirs: Sequence[str], want: ElfInfo, cfg: LoaderConfig,
-                   skipped: List[str]) -> Tuple[Optional[str], Optional[str]]:
-        """Try name in each dir (with hwcaps subdirs): (path, error)."""
-        for d in dirs:
-            for sub in cfg.subdirs:
-                dd = d + sub
-                names = self._names_in(dd.rstrip("/") if dd not in ("", "/") else dd)
-                if names is None or (names is not _ANY and name not in names):
-                    continue
-                cand = dd + name
-                verdict, msg = self._verify(cand, want)
-                if verdict == _OK:
-                    return cand, None
-                if verdict == _OTHER:
-                    skipped.append(cand)
-                elif verdict != _MISSING:
-                    return cand, msg
-        return None, None
-
-    # -- one object ---------------------------------------------------------
-
-    def resolve(
-        self,
-        info: ElfInfo,
-        *,
-        ld_library_path: Union[str, Sequence[str], None] = None,
-        loaders: Sequence[ElfInfo] = (),
-        executable: Optional[ElfInfo] = None,
-        origin: Optional[str] = None,
-        explicit_loader: bool = False,
-    ) -> Tuple[Resolution, ...]:
-        """Resolve every DT_NEEDED entry of ``info``.  See module `resolve`."""
-        chain, main, llp, cfg = self._setup(info, ld_library_path, loaders, executable,
-                                            origin, explicit_loader)
-        return tuple(self._resolve_name(n, chain, main, llp, cfg) for n in info.needed)
-
-    def _setup(self, info, ld_library_path, loaders, executable, origin, explicit_loader):
-        main_info = executable if executable is not None else (loaders[-1] if loaders else info)
-        # The main program's $ORIGIN comes from /proc/self/exe when the
-        # kernel starts it (symlinks resolved), from the command line under
-        # an explicit ld.so / ldd.
-        main = _Obj(main_info, _origin(main_info.path, not explicit_loader))
-        if origin is not None and info is main_info:
-            main = _Obj(main_info, origin)
-        chain: List[_Obj] = []
-        for i, obj in enumerate([info, *loaders]):
-            if obj is main_info:
-                chain.append(main)
-            elif i == 0 and origin is not None:
-                chain.append(_Obj(obj, origin))
-            else:
-                chain.append(_Obj(obj, _origin(obj.path, False)))
-        cfg = self.config_for(info)
-        return chain, main, self._llp(ld_library_path, main, cfg), cfg
-
-    def _llp(self, ld_library_path, main_obj: "_Obj", cfg: LoaderConfig) -> List[str]:
-        if ld_library_path is None:
-            entries: Sequence[str] = ()
-        elif isinstance(ld_library_path, str):
-            entries = parse_ld_library_path(ld_library_path)
-        else:
-            entries = list(ld_library_path)
-        # $ORIGIN in LD_LIBRARY_PATH is the executable's origin.
-        return _search_list(entries, main_obj.origin, cfg)
-
-    def _plan(self, name: str, chain: Sequence["_Obj"], main: "_Obj", llp: Sequence[str],
-              cfg: LoaderConfig) -> Iterator[Tuple[How, Optional[str], List[str]]]:
-        """The search stages of _dl_map_object for a name without '/'.
-
-        Yields (rule, path of the object supplying the list, directories);
-        the ld.so.cache stage has no directories.
-        """
-        loader = chain[0]
-        # 1. DT_RPATH of the loader, of the object that loaded it, and on up,
-        #    then the executable's -- all skipped if the loader has a
-        #    DT_RUNPATH.  An object's own DT_RPATH is void when it has a
-        #    DT_RUNPATH too (get-dynamic-info.h).
-        if not loader.info.runpath:
-            did_main = False
-            for obj in chain:
-                if obj.info.rpath and not obj.info.runpath:
-                    dirs = _search_list_nonempty(obj.info.rpath, obj.origin, cfg)
-                    if dirs:
-                        yield How.RPATH, obj.info.path, dirs
-                        did_main |= obj is main
-            if not did_main and main.info.rpath and not main.info.runpath:
-                dirs = _search_list_nonempty(main.info.rpath, main.origin, cfg)
-                if dirs:
-                    yield How.RPATH, main.info.path, dirs
-        # 2. LD_LIBRARY_PATH.
-        if llp:
-            yield How.LD_LIBRARY_PATH, None, list(llp)
-        # 3. DT_RUNPATH, of the loader only: it is never inherited.
-        if loader.info.runpath:
-            dirs = _search_list_nonempty(loader.info.runpath, loader.origin, cfg)
-            if dirs:
-                yield How.RUNPATH, loader.info.path, dirs
-        # 4. /etc/ld.so.cache.
-        if cfg.ldcache is not None:
-            yield How.LDCACHE, None, []
-        # 5. Trusted default directories, unless the loader says
-        #    DF_1_NODEFLIB.
-        if not loader.info.nodeflib:
-            yield How.DEFAULT, None, [d.rstrip("/") + "/" for d in cfg.default_dirs]
-
-    def _cache_lookup(self, name: str, loader: ElfInfo, cfg: LoaderConfig) -> Optional[str]:
-        if cfg.ldcache is None:
-            return None
-        cached = cfg.ldcache.lookup(name, cache_flags_for(loader.elf_class, loader.machine),
-                                    cfg.glibc_hwcaps)
-        # DF_1_NODEFLIB also vetoes cache entries that live in the default
-        # directories (but not ones elsewhere, e.g. from ld.so.conf.d).
-        if cached is not None and loader.nodeflib and any(
-                cached.startswith(d.rstrip("/") + "/") for d in cfg.default_dirs):
-            return None
-        return cached
-
-    def _resolve_name(self, name: str, chain: Sequence["_Obj"], main: "_Obj",
-                      llp: Sequence[str], cfg: LoaderConfig) -> Resolution:
-        loader = chain[0]
-        want = loader.info
-        skipped: List[str] = []
-        needed = name  # reported as written in DT_NEEDED
-
-        if "$" in name:
-            x = expand_dst(name, loader.origin, cfg)
-            if not x:
-                return Resolution(needed, None, How.ERROR,
-                                  error="empty dynamic string token substitution")
-            name = x
-        if "/" in name:
-            verdict, msg = self._verify(name, want)
-            if verdict == _OK:
-                return Resolution(needed, name, How.PATH)
-            if verdict in (_OTHER, _MISSING):
-                return Resolution(needed, None, How.NOT_FOUND,
-                                  skipped=(name,) if verdict == _OTHER else ())
-            return Resolution(needed, None, How.ERROR, error=f"{name}: {msg}")
-
-        for how, via, dirs in self._plan(name, chain, main, llp, cfg):
-            if how is How.LDCACHE:
-                cached = self._cache_lookup(name, want, cfg)
-                if cached is None:
-                    continue
-                verdict, msg = self._verify(cached, want)
-                path, err = (cached, None) if verdict == _OK else (None, None)
-                if verdict == _OTHER:
-                    skipped.append(cached)
-                elif verdict not in (_OK, _MISSING):
-                    path, err = cached, msg
-            else:
-                path, err = self._open_path(name, dirs, want, cfg, skipped)
-            if err is not None:
-                # ld.so stops at an existing candidate it cannot use for a
-                # reason other than class/machine ("invalid ELF header").
-                return Resolution(needed, None, How.ERROR, via=via, skipped=tuple(skipped),
-                                  error=f"{path}: {err}")
-            if path is not None:
-                return Resolution(needed, path, how, via=via, skipped=tuple(skipped))
-        return Resolution(needed, None, How.NOT_FOUND, skipped=tuple(skipped))
-
-    def candidates(
-        self,
-        info: ElfInfo,
-        name: str,
-        *,
-        ld_library_path: Union[str, Sequence[str], None] = None,
-        loaders: Sequence[ElfInfo] = (),
-        executable: Optional[ElfInfo] = None,
-        origin: Optional[str] = None,
-        explicit_loader: bool = False,
-    ) -> Tuple[Tuple[How, str], ...]:
-        """Every path ld.so would try for ``name`` needed by ``info``, in order.
-
-        This is the ``trying file=`` list of ``LD_DEBUG=libs`` for the first
-        lookup in a process (later lookups skip directories already found
-        missing, which changes nothing about the result).  The ld.so.cache
-        contributes its answer, if any.  Existence is not checked.
-        """
-        chain, main, llp, cfg = self._setup(info, ld_library_path, loaders, executable,
-                                            origin, explicit_loader)
-        out: List[Tuple[How, str]] = []
-        for how, _via, dirs in self._plan(name, chain, main, llp, cfg):
-            if how is How.LDCACHE:
-                cached = self._cache_lookup(name, info, cfg)
-                if cached is not None:
-                    out.append((how, cached))
-                continue
-            for d in dirs:
-                for sub in cfg.subdirs:
-                    out.append((how, d + sub + name))
-        return tuple(out)
-
-    # -- whole graph --------------------------------------------------------
-
-    def resolve_tree(
-        self,
-        target: Union[PathLike, ElfInfo],
-        *,
-        ld_library_path: Union[str, Sequence[str], None] = None,
-        executable: Union[PathLike, ElfInfo, None] = None,
-        explicit_loader: bool = False,
-    ) -> "LoadResult":
-        """Build the link map ld.so would build.  See module `resolve_tree`."""
-        root = target if isinstance(target, ElfInfo) else read_elf(target)
-        if root is None:
-            raise ElfError(os.fspath(target), "not an ELF file")  # type: ignore[arg-type]
-        exe: Optional[ElfInfo]
-        if executable is None or isinstance(executable, ElfInfo):
-            exe = executable
-        else:
-            exe = read_elf(executable)
-            if exe is None:
-                raise ElfError(os.fspath(executable), "not an ELF file")
-        main_info = exe if exe is not None else root
-        main = _Obj(main_info, _origin(main_info.path, not explicit_loader))
-        cfg = self.config_for(main_info)
-        llp = self._llp(ld_library_path, main, cfg)
-
-        walk = _Walk(self, main, llp, cfg)
-        walk.add(main, How.ROOT, None, None)
-        # ld.so itself is in the link map from the start, under the
-        # PT_INTERP name, so "ld-linux-x86-64.so.2" needed by libc matches it
-        # by soname instead of being searched for.  A library examined on its
-        # own gets the default loader, as under ldd.
-        interp = main_info.interpreter or (cfg.interpreter if main_info.needed else None)
-        if interp:
-            iinfo = self._info(interp)
-            if iinfo is not None:
-                walk.add(_Obj(iinfo, os.path.dirname(interp)), How.INTERP, None, None, path=interp)
-            else:
-                interp = None
-        if exe is not None and root is not exe and root.path != exe.path:
-            # dlopen(target) from the executable: the executable's own
-            # dependencies are loaded first, then the target, mapped without
-            # a loader (__RTLD_CALLMAP), so its RPATH chain is just itself
-            # and then the executable.
-            walk.run()
-            if walk.links.find(root.path, root.path) is None:
-                walk.add(_Obj(root, _origin(root.path, False)), How.ROOT, None, None)
-        walk.run()
-        return LoadResult(root.path, tuple(walk.objects), tuple(walk.edges), interp)
-
-
-class _Walk:
-    """State of one resolve_tree: _dl_map_object_deps' breadth-first queue."""
-
-    def __init__(self, resolver: Resolver, main: "_Obj", llp: Sequence[str], cfg: LoaderConfig) -> None:
-        self.r, self.main, self.llp, self.cfg = resolver, main, llp, cfg
-        self.links = _LinkMap()
-        self.objects: List[LoadedObject] = []
-        self.edges: List[Tuple[str, Resolution]] = []
-        self.queue: List[_Node] = []
-
-    def add(self, obj: "_Obj", how: How, loader: Optional["_Node"], name: Optional[str],
-            path: Optional[str] = None) -> "_Node":
-        node = _Node(obj, path or obj.info.path, loader)
-        self.links.add(node, name)
-        if how is How.INTERP:
-            # ld.so is always mapped, but like ldd we list it only once some
-            # object's DT_NEEDED refers to it (rtld_multiple_ref in rtld.c);
-            # a tree without libc does not.
-            node.unlisted = True
-            return node
-        self._list(node, how)
-        self.queue.append(node)
-        return node
-
-    def _list(self, node: "_Node", how: How) -> None:
-        self.objects.append(LoadedObject(node.path, node.obj.info, how,
-                                         node.loader.path if node.loader else None, node.depth))
-
-    def run(self) -> None:
-        r, cfg = self.r, self.cfg
-        while self.queue:
-            node = self.queue.pop(0)
-            chain = node.chain()
-            for name in node.obj.info.needed:
-                lookup = expand_dst(name, node.obj.origin, cfg) or name if "$" in name else name
-                hit = self.links.find(lookup, None)
-                if hit is not None:
-                    if hit.unlisted:
-                        hit.unlisted = False
-                        self._list(hit, How.INTERP)
-                    self.edges.append((node.path, Resolution(name, hit.path, How.LOADED)))
-                    continue
-                res = r._resolve_name(name, chain, self.main, self.llp, cfg)
-                if res.path is None:
-                    self.edges.append((node.path, res))
-                    continue
-                # The same file under another path (device/inode match):
-                # ld.so reuses the loaded object (_dl_map_object_from_fd).
-                hit = self.links.find(None, res.path)
-                if hit is not None:
-                    if hit.unlisted:
-                        hit.unlisted = False
-                        self._list(hit, How.INTERP)
-                    self.links.alias(hit, name)
-                    self.edges.append((node.path, Resolution(name, hit.path, How.LOADED,
-                                                             skipped=res.skipped)))
-                    continue
-                info = r._info(res.path)
-                if info is None:  # vanished, or corrupt beyond its header
-                    self.edges.append((node.path, Resolution(
-                        name, None, How.ERROR, error=f"{res.path}: unreadable ELF file")))
-                    continue
-                self.edges.append((node.path, res))
-                self.add(_Obj(info, _origin(res.path, False)), res.how, node, name, path=res.path)
-
-
-@dataclass(frozen=True)
-class _Obj:
-    info: ElfInfo
-    origin: Optional[str]
-
-
-class _Node:
-    __slots__ = ("obj", "path", "loader", "depth", "names", "ident", "unlisted")
-
-    def __init__(self, obj: "_Obj", path: str, loader: Optional["_Node"]) -> None:
-        self.obj, self.path, self.loader = obj, path, loader
-        self.unlisted = False
-        self.depth = 0 if loader is None else loader.depth + 1
-        self.names: Set[str] = {path}
+            self.report(directory, exc)
+            return []
+
+    def _file_stat(self, entry: os.DirEntry, subdirs: List[str]) -> Optional[os.stat_result]:
+        """The stat of a file to read at this entry, or None; a directory goes on ``subdirs``."""
         try:
-            st = os.stat(path)
-            self.ident: Optional[Tuple[int, int]] = (st.st_dev, st.st_ino)
-        except OSError:
-            self.ident = None
-
-    def chain(self) -> List[_Obj]:
-        out, n = [], self
-        while n is not None:
-            out.append(n.obj)
-            n = n.loader
-        return out
-
-
-class _LinkMap:
-    """The loaded objects and the names that find them (_dl_name_match_p)."""
-
-    def __init__(self) -> None:
-        self.nodes: List[_Node] = []
-
-    def add(self, node: _Node, name: Optional[str]) -> None:
-        if name:
-            node.names.add(name)
-        self.nodes.append(node)
-
-    def alias(self, node: _Node, name: str) -> None:
-        node.names.add(name)
-
-    def find(self, name: Optional[str], path: Optional[str]) -> Optional[_Node]:
-        if name is not None:
-            for n in self.nodes:
-                # Matches l_name, any name it was requested by, or its
-                # DT_SONAME (which ld.so adds on first match).
-                if name in n.names or (n.obj.info.soname is not None and n.obj.info.soname == name):
-                    return n
-        if path is not None:
-            try:
-                st = os.stat(path)
-            except OSError:
-                return None
-            ident = (st.st_dev, st.st_ino)
-            for n in self.nodes:
-                if n.ident == ident:
-                    return n
-        return None
-
-
-def _search_list_nonempty(entries: Sequence[str], origin: Optional[str], cfg: LoaderConfig) -> List[str]:
-    # decompose_rpath ignores a DT_RPATH/DT_RUNPATH that is the empty string
-    # (but "a::b" still contains the current directory).
-    if len(entries) == 1 and entries[0] == "":
-        return []
-    return _search_list(entries, origin, cfg)
-
-
-def _origin(path: str, realpath: bool) -> str:
-    # ld.so sets a library's $ORIGIN from the path it opened it under
-    # (dl-object.c), without resolving symlinks or "..".  The executable
-    # started by the kernel gets the directory of /proc/self/exe, which is
-    # symlink-free; an explicit "ld.so prog" (and so ldd) uses the path
-    # given on the command line instead.
-    if realpath:
-        return os.path.dirname(os.path.realpath(path))
-    p = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
-    d = os.path.dirname(p)
-    return d or "/"
-
-
-_EXPECT_HDR = {32: 52, 64: 64}
-
-
-def _open_verify(path: str, want: ElfInfo) -> Tuple[str, Optional[str]]:
-    """glibc's open_verify: which candidate files the loader accepts.
-
-    Wrong ELF class or wrong machine: skipped silently (keep searching).
-    Anything else wrong with an existing file is fatal for ld.so.
-    """
-    try:
-        fd = os.open(path, _O_FLAGS)
-    except OSError:
-        # ENOENT, EACCES and friends: the loader moves on.
-        return _MISSING, None
-    try:
-        try:
-            h = os.read(fd, 64)
+            if entry.is_symlink():
+                return self._outside_link_stat(entry)
+            if entry.is_file(follow_symlinks=False):
+                return entry.stat(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.path)
+            return None  # a directory; or fifos, sockets, devices: never ELF, and reads may block
         except OSError as exc:
-            return "error", f"cannot read file data: {exc.strerror}"
-    finally:
-        os.close(fd)
-    need = _EXPECT_HDR[want.elf_class]
-    if len(h) < need:
-        return "error", "file too short"
-    if h[:4] != ELFMAG:
-        return "error", "invalid ELF header"
-    want_cls = ELFCLASS64 if want.elf_class == 64 else ELFCLASS32
-    if h[4] != want_cls:
-        return _OTHER, "wrong ELF class"
-    want_data = ELFDATA2LSB if want.endian == "little" else ELFDATA2MSB
-    if h[5] != want_data:
-        return "error", f"ELF file data encoding not {want.endian}-endian"
-    if h[6] != 1:
-        return "error", "ELF file version ident does not match current one"
-    osabi, abiver = h[7], h[8]
-    if osabi not in (ELFOSABI_SYSV, ELFOSABI_GNU):
-        return "error", "ELF file OS ABI invalid"
-    if not (abiver == 0 or (osabi == ELFOSABI_GNU and abiver < 4)):
-        return "error", "ELF file ABI version invalid"
-    if any(h[9:16]):
-        return "error", "nonzero padding in e_ident"
-    bo = "<" if h[5] == ELFDATA2LSB else ">"
-    e_type, e_machine, e_version = struct.unpack_from(bo + "HHI", h, 16)
-    if e_version != 1:
-        return "error", "ELF file version does not match current one"
-    if e_machine != want.machine:
-        return _OTHER, "wrong machine"
-    if e_type not in (2, 3):
-        return "error", "only ET_DYN and ET_EXEC can be loaded"
-    phentsize = struct.unpack_from(bo + "H", h, 54 if want.elf_class == 64 else 42)[0]
-    if phentsize != (56 if want.elf_class == 64 else 32):
-        return "error", "ELF file's phentsize not the expected size"
-    return _OK, None
+            self.report(entry.path, exc)
+            return None
 
-
-# --------------------------------------------------------------------------
-# Transitive result
-
-
-@dataclass(frozen=True)
-class LoadedObject:
-    """One object in the modelled link map."""
-
-    #: The path the loader names it by (``ldd``'s right-hand side).
-    path: str
-    info: ElfInfo
-    how: How
-    #: Path of the object whose DT_NEEDED first pulled it in (ld.so's
-    #: l_loader); None for the root, the executable and the interpreter.
-    needed_by: Optional[str]
-    depth: int
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    """Outcome of `resolve_tree`."""
-
-    root: str
-    #: Load order: the main program first, then breadth-first as ld.so maps.
-    objects: Tuple[LoadedObject, ...]
-    #: Every DT_NEEDED edge: (path of the needing object, its resolution).
-    edges: Tuple[Tuple[str, Resolution], ...]
-    #: The program interpreter in the link map (PT_INTERP of the main
-    #: program, or the default ld.so for a library on its own), whether or
-    #: not anything names it in DT_NEEDED.
-    interpreter: Optional[str] = None
-
-    @property
-    def paths(self) -> frozenset:
-        """Resolved files other than the root (and the executable)."""
-        return frozenset(o.path for o in self.objects if o.how is not How.ROOT)
-
-    @property
-    def missing(self) -> Tuple[Tuple[str, str], ...]:
-        """(needing object, name) for every DT_NEEDED not found."""
-        return tuple((p, r.name) for p, r in self.edges if r.how is How.NOT_FOUND)
-
-    @property
-    def errors(self) -> Tuple[Tuple[str, Resolution], ...]:
-        """Edges where ld.so would abort (bad candidate file ...)."""
-        return tuple((p, r) for p, r in self.edges if r.how is How.ERROR)
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.errors
-
-
-# --------------------------------------------------------------------------
-# Module-level conveniences
-
-
-def resolve(
-    info: ElfInfo,
-    *,
-    ld_library_path: Union[str, Sequence[str], None] = None,
-    loaders: Sequence[ElfInfo] = (),
-    executable: Optional[ElfInfo] = None,
-    config: Optional[LoaderConfig] = None,
-    origin: Optional[str] = None,
-    explicit_loader: bool = False,
-) -> Tuple[Resolution, ...]:
-    """Where each of ``info.needed`` would be loaded from, in order.
-
-    ``ld_library_path``: a string is split like ld.so does (':' and ';',
-    empty entries = cwd); a sequence is taken as the list of entries.
-    ``loaders``: the chain of objects that loaded ``info`` (nearest first);
-    their DT_RPATHs apply when ``info`` has no DT_RUNPATH.
-    ``executable``: the main program, whose DT_RPATH is also searched (for
-    an extension module: the Python interpreter); defaults to the last
-    loader, or ``info`` itself.  ``origin`` overrides ``info``'s $ORIGIN.
-    ``explicit_loader``: model ``ld.so prog`` / ``ldd prog`` (the main
-    program's $ORIGIN is then the given path's directory, not symlink-
-    resolved) instead of running ``prog`` directly.
-    ``config``: loader facts; default `host_config` for ``info``'s ABI.
-    """
-    return Resolver(config).resolve(info, ld_library_path=ld_library_path, loaders=loaders,
-                                    executable=executable, origin=origin,
-                                    explicit_loader=explicit_loader)
-
-
-def resolve_tree(
-    target: Union[PathLike, ElfInfo],
-    *,
-    ld_library_path: Union[str, Sequence[str], None] = None,
-    executable: Union[PathLike, ElfInfo, None] = None,
-    config: Optional[LoaderConfig] = None,
-    explicit_loader: bool = False,
-) -> LoadResult:
-    """The full set of objects ld.so would load for ``target``.
-
-    Models ``_dl_map_object_deps``: breadth-first over DT_NEEDED, each
-    object searched with its own RPATH chain/RUNPATH, and a name already
-    satisfied by a loaded object (by path, requested name, DT_SONAME, or
-    the same file under another path) reusing it.  The interpreter is part
-    of the map, so ``ld-linux-x86-64.so.2`` needed by libc is matched to it.
-
-    With ``executable``, ``target`` is treated as dlopen()ed by that
-    program (an extension module under ``python``): the executable's tree
-    is loaded first and the target's RPATH chain stops at the target.
-    ``explicit_loader=True`` models ``ldd``.
-    """
-    return Resolver(config).resolve_tree(target, ld_library_path=ld_library_path,
-                                         executable=executable, explicit_loader=explicit_loader)
+    def _outside_link_stat(self, entry: os.DirEntry) -> Optional[os.stat_result]:
+        """A symlink is read only when it leads to a file outside the tree (the tree's own files
+        are visited where they are)."""
+        if not entry.is_file():  # dangling, or a directory link
+            return None
+        real = os.path.realpath(entry.path)
+        if real == self.real_top or real.startswith(self.real_top.rstrip("/") + "/"):
+            return None
+        return entry.stat()

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequenc
 from ..build.rules import canonical_name
 from ..discover.stack import SYSTEM_PREFIXES, CentralModule
 from ..store.record import EnvRecord, LinkEvidence, RequirementEvidence
-from .elf import ElfError, ElfInfo, How, LoaderConfig, LoadResult, Resolver, host_config, iter_elf_files, read_elf
+from .elf import ElfError, ElfInfo, iter_elf_files, read_elf
+from .loader import How, LoaderConfig, LoadResult, Resolver, host_config
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "LdCache",
     "LdCacheError",
     "cache_flags_for",
+    "host_ldcache",
     "parse_ldcache",
     "read_ldcache",
 ]
@@ -203,6 +205,24 @@ def read_ldcache(path: str = LD_SO_CACHE) -> LdCache:
     with open(path, "rb") as f:
         data = f.read()
     return parse_ldcache(data, path=path)
+
+
+def host_ldcache() -> Optional[LdCache]:
+    """This machine's ld.so.cache, parsed once per version of the file; None if there is none
+    or it cannot be read (the loader then goes straight to the default directories)."""
+    try:
+        mtime_ns = os.stat(LD_SO_CACHE).st_mtime_ns
+    except OSError:
+        return None
+    return _cached_ldcache(LD_SO_CACHE, mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _cached_ldcache(path: str, mtime_ns: int) -> Optional[LdCache]:
+    try:
+        return read_ldcache(path)
+    except (OSError, LdCacheError):
+        return None
 
 
 def parse_ldcache(data: bytes, path: Optional[str] = None) -> LdCache:

@@ -1,22 +1,21 @@
 """The venv backend: a standard virtual environment with the central site-packages visible.
 
-It writes what ``python -m venv --without-pip --system-site-packages`` writes, in-process,
-so creating an env costs no interpreter start. pip is the central Python's own (visible
-through the system site-packages); small ``pip`` launchers in ``bin/`` make a bare ``pip``
-install into the env rather than into the central Python.
+It writes what ``python -m venv --without-pip --system-site-packages`` writes: the layout, links
+and ``pyvenv.cfg`` in-process, the activate scripts by the central Python's own ``venv`` (one
+short interpreter start). pip is the central Python's own (visible through the system
+site-packages); small ``pip`` launchers in ``bin/`` make a bare ``pip`` install into the env
+rather than into the central Python.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
-from dataclasses import dataclass
+import subprocess
 from pathlib import Path
-from typing import Callable, Mapping
 
 from ...discover.pyinfo import PythonInfo
-from ...errors import ConfigError
+from ...errors import ConfigError, DiscoveryError
 from .base import Backend
 
 _PIP_LAUNCHER = """{shebang}
@@ -52,6 +51,7 @@ class VenvBackend(Backend):
         return prefix / "bin" / "python"
 
     def create(self, python: PythonInfo, target: Path, final: Path, env_name: str) -> None:
+        _check_activate_path(final)
         short = python.short_version
         bindir = target / "bin"
         bindir.mkdir(parents=True, exist_ok=True)
@@ -78,191 +78,48 @@ class VenvBackend(Backend):
 
     @staticmethod
     def _activate_scripts(python: PythonInfo, bindir: Path, final: Path, env_name: str) -> None:
-        """venv's own activate scripts from the central Python, for users who source them.
+        """The activate scripts, written by the central Python's own venv, naming the final path.
 
-        Their placeholders are filled as values of each script's language (:func:`fill_activate_template`),
-        whichever generation of templates the central Python ships: before gh-124651 they sit inside
-        double quotes (``VIRTUAL_ENV="__VENV_DIR__"``), since then bare (the caller quotes). Raw text
-        would break either on an envmod root holding a space, and run ``$(...)`` or backticks in it.
+        The env is built in staging and renamed into place, and these scripts hold the path quoted
+        for each shell, so they are written for the final path at once rather than relocated.
         """
         scripts = Path(python.base_prefix) / "lib" / f"python{python.short_version}" / "venv" / "scripts"
-        # venv's context.prompt: '(name) ' until 3.13, whose templates add the parentheses themselves.
-        major, minor = (int(part) for part in python.short_version.split(".")[:2])
-        prompt = env_name if (major, minor) >= (3, 13) else f"({env_name}) "
-        replacements = {"__VENV_DIR__": str(final), "__VENV_NAME__": env_name,
-                        "__VENV_PROMPT__": prompt, "__VENV_BIN_NAME__": "bin",
-                        "__VENV_PYTHON__": str(final / "bin" / "python")}
-        for sub in ("common", "posix"):
-            folder = scripts / sub
-            if not folder.is_dir():
-                continue
-            for src in folder.iterdir():
-                if not src.is_file():
-                    continue
-                try:
-                    text = src.read_text(encoding="utf-8")
-                    text = fill_activate_template(text, script_dialect(src.name), replacements)
-                except (OSError, UnicodeDecodeError, ValueError):
-                    continue        # a script that cannot be filled safely is better left out
-                (bindir / src.name).write_text(text, encoding="utf-8")
+        if not scripts.is_dir():
+            return          # a central Python without venv's scripts: an env without activate, as venv's own
+        proc = subprocess.run([python.executable, "-I", "-S", "-c", _WRITE_ACTIVATE_SCRIPTS,
+                               str(bindir), str(final), env_name],
+                              capture_output=True, text=True, errors="replace", timeout=120)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise DiscoveryError(f"the central Python {python.executable} could not write the env's activate "
+                                 f"scripts with its venv module: {last}")
 
 
-# ---- activate templates --------------------------------------------------------------------
+# Run by the central Python: its venv fills its own activate templates (``EnvBuilder.setup_scripts``)
+# for the final path, written into staging's bin/. ``context.prompt`` is what venv itself sets:
+# '(name) ' until 3.13, whose templates add the parentheses themselves.
+_WRITE_ACTIVATE_SCRIPTS = """
+import os, sys, types, venv
+bin_path, env_dir, env_name = sys.argv[1:]
+prompt = env_name if sys.version_info >= (3, 13) else "(%s) " % env_name
+context = types.SimpleNamespace(env_dir=env_dir, env_name=env_name, prompt=prompt, bin_path=bin_path,
+                                bin_name="bin", env_exe=os.path.join(env_dir, "bin", "python"))
+venv.EnvBuilder().setup_scripts(context)
+"""
 
-_SAFE = re.compile(r"[\w@%+=:,./-]+", re.ASCII)     # shlex.quote's words that need no quotes
-
-
-def _quote_fish(value: str) -> str:
-    # fish: single quotes keep everything but \\ and \' (shlex.quote would turn \\ into \)
-    if value and _SAFE.fullmatch(value) and "%" not in value:
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _quote_ps1(value: str) -> str:
-    return "'" + re.sub(r"(['\u2018\u2019\u201a\u201b])", r"\1\1", value) + "'"
-
-
-def _quote_nu(value: str) -> str:
-    if "'" not in value:
-        return f"'{value}'"
-    hashes = "#"
-    while f"'{hashes}" in value:
-        hashes += "#"
-    return f"r{hashes}'{value}'{hashes}"
+# Characters venv's activate scripts cannot carry in the env's path: the templates of Pythons
+# before gh-124651 (the site's 3.11.2) put the path raw between double quotes, where sh, csh and
+# fish expand $ ` " \; and csh reads "!" as a history reference inside any quotes, so no
+# generation's activate.csh can hold it. check_root refuses all but "!" in a root already; this
+# holds for every caller (an EasyBuild install directory too).
+_UNQUOTABLE_IN_ACTIVATE = frozenset('$`"\\!')
 
 
-@dataclass(frozen=True)
-class _Dialect:
-    """What :func:`fill_activate_template` needs to know of a shell's lexical rules."""
-
-    quote: Callable[[str], str]          # a value as one word, outside any quotes
-    squote_escapes: str = ""             # characters a backslash escapes inside '...'
-    dquote_escape: str | None = "\\"     # what escapes the next character inside "..."
-    escape_char: str | None = "\\"       # what escapes the next character outside quotes
-    splice: bool = True                  # adjacent quoted parts join into one word ("a"'b')
-    block_comments: bool = False         # PowerShell's <# ... #>
-
-
-DIALECTS = {
-    "sh": _Dialect(shlex.quote),
-    "csh": _Dialect(shlex.quote, dquote_escape=None),
-    "fish": _Dialect(_quote_fish, squote_escapes="\\'"),
-    "ps1": _Dialect(_quote_ps1, dquote_escape="`", escape_char="`", splice=False, block_comments=True),
-    "nu": _Dialect(_quote_nu, escape_char=None, splice=False),
-}
-
-
-def script_dialect(filename: str) -> str:
-    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    return {"csh": "csh", "tcsh": "csh", "fish": "fish", "ps1": "ps1", "nu": "nu"}.get(suffix, "sh")
-
-
-def _in_string(value: str, dialect: str, quote: str) -> str:
-    """``value`` escaped to stay inside the string it stands in, for a language whose adjacent
-    strings do not join into one word (PowerShell, nu) and for bash's ``$'...'``."""
-    if quote == "$'":       # bash's $'...': backslash escapes, as in C
-        return value.replace("\\", "\\\\").replace("'", "\\'")
-    if dialect == "ps1":
-        if quote == "'":
-            return _quote_ps1(value)[1:-1]
-        return re.sub(r"([`$\"\u201c\u201d\u201e])", r"`\1", value)
-    if quote == '"':
-        return value.replace("\\", "\\\\").replace('"', '\\"')
-    if "'" in value:
-        raise ValueError(f"cannot put {value!r} inside a single-quoted {dialect} string")
-    return value
-
-
-#: characters that never start a placeholder, a quote, a comment or an escape in any dialect
-_ORDINARY_RUN = re.compile(r"[^_'\"#<>\\`\n]*")
-
-
-def fill_activate_template(text: str, dialect: str, replacements: Mapping[str, str]) -> str:
-    """Replace venv's ``__VENV_*__`` placeholders in an activate script by their values, each
-    quoted for where it stands in the script: bare, it becomes one quoted word; inside quotes
-    (the templates before gh-124651), the string is closed around the quoted value (or, in a
-    language that cannot join strings, the value is escaped for the string); in a comment, it
-    is written as it is. Both template generations so give the same script, and no value can
-    end a string early or expand (``$(...)``, backticks, ``$VAR``) when the script is sourced.
-    """
-    rules = DIALECTS[dialect]
-    pattern = re.compile("|".join(re.escape(key) for key in sorted(replacements, key=len, reverse=True)))
-    out: list[str] = []
-    state = None            # None, "'", '"', "$'" (bash's ANSI-C string), "#" (comment), "<#"
-    opened = -1             # where in ``out`` the current string's opening quote is
-    i, n = 0, len(text)
-    while i < n:
-        # Only these characters can start a placeholder or change the lexer's state: copy any
-        # run of others at once (the scripts are a few kB, sourced by every create).
-        run = _ORDINARY_RUN.match(text, i).end()
-        if run > i:
-            out.append(text[i:run])
-            i = run
-            if i == n:
-                break
-        match = pattern.match(text, i) if text.startswith("__", i) else None
-        if match:
-            value = replacements[match.group()]
-            i = match.end()
-            if state is None:
-                out.append(rules.quote(value))
-            elif state in ("#", "<#"):
-                out.append(value.replace("\n", " "))
-            elif not rules.splice or state == "$'":
-                out.append(_in_string(value, dialect, state))
-            else:
-                close = state[-1]
-                if opened == len(out) - 1:      # nothing in the string before it: no empty "" part
-                    out.pop()
-                else:
-                    out.append(close)
-                out.append(rules.quote(value))
-                if i < n and text[i] == close:  # it ended the string: no empty "" part either
-                    i += 1
-                    state = None
-                else:
-                    opened = len(out)
-                    out.append(state)
-            continue
-        ch = text[i]
-        if state is None:
-            prev = text[i - 1] if i else "\n"
-            if ch == rules.escape_char and i + 1 < n:
-                out.append(text[i:i + 2])
-                i += 2
-                continue
-            if rules.block_comments and text.startswith("<#", i):
-                state = "<#"
-                out.append("<#")
-                i += 2
-                continue
-            if ch == "#" and (prev.isspace() or prev in ";&|()<>"):
-                state = "#"
-            elif ch in "'\"":
-                state = "$'" if ch == "'" and dialect == "sh" and prev == "$" else ch
-                opened = len(out)
-        elif state == "#":
-            if ch == "\n":
-                state = None
-        elif state == "<#":
-            if text.startswith("#>", i):
-                out.append("#>")
-                i += 2
-                state = None
-                continue
-        else:
-            if i + 1 < n and (state == "$'" and ch == "\\"
-                              or state == "'" and ch == "\\" and text[i + 1] in rules.squote_escapes
-                              or state == '"' and ch == rules.dquote_escape):
-                out.append(text[i:i + 2])       # an escaped character: never a quote that ends it
-                i += 2
-                continue
-            if ch == state[-1]:
-                state = None
-        out.append(ch)
-        i += 1
-    return "".join(out)
+def _check_activate_path(final: Path) -> None:
+    bad = next((c for c in str(final) if c in _UNQUOTABLE_IN_ACTIVATE or not c.isprintable()), None)
+    if bad is not None:
+        raise ConfigError(f"cannot write activate scripts for {str(final)!r}: the path holds {bad!r}, which "
+                          "venv's activate scripts would expand", hint="choose another envmod root")
 
 
 def relocate(prefix: Path, old: Path, new: Path) -> int:
