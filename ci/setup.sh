@@ -21,6 +21,13 @@ fi
 
 bash "$REPO/ci/site.sh"
 
+# The shells whose activate scripts the tests run (bash is there already).
+missing=()
+for p in zsh tcsh fish; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+
 # A second MPI, as real sites have: the tests swap it in behind a module to prove envmod never
 # reuses a build made against another MPI.
 if ! dpkg -s libmpich-dev >/dev/null 2>&1; then

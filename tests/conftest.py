@@ -72,6 +72,9 @@ SITE_TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "readelf": (("readelf",), "binutils (build-essential)"),
     "bash": (("bash",), "bash"),
     "find": (("find",), "findutils"),
+    "zsh": (("zsh",), "the zsh package"),
+    "tcsh": (("tcsh",), "the tcsh package"),
+    "fish": (("fish",), "the fish package"),
 }
 
 
@@ -83,7 +86,7 @@ def require_tool(tool: str) -> str:
         path = shutil.which(name)
         if path:
             return path
-    skip_or_fail(f"{' or '.join(names)} not found on PATH (it comes with {provider}, which ci/site.sh installs)")
+    skip_or_fail(f"{' or '.join(names)} not found on PATH (it comes with {provider}, which the ci/ set-up installs)")
 
 
 def require_module(name: str, provider: str) -> ModuleType:
@@ -181,6 +184,18 @@ def lmod_shell(tmp_path: Path, envmod_root: Path) -> ModuleShell:
 def tcl_shell(tmp_path: Path, envmod_root: Path) -> ModuleShell:
     require_site()
     return ModuleShell("envmodules", envmod_root, tmp_path / "cache")
+
+
+@pytest.fixture(scope="module")
+def users():
+    """alice and bob, real users, both in a group the test made (tests/users.py; removed afterwards)."""
+    from tests.users import make_users
+
+    made, remove = make_users()
+    try:
+        yield made
+    finally:
+        remove()
 
 
 @dataclass

@@ -17,16 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SYSTEMS, require_site, site_dir
-from tests.users import AsUser, base_python, copy_modules_sh, install_for_users, make_users
-
-
-@pytest.fixture(scope="module")
-def users():
-    made, remove = make_users()
-    try:
-        yield made
-    finally:
-        remove()
+from tests.users import AsUser, base_python, copy_modules_sh, install_for_users
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from test_pyinfo import base_python
 
+from tests.conftest import require_tool
+
 from bridge.build.backends import BACKENDS, get_backend
 from bridge.build.backends.venv import VenvBackend, relocate, script_shebang
 from bridge.errors import ConfigError, UsageError
@@ -296,8 +298,7 @@ def test_activate_in_bash_over_a_root_with_spaces_and_shell_syntax(hostile_env, 
 
 
 def test_activate_in_zsh_over_a_hostile_root(hostile_env, tmp_path):
-    if not shutil.which("zsh"):
-        pytest.skip("no zsh")
+    require_tool("zsh")
     _, env = hostile_env
     script = ('PATH=/usr/bin:/bin; source "$1/bin/activate" || exit 9\n'
               'printf "%s\\n" "$VIRTUAL_ENV" "$PATH" "$(command -v python)"\n'
@@ -307,9 +308,7 @@ def test_activate_in_zsh_over_a_hostile_root(hostile_env, tmp_path):
 
 
 def test_activate_in_csh_over_a_hostile_root(hostile_env, tmp_path):
-    csh = shutil.which("tcsh") or shutil.which("csh")
-    if not csh:
-        pytest.skip("no csh or tcsh")
+    csh = require_tool("tcsh")
     _, env = hostile_env
     # The path comes in the environment, and csh quotes it itself (":q"); one command a line, as
     # csh expands an alias (deactivate) only on lines read after it was defined.
@@ -326,8 +325,7 @@ def test_activate_in_csh_over_a_hostile_root(hostile_env, tmp_path):
 
 
 def test_activate_in_fish_over_a_hostile_root(hostile_env, tmp_path):
-    if not shutil.which("fish"):
-        pytest.skip("no fish")
+    require_tool("fish")
     _, env = hostile_env
     script = ('set -gx PATH /usr/bin /bin; source "$argv[1]/bin/activate.fish"; or exit 9\n'
               'printf "%s\\n" "$VIRTUAL_ENV" (string join : $PATH) (command -v python)\n'

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from test_evidence import GCC, IS_LINUX_X86_64, PYTHON, ext, lib
 
-from tests.users import AsUser, User, base_python, install_for_users, make_users
+from tests.users import AsUser, User, base_python, install_for_users
 
 EXT = "envmodtest_ext/_core.cpython-311-x86_64-linux-gnu.so"
 
@@ -116,16 +116,6 @@ def work():
         for d, dirs, files in os.walk(path):      # sealed entries: writable again to delete them
             os.chmod(d, 0o755)
         shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def users():
-    """alice and bob, real users, both in a group the test made (removed afterwards)."""
-    made, remove = make_users()
-    try:
-        yield made
-    finally:
-        remove()
 
 
 def group_cache(work: Work, users, mode: int = 0o3775) -> Path:
