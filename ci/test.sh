@@ -5,6 +5,7 @@
 #   ci/setup.sh     the plain central site and envmod's own .venv
 #   ci/eb-site.sh   the central EasyBuild site
 #   ci/spack.sh     Spack 1.1.0 from ../shared/vendor (or your SPACK_ROOT) and the central Spack site
+#   ci/conda-site.sh  conda 26.7.1 from ../shared/vendor as the site's central conda (exit 3: the conda tier skips)
 # The tests run on every core (pytest-xdist, one test file per worker at a time, so a file's shared
 # env is built once). At the end: a table of how long each step and tier took, and the 20 slowest
 # tests. The benches are run by hand: bench/*.
@@ -50,6 +51,17 @@ elif [ $spack_rc != 3 ]; then
     exit 1
 fi
 rm -f "${TMPDIR:-/tmp}/envmod-spack-env.$$"
+
+# after setup.sh: the conda site's channel has a python over the plain site's CPython
+export ENVMOD_CONDA_SITE=${ENVMOD_CONDA_SITE:-/opt/envmod-conda-site}
+conda_rc=0
+step "conda site (ci/conda-site.sh)" bash "$REPO/ci/conda-site.sh" || conda_rc=$?
+if [ $conda_rc = 0 ]; then
+    export ENVMOD_REQUIRE_CONDA=1
+elif [ $conda_rc != 3 ]; then
+    echo "ci/test.sh: error: setting up the conda site failed (ci/conda-site.sh exit $conda_rc)" >&2
+    exit 1
+fi
 
 cd "$REPO"
 # Lint before the tests: a finding fails CI (config in pyproject.toml: ruff's pyflakes, import order

@@ -136,3 +136,14 @@ def test_site_script_is_idempotent() -> None:
     proc = run_site_script(ENVMOD_VENDOR=str(vendor), ENVMOD_CONDA_SITE=str(conda_site()))
     assert proc.returncode == 0, proc.stderr
     assert "up to date" in proc.stdout
+
+
+def test_site_script_without_the_central_python_fails_in_one_line_leaving_nothing(tmp_path: Path) -> None:
+    vendor = Path(os.environ.get("ENVMOD_VENDOR", REPO.parent / "shared" / "vendor"))
+    if not (vendor / f"conda-{CONDA_VERSION}.tar.xz").is_file():
+        pytest.skip(f"no vendored conda archive in {vendor} (set ENVMOD_VENDOR)")
+    proc = run_site_script(ENVMOD_VENDOR=str(vendor), ENVMOD_CONDA_SITE=str(tmp_path / "site"),
+                           ENVMOD_SITE=str(tmp_path / "no-central-site"))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("conda-site: error: the central site's Python") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "site").exists()
