@@ -4,8 +4,9 @@ What it holds (packages are ``.tar.bz2``: info/index.json, info/paths.json, info
 info/link.json for noarch:python; repodata.json written here):
 
 - ``python``: a venv-style interpreter over a base CPython already installed (``pyvenv.cfg`` with
-  ``home = <base>/bin`` and ``bin/python3.X`` symlinks), so that conda has a real python record to
-  install noarch:python packages against, without copying or relocating CPython;
+  ``home = <base>/bin`` and a ``bin/python3.X`` symlink to the base, which conda 26.7.1 links as
+  a copy since it points out of the env), so that conda has a real python record to install
+  noarch:python packages against, without relocating CPython (no patchelf);
 - ``pip``: noarch:python, made from the base's own bundled pip wheel (ensurepip);
 - ``envmod-hello``: a small pure noarch:python package;
 - ``envmod-activate``: noarch:generic, an ``etc/conda/activate.d`` script that sets a variable;
