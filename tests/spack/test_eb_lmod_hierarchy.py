@@ -59,29 +59,34 @@ def external_modules_metadata(hierarchy: dict) -> str:
     return "\n".join(sections)
 
 
-def easyconfig(hierarchy: dict) -> str:
-    deps = "".join(f"    ('{hierarchy[key]}', EXTERNAL_MODULE),\n" for key in ("python", "mpi", "hdf5"))
-    return (f"easyblock = 'UserEnv'\n\nname = '{NAME}'\nversion = '{VERSION}'\n\n"
+def easyconfig(hierarchy: dict, name: str = NAME, order: tuple[str, ...] = ("python", "mpi", "hdf5")) -> str:
+    deps = "".join(f"    ('{hierarchy[key]}', EXTERNAL_MODULE),\n" for key in order)
+    return (f"easyblock = 'UserEnv'\n\nname = '{name}'\nversion = '{VERSION}'\n\n"
             "homepage = '(a personal environment)'\n"
             "description = \"A library linking the site's parallel HDF5, from a Spack Lmod hierarchy\"\n\n"
             f"toolchain = SYSTEM\n\ndependencies = [\n{deps}]\n\n"
             f"packages = ['{hierarchy['wheel']}']\n\nmoduleclass = 'tools'\n")
 
 
+def run_eb(hierarchy: dict, shell: UserShell, paths: dict, text: str, name: str):
+    """``eb`` on an easyconfig as the test user, with only the site's Core dir of the hierarchy
+    added to MODULEPATH (besides the EasyBuild site's own modules)."""
+    metadata = shell.work / "external-modules.cfg"
+    metadata.write_text(external_modules_metadata(hierarchy))
+    ec = shell.work / f"{name}-{VERSION}.eb"
+    ec.write_text(text)
+    for path in (metadata, ec):
+        os.chmod(path, 0o644)
+    return shell.run(f"module use {shlex.quote(str(hierarchy['core']))}\n"
+                     f"eb {ec} --include-easyblocks={paths['easyblock']} --external-modules-metadata={metadata}",
+                     timeout=900)
+
+
 def test_userenv_over_hierarchy_modules_depends_on_them_in_load_order(lmod_hierarchy, eb_user):
     hierarchy = lmod_hierarchy
     shell, paths = eb_user
-    metadata = shell.work / "external-modules.cfg"
-    metadata.write_text(external_modules_metadata(hierarchy))
-    ec = shell.work / f"{NAME}-{VERSION}.eb"
-    ec.write_text(easyconfig(hierarchy))
-    for path in (metadata, ec):
-        os.chmod(path, 0o644)
-
     started = time.monotonic()
-    build = shell.run(f"module use {shlex.quote(str(hierarchy['core']))}\n"
-                      f"eb {ec} --include-easyblocks={paths['easyblock']} --external-modules-metadata={metadata}",
-                      timeout=900).check()
+    build = run_eb(hierarchy, shell, paths, easyconfig(hierarchy), NAME).check()
     print(f"\n{NAME}-{VERSION} built by eb in {time.monotonic() - started:.0f}s")
     assert "COMPLETED: Installation ended successfully" in build.stdout
     assert re.search(rf"envmod scan: \d+ compiled files; central modules linked: .*{re.escape(hierarchy['hdf5'])}",
@@ -107,3 +112,22 @@ python -c 'import h5user; print("opened", h5user.LIB.h5link_open())'
     # HDF5's own module loads the compiler it was built with (gcc), after OpenMPI
     assert [m for m in modules if not m.startswith("gcc/")] == wanted + [f"{NAME}/{VERSION}"]
     assert "opened 0" in loaded.stdout
+
+
+@pytest.mark.parametrize("order", [("python", "hdf5", "mpi"), ("python", "hdf5")], ids=["hdf5-first", "no-openmpi"])
+def test_hierarchy_module_listed_before_its_opener_fails_before_installing(lmod_hierarchy, eb_user, order):
+    """EasyBuild loads the dependencies in the easyconfig's order (one ``module load``), so HDF5
+    listed before OpenMPI, or without it, cannot load: EasyBuild stops in its prepare step, with
+    Lmod's message naming the module, before the easyblock creates anything."""
+    hierarchy = lmod_hierarchy
+    shell, paths = eb_user
+    name = NAME + "Bad"
+    build = run_eb(hierarchy, shell, paths, easyconfig(hierarchy, name, order), name)
+    assert build.returncode != 0
+    assert f'cannot be loaded as requested: "{hierarchy["hdf5"]}"' in build.output, build.output[-3000:]
+    assert f"module spider {hierarchy['hdf5']}" in build.output
+    # the easyblock's configure step (its "envmod: ..." lines) never ran
+    assert "envmod: " not in build.stdout and ">> envmod [" not in build.stdout
+    # (EasyBuild itself makes the empty install and module directories)
+    assert not (shell.work / f"eb/modules/all/{name}/{VERSION}.lua").exists()
+    assert not list((shell.work / f"eb/software/{name}").glob("*/envmod.yaml"))
