@@ -158,7 +158,7 @@ def test_every_script_starts_and_runs_the_env_python_under_a_root_of_spaces_and_
     _, env = site_env
     # Spaces (and a long path) make pip write its /bin/sh launchers; the rest is shell syntax
     # that must stay text.
-    root = tmp_path / ("long " * 12) / "r o;o&t|(x)!'y'#{z}*?~<>"
+    root = tmp_path / ("long " * 12) / "r o;o&t|(x)'y'#{z}*?~<>"
     marker = tmp_path / "pwned"
     proc = _create_under_root(root, "ENVMOD_ROOT", {**env, "PWNED": str(marker)}, tmp_path, "spaced",
                               "--with", str(SCRIPTPKG))
