@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from test_cli import one_error_line, run  # noqa: F401  (run is a fixture)
@@ -40,7 +39,7 @@ def test_unknown_backend_is_refused_listing_the_known():
         get_backend("pipenv")
 
 
-def test_create_help_lists_the_backends(run):
+def test_create_help_lists_the_backends(run):  # noqa: F811
     proc = run("create", "--help")
     assert proc.returncode == 0
     assert "--backend {venv,uv}" in proc.stdout
@@ -48,7 +47,7 @@ def test_create_help_lists_the_backends(run):
 
 @pytest.mark.parametrize("name, says", [("conda", "the conda backend is not available yet"),
                                         ("bogus", "unknown backend 'bogus'; available: uv, venv")])
-def test_cli_refuses_a_backend_in_one_line_creating_nothing(run, name, says):
+def test_cli_refuses_a_backend_in_one_line_creating_nothing(run, name, says):  # noqa: F811
     proc = run("create", "e", "--backend", name, "--python", base_python(), "--module-type", "lmod")
     assert proc.returncode == 2
     assert says in one_error_line(proc)
@@ -98,7 +97,7 @@ def test_uv_beside_envmods_python_comes_first(tmp_path, monkeypatch):
     assert find_uv(None) == str(beside)
 
 
-def test_cli_with_uv_missing_fails_in_one_line_before_anything_is_built(run, tmp_path):
+def test_cli_with_uv_missing_fails_in_one_line_before_anything_is_built(run, tmp_path):  # noqa: F811
     config = tmp_path / "config.yaml"
     config.write_text(f"backend: uv\nuv: {tmp_path / 'no-uv'}\n")
     proc = run("create", "e", "--python", base_python(), "--module-type", "lmod",

@@ -111,8 +111,9 @@ class UvInstaller(PipInstaller):
         union: dict[str, str] = {}
         for build in builds:
             union.update(build.env)
-        never = [flag for name in sorted(self.rules) for flag in ("--no-build-package", name,
-                                                                  "--no-binary-package", name)]
+        # Neither built (uv's cache would keep a build made against whatever MPI is loaded) nor
+        # a binary wheel: should a rule package ever reach uv, the install fails instead.
+        never = [flag for name in sorted(self.rules) for flag in ("--no-binary", name, "--only-binary", name)]
         env = self._env(union)
         env.update({k: v for k, v in uv_environment().items() if k.startswith("UV_")})
         self.reporter.run([self.uv, "pip", "install", "--python", self.python, "--no-deps", *never, *specs],
