@@ -187,7 +187,8 @@ class UserEnv(EasyBlock):
         """Custom easyconfig parameters of UserEnv (see `eb -a -e UserEnv`)."""
         extra = {
             'backend': ['venv', "How the environment is made, one of envmod's backends: 'venv' (a virtual "
-                        "environment over the Python dependency's interpreter)", CUSTOM],
+                        "environment over the Python dependency's interpreter) or 'uv' (uv venv, ordinary "
+                        "packages installed by uv pip; needs uv)", CUSTOM],
             'packages': [[], "Python packages to install, in pip's requirement syntax "
                          "(e.g. ['mpi4py', 'h5py>=3.10'])", CUSTOM],
             'requirements': [[], "pip requirements files to install (absolute, or relative to the "
@@ -392,7 +393,7 @@ class UserEnv(EasyBlock):
         """What the easyconfig alone decides, checked before anything is loaded or created."""
         lib = self.library()
         with self.envmod_errors("easyconfig parameter 'backend'"):
-            lib.get_backend(self.cfg['backend'])
+            lib.get_backend(self.cfg['backend'], self.settings()).check()
         if not self.cfg['system_site_packages']:
             raise EasyBuildError("system_site_packages = False is not supported yet: envmod's venv backend "
                                  "always lets the environment see the central Python's site-packages (it uses "

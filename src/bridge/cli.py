@@ -53,7 +53,9 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--python", metavar="EXE", help="the central Python (default: the first python3 a loaded module puts on PATH)")
     p.add_argument("--description", default="", metavar="TEXT", help="one line shown by 'module whatis' and 'module help'")
     p.add_argument("--module-type", choices=["lmod", "tcl"], help="modulefile syntax (default: that of the module system in use)")
-    p.add_argument("--backend", default="venv", help="how the environment is made (default: venv)")
+    p.add_argument("--backend", metavar="{venv,uv}",
+                   help="how the environment is made: venv (python -m venv's layout, pip installs) or uv "
+                        "(uv venv, uv pip installs) (default: 'backend:' in the config, else venv)")
     p.add_argument("--force", action="store_true", help="replace an existing environment (the old one stays usable until the new one is complete)")
     p.add_argument("--keep-loaded", action="store_true",
                    help="make the module load every module loaded now, not only those the env is proved to need")
@@ -183,6 +185,10 @@ def cmd_create(args) -> int:
     from .progress import Reporter
     from .session import CreateRequest, CreateSession
 
+    if args.backend is not None:
+        from .build.backends import check_backend_name
+
+        check_backend_name(args.backend)
     settings = _settings(args)
     exported, packages, description = None, list(args.packages), args.description
     if args.from_export is not None:
@@ -193,7 +199,7 @@ def cmd_create(args) -> int:
         description = description or exported.description
     request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=args.python, description=description, module_type=args.module_type,
-                            force=args.force, backend=args.backend, use_wheel_cache=args.use_wheel_cache,
+                            force=args.force, backend=args.backend or settings.backend or "venv", use_wheel_cache=args.use_wheel_cache,
                             keep_loaded=args.keep_loaded, from_export=exported)
     record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable

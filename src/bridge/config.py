@@ -18,7 +18,8 @@ from .errors import ConfigError
 
 SITE_CONFIG = "/etc/envmod/config.yaml"
 MODULE_TYPES = ("lmod", "tcl")
-_KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_cache", "spack_install_trees"}
+_KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_cache", "spack_install_trees",
+         "backend", "uv"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Settings:
     wheel_cache: Path | None = None    # None: <cache_dir>/wheels
     # Spack install trees (dirs holding .spack-db) whose modules users load without running Spack
     spack_install_trees: tuple[Path, ...] = ()
+    backend: str | None = None         # the default backend of 'create' (None: venv)
+    uv: Path | None = None             # the uv the uv backend runs (None: beside envmod's Python, or on PATH)
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -129,13 +132,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def _apply_config_file(path: Path, values: dict[str, Any], rules: list[Path], environ: Mapping[str, str]) -> None:
     """Take the settings of one config file over ``values`` (its build rules add to ``rules``)."""
     data = read_config_file(path)
-    for key in ("root", "cache_dir", "templates", "wheel_cache"):
+    for key in ("root", "cache_dir", "templates", "wheel_cache", "uv"):
         if key in data:
             values[key] = _expand(data[key], str(path), key, environ)
     if "build_rules" in data:
         rules.append(_expand(data["build_rules"], str(path), "build_rules", environ))
     if "module_type" in data:
         values["module_type"] = check_module_type(data["module_type"], str(path))
+    if "backend" in data:
+        from .build.backends import check_backend_name
+
+        values["backend"] = check_backend_name(data["backend"], f"{path}: 'backend'")
     if "spack_install_trees" in data:
         trees = data["spack_install_trees"]
         if not isinstance(trees, list):

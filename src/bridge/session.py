@@ -45,6 +45,7 @@ from .store.record import (
 from .store.root import Store
 
 if TYPE_CHECKING:
+    from .build.backends.base import Backend
     from .build.install import InstallResult
     from .emit.export import ExportedEnv
 
@@ -176,6 +177,7 @@ class CreateSession:
     def plan(self, system: ModuleSystem | None, stack: CentralStack) -> Plan:
         request = self.request
         validate_description(request.description)
+        get_backend(request.backend, self.settings).check()     # its tools, before anything is built
         if request.from_export is not None:
             from .emit.export import check_modules_loaded
 
@@ -203,17 +205,17 @@ class CreateSession:
             check_requirement_files(request.requirement_files)
         return Plan(request, stack, python, module, module_type, rules)
 
-    def install(self, plan: Plan, python: Path) -> "InstallResult | None":
-        """What pip installed; None when nothing was asked for."""
+    def install(self, plan: Plan, python: Path, backend: "Backend | None" = None) -> "InstallResult | None":
+        """What was installed (by the backend's installer: pip's, or uv's); None when nothing was asked for."""
         if not (self.request.packages or self.request.requirement_files):
             return None
-        from .build.install import PipInstaller
         from .build.wheelcache import WheelCache
 
         cache = None
         if self.request.use_wheel_cache:
             cache = WheelCache(self.settings.wheel_cache_dir, plan.stack.modules, plan.python.executable)
-        installer = PipInstaller(python, self.reporter, plan.rules, plan.stack, plan.python, cache)
+        backend = backend or get_backend(self.request.backend, self.settings)
+        installer = backend.installer(python, self.reporter, plan.rules, plan.stack, plan.python, cache)
         return installer.install(self.request.packages, self.request.requirement_files)
 
     def dependencies(self, plan: Plan, links: Sequence, requirements: Sequence) -> list[CentralModule]:
@@ -379,12 +381,12 @@ class CreateSession:
 
         No lock, no rename, no modulefile: :meth:`run` adds those; EasyBuild builds in place.
         """
-        backend = get_backend(self.request.backend)
+        backend = get_backend(self.request.backend, self.settings)
         backend.create(plan.python, target, final, self.request.name)
         version = env_python_version(backend.python(target), plan.python)
         self.reporter.step("create", f"{backend.name} over "
                            f"{plan.python_module.name if plan.python_module else plan.python.executable}")
-        installed = self.install(plan, backend.python(target))
+        installed = self.install(plan, backend.python(target), backend)
         if target != final:
             relocate(target, target, final)
         links, requirements = self.scan(plan, target, final) if installed and installed.packages else ([], [])

@@ -94,6 +94,19 @@ mpirun -n 2 python {RANKS}
     assert next(p for p in record.packages if p.name.lower() == "mpi4py").cached_wheel
 
 
+def uv_create(shell: ModuleShell, modules: Path, name: str, mpi: str):
+    """A uv env with mpi4py, every uv create of this file sharing one uv cache."""
+    return run(shell, modules, f'export UV_CACHE_DIR={modules.parent / "uv-cache"}\n'
+                               f"module load python/3.11 {mpi}\n$ENVMOD create {name} --backend uv --with mpi4py")
+
+
+def test_uv_env_gets_the_openmpi_build_from_envmods_cache(private_site):
+    base, modules, shell = private_site
+    result = uv_create(shell, modules, "u1", "openmpi/4.1.4").check()
+    assert "] reuse mpi4py" in result.stderr
+    assert "libmpi.so.40" in links_of(shell, "u1")
+
+
 def test_another_mpi_module_compiles_again(private_site):
     base, modules, shell = private_site
     result = run(shell, modules, "module load python/3.11 mpich/4.0.2\n$ENVMOD create m1 --with mpi4py").check()
@@ -110,6 +123,15 @@ def test_mpich_behind_the_openmpi_name_never_gets_the_openmpi_wheel(private_site
     assert "] compile mpi4py" in result.stderr and "] reuse mpi4py" not in result.stderr
     assert "link other central libraries" in result.stderr
     assert "libmpich.so.12" in links_of(shell, "a3") and "libmpi.so.40" not in links_of(shell, "a3")
+
+
+def test_uv_env_after_the_swap_never_gets_the_openmpi_build(private_site):
+    """The MPICH swap for the uv backend: u1 put OpenMPI's mpi4py through this uv cache's hands
+    if any backend let uv install it; the env made after the swap must link MPICH."""
+    base, modules, shell = private_site
+    result = uv_create(shell, modules, "u2", "openmpi/4.1.4").check()
+    assert "] reuse mpi4py" in result.stderr or "] compile mpi4py" in result.stderr
+    assert "libmpich.so.12" in links_of(shell, "u2") and "libmpi.so.40" not in links_of(shell, "u2")
 
 
 def test_check_reports_the_drift_and_rebuild_repairs_it(private_site):

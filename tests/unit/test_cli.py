@@ -226,7 +226,7 @@ def test_create_collects_packages_and_requirement_files():
     args = build_parser().parse_args(["create", "e", "--with", "mpi4py", "h5py>=3", "-r", "a.txt", "-r", "b.txt"])
     assert args.packages == ["mpi4py", "h5py>=3"]
     assert args.requirement_files == [Path("a.txt"), Path("b.txt")]
-    assert (args.backend, args.force, args.module_type) == ("venv", False, None)
+    assert (args.backend, args.force, args.module_type) == (None, False, None)   # None: the config's, else venv
 
 
 def test_description_that_is_not_utf8_gives_no_traceback(run):

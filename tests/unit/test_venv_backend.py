@@ -120,12 +120,12 @@ def test_lib64_points_at_lib(env):
 
 def test_get_backend_by_name():
     assert isinstance(get_backend("venv"), VenvBackend)
-    assert set(BACKENDS) == {"venv"}
+    assert "venv" in BACKENDS
 
 
 def test_unknown_backend_is_a_usage_error_listing_the_known():
-    with pytest.raises(UsageError, match="unknown backend 'conda'; available: venv"):
-        get_backend("conda")
+    with pytest.raises(UsageError, match="unknown backend 'pipenv'; available: uv, venv"):
+        get_backend("pipenv")
 
 
 # ---- relocate ----------------------------------------------------------------------------

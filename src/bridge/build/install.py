@@ -135,7 +135,7 @@ class PipInstaller:
             built[build.package] = build
         rest = [name for name in wanted if name not in built]
         if rest or requirement_files:
-            self._install_rest(reqs, rest, builds)
+            self._install_rest(reqs, rest, builds, wanted)
         result = InstallResult(builds=builds)
         result.packages += [self._installed(name, item, requested, built, cached) for name, item in wanted.items()]
         return result
@@ -157,9 +157,11 @@ class PipInstaller:
         builds.sort(key=lambda b: (b.package not in used, "mpi" not in [m.kind for m in b.modules]))
         return builds
 
-    def _install_rest(self, reqs: Sequence[str], rest: Sequence[str], builds: Sequence[SourceBuild]) -> None:
+    def _install_rest(self, reqs: Sequence[str], rest: Sequence[str], builds: Sequence[SourceBuild],
+                      wanted: Mapping[str, dict] | None = None) -> None:
         """Install everything requested with pip; the rule packages were compiled already and
-        are never taken from a binary wheel, and their build settings stay in the environment."""
+        are never taken from a binary wheel, and their build settings stay in the environment.
+        ``wanted`` is pip's plan by canonical name (another installer installs exactly that)."""
         self.reporter.step("install", ", ".join(rest) or "requirements")
         union: dict[str, str] = {}
         for build in builds:

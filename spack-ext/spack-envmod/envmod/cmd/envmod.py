@@ -73,6 +73,8 @@ def setup_parser(subparser: argparse.ArgumentParser) -> None:
     p.add_argument("--module-type", choices=["lmod", "tcl"],
                    help="modulefile syntax, and whose Spack module names it loads "
                    "(default: envmod's config, else the module system in use, else the first the site enables)")
+    p.add_argument("--backend", metavar="{venv,uv}",
+                   help="how the environment is made: venv or uv (default: 'backend:' in envmod's config, else venv)")
     p.add_argument("--force", action="store_true", help="replace an existing environment")
     p.add_argument("--keep-loaded", action="store_true",
                    help="make the module load the whole chosen stack, not only the modules the env is proved to need")
@@ -154,6 +156,10 @@ def _create(args) -> int:
 
     from spack.extensions.envmod import spackside
 
+    if args.backend is not None:
+        from bridge.build.backends import check_backend_name
+
+        check_backend_name(args.backend)
     settings = _settings(args)
     system = _module_system()
     site = spackside.SpackSite(spack.environment.active_environment())
@@ -183,7 +189,8 @@ def _create(args) -> int:
     request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=python.facts["python"], description=description, module_type=module_type,
                             force=args.force, keep_loaded=args.keep_loaded, use_wheel_cache=args.use_wheel_cache,
-                            front_end="spack", from_export=exported)
+                            front_end="spack", from_export=exported,
+                            backend=args.backend or settings.backend or "venv")
     record = CreateSession(request, settings, Reporter(quiet=args.quiet), stack=stack, module_system=system).run()
     print(f"created {record.name}: {record.backend} over {record.python.module or record.python.executable} "
           f"(Python {record.python.version})")

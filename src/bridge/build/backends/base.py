@@ -2,14 +2,25 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ...discover.pyinfo import PythonInfo
+
+if TYPE_CHECKING:
+    from ...config import Settings
+    from ..install import PipInstaller
 
 
 class Backend(ABC):
     """Makes an environment over a central Python at a given (staging) path."""
 
     name: str
+
+    def __init__(self, settings: "Settings | None" = None) -> None:
+        self.settings = settings
+
+    def check(self) -> None:
+        """Fail early, before anything is built, when this backend's tools are missing."""
 
     @abstractmethod
     def create(self, python: PythonInfo, target: Path, final: Path, env_name: str) -> None:
@@ -18,3 +29,10 @@ class Backend(ABC):
     @abstractmethod
     def python(self, prefix: Path) -> Path:
         """The environment's interpreter under ``prefix``."""
+
+    def installer(self, python: Path, *args: Any, **kwargs: Any) -> "PipInstaller":
+        """What installs packages into this backend's environment whose interpreter is ``python``
+        (pip, unless a backend says otherwise); the rest of the arguments are PipInstaller's."""
+        from ..install import PipInstaller
+
+        return PipInstaller(python, *args, **kwargs)

@@ -44,6 +44,15 @@ def script_shebang(python: Path) -> str:
     return "#!/bin/sh\n'''exec' " + quoted + ' "$0" "$@"\n' + "' '''"
 
 
+def write_pip_launchers(bindir: Path, final: Path, short_version: str) -> None:
+    """``pip``, ``pip3`` and ``pipX.Y`` in ``bindir``: the central pip installing into the env
+    that will live at ``final``."""
+    launcher = _PIP_LAUNCHER.format(shebang=script_shebang(final / "bin" / "python"))
+    for alias in ("pip", "pip3", f"pip{short_version}"):
+        (bindir / alias).write_text(launcher)
+        os.chmod(bindir / alias, 0o755)
+
+
 class VenvBackend(Backend):
     name = "venv"
 
@@ -70,10 +79,7 @@ class VenvBackend(Backend):
         for alias in ("python3", f"python{short}"):
             os.symlink("python", bindir / alias)
         if python.has_pip:
-            launcher = _PIP_LAUNCHER.format(shebang=script_shebang(final / "bin" / "python"))
-            for alias in ("pip", "pip3", f"pip{short}"):
-                (bindir / alias).write_text(launcher)
-                os.chmod(bindir / alias, 0o755)
+            write_pip_launchers(bindir, final, short)
         self._activate_scripts(python, bindir, final, env_name)
 
     @staticmethod
