@@ -129,6 +129,20 @@ def test_envs_are_shared_with_the_standalone_envmod(spack):
     assert "no environments" in spack("envmod", "list").check().stdout
 
 
+def test_backend_choice_reaches_the_library(spack, tmp_path):
+    refused = spack("envmod", "create", "c1", "--backend", "conda", "-q")
+    assert refused.returncode != 0 and "not available yet" in refused.stderr, refused.stderr
+    assert not (spack.root / "envs" / "c1").exists()
+    # uv as a site would name it in envmod's config: the one beside the tests' own Python
+    uv = shutil.which("uv", path=str(Path(envmod_argv()[0]).parent)) or shutil.which("uv")
+    assert uv, "uv comes with envmod's test extra"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"uv: {uv}\n")
+    spack("envmod", "create", "u1", "--backend", "uv", "--module-type", "lmod", "-q",
+          extra_env={"ENVMOD_CONFIG": str(config)}).check()
+    assert "u1: uv over" in spack("envmod", "show", "u1").check().stdout
+    assert (spack.root / "envs/u1/bin/python").exists()
+
 def test_export_is_the_library_export_with_dag_hashes(spack, site, tmp_path):
     spack("envmod", "create", "exp", "--module-type", "lmod", "-q").check()
     python = module_of(site, "python", "lmod")
