@@ -289,6 +289,7 @@ LONGEST_FIRST = (
     "tests/e2e/test_demo.py",
     "tests/spack/test_spack_ext.py",
     "tests/e2e/test_wheel_cache.py",
+    "tests/e2e/test_uv_compile.py",
     "tests/spack/test_lmod_hierarchy.py",
     "tests/modules/test_check_drift.py",
     "tests/e2e/test_rebuild_safety.py",
