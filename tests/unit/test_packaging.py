@@ -65,3 +65,11 @@ def test_an_installed_envmod_renders_from_its_own_templates(wheel, tmp_path):
     module = tmp_path / "root" / "modules" / "packaged"
     [tcl] = [p for p in module.iterdir()]
     assert tcl.read_text().startswith("#%Module")
+
+
+def test_test_files_have_names_of_their_own():
+    """pytest imports a test file by its basename (rootdir-relative, no packages): two of one name in
+    different tiers make the second an import error, and its tests never run."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
