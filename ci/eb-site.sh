@@ -43,6 +43,11 @@ CFG=$SITE/etc/easybuild.cfg
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 umask 022
+# A non-root user gets the site directory made (with sudo) and handed over once.
+if ! mkdir -p "$SITE" 2>/dev/null || [ ! -w "$SITE" ]; then
+    $SUDO mkdir -p "$SITE" || die "cannot create $SITE"
+    $SUDO chown "$(id -u):$(id -g)" "$SITE"
+fi
 
 # ---------------------------------------------------------------- timing
 STEP_NAMES=()

@@ -26,6 +26,13 @@ say() { echo "spack-site: $*"; }
 
 SITE=${ENVMOD_SPACK_SITE:-/opt/envmod-spack-site}
 ETC=$SITE/etc/spack
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+# A non-root user gets the site directory made (with sudo) and handed over once.
+if ! mkdir -p "$SITE" 2>/dev/null || [ ! -w "$SITE" ]; then
+    $SUDO mkdir -p "$SITE" || die "cannot create $SITE"
+    $SUDO chown "$(id -u):$(id -g)" "$SITE"
+fi
 
 # Spack 1.x ships no recipes; without a local copy it would try to git-clone them.
 RECIPES=
