@@ -6,8 +6,6 @@ loads each spec. Both are in plain files that Spack keeps up to date:
 
 * ``<install root>/.spack-db/index.json``: the database (format version 8: Spack 1.0 and later);
   Spack replaces it atomically, so it can be read without taking Spack's lock.
-* ``<install root>/.spack-db/index_verifier``: rewritten with a new value on every database
-  write, which makes change detection one small read (:meth:`SpackTree.fingerprint`).
 * ``<module root>/module-index.yaml``: DAG hash -> ``{path, use_name}`` of each generated
   modulefile; only ``spack module <kind> refresh`` rewrites it.
 
@@ -33,10 +31,7 @@ from typing import Any, Union
 
 import yaml
 
-from ..discover.hierarchy import modulepath_of
-
 __all__ = [
-    "COMPILER_FLAG_PARAMETERS",
     "KNOWN_PROVIDERS",
     "SUPPORTED_DB_VERSIONS",
     "CorruptSpackData",
@@ -49,7 +44,6 @@ __all__ = [
     "SpackTree",
     "SpackTreeError",
     "UnsupportedDatabaseVersion",
-    "fingerprint",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -61,11 +55,7 @@ SUPPORTED_DB_VERSIONS = frozenset({"8"})
 
 DB_DIRNAME = ".spack-db"
 INDEX_FILENAME = "index.json"
-VERIFIER_FILENAME = "index_verifier"
 MODULE_INDEX_FILENAME = "module-index.yaml"
-
-#: Parameters of a spec that are compiler flags rather than variants.
-COMPILER_FLAG_PARAMETERS = frozenset({"cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"})
 
 #: Packages known to provide a virtual, as ``name`` or ``name+variant`` (a provider only when
 #: that boolean variant is on: nvhpc is mostly installed as a compiler). The database only
@@ -196,20 +186,6 @@ class SpackSpec:
         return self.dag_hash[:7]
 
     @property
-    def variants(self) -> Mapping[str, Any]:
-        """Variant values (bool, str, or a tuple for multi-valued ones); flags left out."""
-        return {k: v for k, v in self.parameters.items() if k not in COMPILER_FLAG_PARAMETERS}
-
-    @property
-    def compiler_flags(self) -> Mapping[str, tuple[str, ...]]:
-        return {k: v for k, v in self.parameters.items() if k in COMPILER_FLAG_PARAMETERS}
-
-    @property
-    def arch(self) -> str:
-        """``platform-os-target``, as in Spack's architecture string and module folders."""
-        return "-".join(p for p in (self.platform, self.os, self.target) if p)
-
-    @property
     def short_spec(self) -> str:
         """``name@version/hash7``: unambiguous on the command line of ``spack`` itself."""
         return f"{self.name}@{self.version}/{self.short_hash}"
@@ -312,44 +288,26 @@ def _db_dir(install_root: PathLike) -> Path:
     return root if root.name == DB_DIRNAME else root / DB_DIRNAME
 
 
-def fingerprint(install_root: PathLike) -> str:
-    """A string that changes whenever Spack writes the database of ``install_root``.
-
-    Costs one small read: use it to decide whether anything derived from the tree
-    (a cache, generated modulefiles) must be recomputed.
-    """
+def _existing_db_dir(install_root: PathLike) -> Path:
+    # a missing .spack-db is a wrong path, not an empty tree (that is a .spack-db never written)
     db = _db_dir(install_root)
     if not db.is_dir():
         raise NotASpackTree(
             f"{Path(install_root)} is not a Spack install tree: no {DB_DIRNAME} directory",
             hint="give the install_tree root from Spack's config.yaml",
         )
-    try:
-        token = (db / VERIFIER_FILENAME).read_text(encoding="utf-8").strip()
-        if token:
-            return f"verifier:{token}"
-    except FileNotFoundError:
-        pass
-    # no verifier (a database never written by this Spack): fall back to the file's identity
-    try:
-        st = (db / INDEX_FILENAME).stat()
-    except FileNotFoundError:
-        return "empty"
-    return f"stat:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return db
 
 
 class SpackTree:
     """The specs recorded in one Spack install tree's database.
 
-    A snapshot: it does not follow later writes by Spack; :meth:`changed` says when to reopen.
+    A snapshot: it does not follow later writes by Spack.
     """
 
-    def __init__(
-        self, root: Path, db_version: str, specs: Mapping[str, SpackSpec], loaded_fingerprint: str
-    ) -> None:
+    def __init__(self, root: Path, db_version: str, specs: Mapping[str, SpackSpec]) -> None:
         self.root = root
         self.db_version = db_version
-        self.loaded_fingerprint = loaded_fingerprint
         self._by_hash: dict[str, SpackSpec] = dict(specs)
         # virtual -> hashes of specs that some dependent uses as that virtual
         self._virtuals: dict[str, set] = {}
@@ -366,16 +324,13 @@ class SpackTree:
 
         A tree whose ``.spack-db`` exists but whose database was never written is empty.
         """
-        db = _db_dir(install_root)
+        db = _existing_db_dir(install_root)
         root = db.parent
-        # the fingerprint is read before the data: should Spack write in between, the
-        # fingerprint is the older one and the next check reloads, never the other way round
-        fp = fingerprint(root)
         index = db / INDEX_FILENAME
         try:
             text = index.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return cls(root, "", {}, fp)
+            return cls(root, "", {})
         except OSError as exc:
             raise SpackTreeError(f"cannot read {index}: {exc.strerror or exc}") from None
         try:
@@ -401,17 +356,7 @@ class SpackTree:
             if not isinstance(record, dict):
                 raise CorruptSpackData(f"{index}: the record of {dag_hash} is not an object")
             specs[dag_hash] = _spec_from_record(dag_hash, record, index)
-        return cls(root, version, specs, fp)
-
-    # ------------------------------------------------------------------ change detection
-
-    def fingerprint(self) -> str:
-        """The database's fingerprint now (see :func:`fingerprint`)."""
-        return fingerprint(self.root)
-
-    def changed(self) -> bool:
-        """Whether Spack has written the database since this snapshot was loaded."""
-        return self.fingerprint() != self.loaded_fingerprint
+        return cls(root, version, specs)
 
     # ------------------------------------------------------------------ queries
 
@@ -456,12 +401,6 @@ class SpackTree:
         if not matches:
             raise KeyError(f"no spec with hash {dag_hash!r} in {self.root}")
         raise KeyError(f"hash prefix {dag_hash!r} matches {len(matches)} specs in {self.root}")
-
-    def virtuals_of(self, spec: SpackSpec) -> tuple[str, ...]:
-        """Virtuals ``spec`` provides: those its dependents use it as, plus known ones."""
-        found = {v for v, hashes in self._virtuals.items() if spec.dag_hash in hashes}
-        found.update(v for v in KNOWN_PROVIDERS if _known_provider(spec, v))
-        return tuple(sorted(found))
 
     def provides(self, spec: SpackSpec, virtual: str) -> bool:
         return spec.dag_hash in self._virtuals.get(virtual, ()) or _known_provider(spec, virtual)
@@ -513,13 +452,6 @@ class SpackTree:
             if e.dag_hash in self._by_hash
         ]
 
-    def dependents(self, spec: SpackSpec) -> list[SpackSpec]:
-        """Specs in this tree with a direct edge to ``spec``."""
-        return sorted(
-            (s for s in self._by_hash.values() if any(e.dag_hash == spec.dag_hash for e in s.dependencies)),
-            key=_sort_key,
-        )
-
     def traverse(self, spec: SpackSpec) -> list[SpackSpec]:
         """``spec`` and everything it depends on in this tree, breadth first, each once."""
         out = [spec]
@@ -566,15 +498,6 @@ class ModuleEntry:
     dag_hash: str
     use_name: str
     path: Path
-
-    @property
-    def modulepath_dir(self) -> Path:
-        """The directory that must be in MODULEPATH for ``module load use_name`` to find it.
-
-        With an Lmod hierarchy this is the ``Core`` (or ``<mpi>/<version>/Core``) folder, not
-        the module root.
-        """
-        return Path(modulepath_of(str(self.path), self.use_name))
 
 
 class ModuleIndex:
@@ -643,26 +566,6 @@ class ModuleIndex:
         """The module of a spec (or DAG hash); None when Spack wrote none for it."""
         key = spec_or_hash.dag_hash if isinstance(spec_or_hash, SpackSpec) else spec_or_hash
         return self._entries.get(key)
-
-    def use_name(self, spec_or_hash: SpackSpec | str) -> str | None:
-        entry = self.module_for(spec_or_hash)
-        return entry.use_name if entry else None
-
-    def path(self, spec_or_hash: SpackSpec | str) -> Path | None:
-        entry = self.module_for(spec_or_hash)
-        return entry.path if entry else None
-
-    def modulepath_dirs(self) -> list[Path]:
-        """Every distinct MODULEPATH directory the indexed modules live in, sorted."""
-        return sorted({e.modulepath_dir for e in self._entries.values()})
-
-    def fingerprint(self) -> str:
-        """Changes whenever ``spack module ... refresh`` rewrites the index."""
-        try:
-            st = (self.root / MODULE_INDEX_FILENAME).stat()
-        except FileNotFoundError:
-            return "missing"
-        return f"stat:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
     def __repr__(self) -> str:
         return f"ModuleIndex({str(self.root)!r}, {len(self)} modules)"
