@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import hashlib
 import shutil
 import stat
@@ -172,7 +173,7 @@ def test_stored_entry_follows_the_umask_and_is_sealed(work, umask):
     assert stored and hit == stored and "same central libraries" in why, (out, err)
     assert out["warnings"] == [] and err == ""
     entry = Path(stored).parent
-    assert entry.relative_to(cache).parts[0] == "root"         # the writer's part of the cache
+    assert entry.relative_to(cache).parts[0] == pwd.getpwuid(os.geteuid()).pw_name   # the writer's part
     assert (entry / "entry.json").is_file() and (entry / "unpacked").is_dir()
     assert not [p for p in below(cache) if p.name.startswith(".new-")]
     assert modes(cache) == {"writer": {oct(0o755 & ~umask)}, "entry": {oct(0o555 & ~umask)},
