@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import importlib
 import json
 import os
@@ -15,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -158,6 +160,19 @@ snap() {{ printf '@@SNAP %s ' "$1"; env -0 | base64 -w0; echo; }}
     def environment(self, script: str = "") -> dict[str, str]:
         """The environment after ``script`` (e.g. module loads), to run envmod directly in."""
         return self.run(script + "\nsnap env").check().snapshots["env"]
+
+
+def write_wheel(wheel: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (archive path -> bytes, the .dist-info's METADATA and WHEEL among them) as
+    the wheel ``wheel``, with the RECORD of their sha256 that pip checks on install."""
+    dist = next(p.split("/", 1)[0] for p in files if p.split("/", 1)[0].endswith(".dist-info"))
+    record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}\n"
+                     for p, d in files.items()) + f"{dist}/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+        zf.writestr(f"{dist}/RECORD", record)
+    return wheel
 
 
 @pytest.fixture

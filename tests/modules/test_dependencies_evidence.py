@@ -10,16 +10,13 @@ is a pure-Python wheel written by the test itself (pip installs it offline, from
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from bridge.store.record import read_record
-from tests.conftest import ModuleShell, loaded, site_dir
+from tests.conftest import ModuleShell, loaded, site_dir, write_wheel
 
 pytestmark = pytest.mark.modules
 
@@ -60,14 +57,7 @@ def pure_wheel(directory: Path, name: str = "numpyuser", requires: str = "numpy"
     files = {f"{name}/__init__.py": b"import numpy\nVALUE = int(numpy.int64(7))\n",
              f"{dist}/METADATA": meta.encode(),
              f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: envmod-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}\n"
-                     for p, d in files.items()) + f"{dist}/RECORD,,\n"
-    wheel = directory / f"{name}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, data in files.items():
-            zf.writestr(path, data)
-        zf.writestr(f"{dist}/RECORD", record)
-    return wheel
+    return write_wheel(directory / f"{name}-1.0-py3-none-any.whl", files)
 
 
 def test_env_linking_nothing_central_depends_on_python_only(shell):

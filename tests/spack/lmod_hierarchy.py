@@ -12,17 +12,15 @@ Spack gets.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from spack_helpers import Spack
+from tests.conftest import write_wheel
 
 ARCH = "linux-debian12-x86_64"
 HDF5_LIBDIR = Path("/usr/lib/x86_64-linux-gnu/hdf5/openmpi")
@@ -86,11 +84,4 @@ def hdf5_linking_wheel(directory: Path) -> Path:
              f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
              f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: envmod-tests\nRoot-Is-Purelib: false\n"
                               b"Tag: py3-none-linux_x86_64\n"}
-    record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}\n"
-                     for p, d in files.items()) + f"{dist}/RECORD,,\n"
-    wheel = directory / f"{name}-1.0-py3-none-linux_x86_64.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, data in files.items():
-            zf.writestr(path, data)
-        zf.writestr(f"{dist}/RECORD", record)
-    return wheel
+    return write_wheel(directory / f"{name}-1.0-py3-none-linux_x86_64.whl", files)
