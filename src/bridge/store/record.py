@@ -151,6 +151,19 @@ def central_module_records(modules: Any, keep: Any = ()) -> list[CentralModuleRe
 
 
 @dataclass
+class CondaRecord:
+    """The conda side of a conda or rattler env: exactly what was asked, from where, and what came."""
+
+    engine: dict[str, Any] = field(default_factory=dict)    # CondaEngine.describe(): tool, version, executable, solver, module
+    channels: list[str] = field(default_factory=list)       # in priority order, labels included
+    specs: list[str] = field(default_factory=list)          # the explicit conda specs (the user's, plus envmod's MPI pin)
+    packages: list[dict[str, str]] = field(default_factory=list)   # CondaPackage.as_dict() of each installed package
+    mpi_pin: str | None = None          # the external-MPI placeholder spec envmod added for the central MPI
+    conda_mpi_allowed: bool = False     # created with --allow-conda-mpi: a conda MPI was accepted knowingly
+    activate_env: dict[str, str] = field(default_factory=dict)     # what the env's activate.d scripts set, carried into the module
+
+
+@dataclass
 class EnvRecord:
     """Everything envmod knows about one environment: the content of its record file."""
 
@@ -167,6 +180,7 @@ class EnvRecord:
     links: list[LinkEvidence] = field(default_factory=list)
     requirements: list[RequirementEvidence] = field(default_factory=list)
     rebuilt: list[Provenance] = field(default_factory=list)
+    conda: CondaRecord | None = None    # conda and rattler envs only
     schema: int = SCHEMA_VERSION
 
     @property
@@ -200,6 +214,7 @@ class EnvRecord:
                 links=[_build(LinkEvidence, e) for e in data.get("links") or []],
                 requirements=[_build(RequirementEvidence, e) for e in data.get("requirements") or []],
                 rebuilt=[_build(Provenance, e) for e in data.get("rebuilt") or []],
+                conda=_build(CondaRecord, data["conda"]) if data.get("conda") else None,
                 schema=schema,
             )
         except (KeyError, TypeError) as exc:
