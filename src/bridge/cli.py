@@ -29,7 +29,8 @@ EXAMPLES = {
              "module tool not working); with --all the worst over all envs, and 2 wins over 1: an env\n"
              "that could not be checked is never hidden by another's problems\nexample:\n  envmod check myenv\n  envmod check --all --json",
     "rebuild": "example (after 'envmod check myenv' reported drift):\n  envmod rebuild myenv\n  module load openmpi/5.0.5; envmod rebuild myenv --from-loaded",
-    "module": "example (write the Tcl modulefile for an Environment Modules site):\n  envmod module myenv --module-type tcl",
+    "module": "example (write the Tcl modulefile for an Environment Modules site):\n  envmod module myenv --module-type tcl\n"
+              "example (your own module for a group-shared env):\n  envmod module teamenv --shared /proj/team/envmod",
     "remove": "example:\n  envmod remove myenv --yes",
     "root": "example:\n  module use $(envmod root)/modules",
     "export": """example:
@@ -63,6 +64,9 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
                    help="compile even when a cached build links exactly the same central libraries")
     p.add_argument("--from", dest="from_export", metavar="FILE", type=Path,
                    help="recreate an exported env (envmod export): its packages pinned, with the same central modules loaded")
+    p.add_argument("--shared", metavar="DIR", type=Path,
+                   help="make it a group-shared env in the shared root DIR (its group's, setgid; you alone may change it)")
+    p.add_argument("--group", metavar="G", help="with --shared: the group to share it with (default: DIR's group, else yours)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
 
@@ -92,11 +96,14 @@ def _rebuild_arguments(p: argparse.ArgumentParser) -> None:
 def _module_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--module-type", choices=["lmod", "tcl"], help="syntax to write (default: the one recorded)")
+    p.add_argument("--shared", metavar="DIR", type=Path,
+                   help="write your own module, in your root, for the group-shared env NAME in the shared root DIR")
 
 
 def _remove_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--force", action="store_true", help="remove a shared env even while members' modules point at it")
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
@@ -190,6 +197,13 @@ def cmd_create(args) -> int:
 
         check_backend_name(args.backend)
     settings = _settings(args)
+    shared = None
+    if args.group is not None and args.shared is None:
+        raise UsageError("--group needs --shared DIR")
+    if args.shared is not None:
+        from .store.shared import open_shared_root
+
+        settings, shared = open_shared_root(settings, args.shared, args.group)
     exported, packages, description = None, list(args.packages), args.description
     if args.from_export is not None:
         from .emit.export import read_export
@@ -200,8 +214,13 @@ def cmd_create(args) -> int:
     request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=args.python, description=description, module_type=args.module_type,
                             force=args.force, backend=args.backend or settings.backend or "venv", use_wheel_cache=args.use_wheel_cache,
-                            keep_loaded=args.keep_loaded, from_export=exported)
-    record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
+                            keep_loaded=args.keep_loaded, from_export=exported, shared=shared)
+    with contextlib.ExitStack() as stack:
+        if shared is not None:
+            from .store.shared import shared_umask_in_effect
+
+            stack.enter_context(shared_umask_in_effect())
+        record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable
     print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
     modules_dir = str(settings.modules_dir)
@@ -326,7 +345,17 @@ def cmd_module(args) -> int:
     from .config import check_module_type
     from .emit.modulefile import write_modulefile
     from .store.record import write_record
+    from .store.shared import member_link_root, refuse_unless_maintainer
 
+    own = _store(args)
+    shared_root = args.shared or member_link_root(own.env_path(args.name))
+    if shared_root is not None:         # a member's own module for a group-shared env
+        from .emit.member import write_member_module
+
+        print(f"wrote {write_member_module(own.settings, shared_root, args.name, args.module_type)}")
+        return 0
+    if own.exists(args.name):
+        refuse_unless_maintainer(own.load(args.name), "rewrite its module")
     with _locked(args, "rewriting its module") as store:
         settings = store.settings
         record = store.load(args.name)
@@ -344,36 +373,52 @@ def cmd_module(args) -> int:
     return 0
 
 
-def cmd_remove(args) -> int:
+def _remove_modulefiles(store, name: str) -> None:
+    """The env's modulefiles under this root (a shared env's, seen through a member's link, are
+    not under it and stay)."""
     from .errors import EnvNotFound, RecordError
 
+    settings = store.settings
+    try:
+        files = list(store.load(name).module.files.values())
+    except (RecordError, EnvNotFound):     # EnvNotFound: a member's link to a shared env now gone
+        files = []
+    module_dir = settings.modules_dir / name
+    for path in [Path(f) for f in files] + (sorted(module_dir.iterdir()) if module_dir.is_dir() else []):
+        if path.is_file() and settings.modules_dir.resolve() in path.resolve().parents:
+            path.unlink()
+    if module_dir.is_dir() and not any(module_dir.iterdir()):
+        module_dir.rmdir()
+
+
+def cmd_remove(args) -> int:
+    from .errors import EnvNotFound
+    from .store.shared import check_may_remove, remove_member_entry
+
+    member_of = check_may_remove(_store(args), args.name, args.force)   # a shared env's, or a member's module of one
     with _locked(args, "removing it") as store:
         settings = store.settings
-        if not store.exists(args.name):
+        if not store.exists(args.name) and member_of is None:
             raise EnvNotFound(f"no environment named {args.name!r} under {settings.envs_dir}")
         registered = store.registered_target(args.name)
         if not args.yes:
             if not sys.stdin.isatty():
                 raise UsageError(f"refusing to remove {args.name!r} without confirmation", hint="pass --yes")
-            question = (f"unregister environment {args.name!r} (only the link to {registered}: the tool that built it "
+            question = (f"remove your module for the shared environment {args.name!r} (the environment in "
+                        f"{member_of} stays)? [y/N] " if member_of else f"unregister environment {args.name!r} (only the link to {registered}: the tool that built it "
                         "keeps its files and module)? [y/N] " if registered else
                         f"remove environment {args.name!r} at {store.env_path(args.name)} and its modules? [y/N] ")
             answer = input(question)
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing removed")
                 return 1
-        try:
-            files = list(store.load(args.name).module.files.values())
-        except RecordError:
-            files = []
-        module_dir = settings.modules_dir / args.name
-        # Modules go first, so no module ever points at a missing env.
-        for path in [Path(f) for f in files] + (sorted(module_dir.iterdir()) if module_dir.is_dir() else []):
-            if path.is_file() and settings.modules_dir.resolve() in path.resolve().parents:
-                path.unlink()
-        if module_dir.is_dir() and not any(module_dir.iterdir()):
-            module_dir.rmdir()
+        _remove_modulefiles(store, args.name)      # first, so no module ever points at a missing env
         store.remove_env_dir(args.name)
+        if member_of is not None:
+            remove_member_entry(member_of, args.name)    # last: the maintainer sees it while the module exists
+    if member_of is not None:
+        print(f"removed your module for {args.name}: the shared environment in {member_of} is its maintainer's and stays")
+        return 0
     if registered:
         print(f"unregistered {args.name}: its install at {registered} and the module written with it are untouched "
               "(EasyBuild built it: remove them there)")

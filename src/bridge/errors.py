@@ -38,6 +38,10 @@ class ConfigError(UsageError):
     pass
 
 
+class SharedEnvRefused(UsageError):
+    """A change to a group-shared env that only its maintainer may make, or while members use it."""
+
+
 class DiscoveryError(EnvmodError):
     """The central stack (module system, Python, MPI, HDF5) could not be found or read."""
 

@@ -67,6 +67,10 @@ class RebuildSession:
 
     def run(self) -> EnvRecord:
         session = self.session
+        if session.store.exists(self.name):     # a shared env: its maintainer's alone (before its lock, theirs too)
+            from .store.shared import refuse_unless_maintainer
+
+            refuse_unless_maintainer(session.store.load(self.name), "rebuild it")
         with session.store.lock(self.name, "rebuilding it"):
             record = session.store.load(self.name)
             system, stack = self.stack_now(record)

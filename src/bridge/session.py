@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .build.backends.base import Backend
     from .build.install import InstallResult
     from .emit.export import ExportedEnv
+    from .store.record import SharedRecord
 
 
 @dataclass
@@ -73,6 +74,8 @@ class CreateRequest:
     source_builds: Sequence[str] | None = None
     # Which front end asks (bridge.frontends): the env's help and exports name its command.
     front_end: str = "envmod"
+    # A group-shared env (create --shared): its group and maintainer (store/shared.py).
+    shared: "SharedRecord | None" = None
 
 
 @dataclass
@@ -274,7 +277,7 @@ class CreateSession:
                                     cached_wheel=p.cached)
                       for p in (installed.packages if installed else [])],
             requested=list(self.request.packages) + [f"-r {p}" for p in self.request.requirement_files],
-            links=list(links), requirements=list(requirements),
+            links=list(links), requirements=list(requirements), shared=self.request.shared,
         )
 
     def provenance(self, system: ModuleSystem | None, front_end: str | None = None) -> Provenance:
@@ -297,6 +300,7 @@ class CreateSession:
         except ValueError:      # not the main thread: leave signals alone
             previous = None
         try:
+            self._refuse_unless_maintainer(name)
             with self.store.lock(name, "creating it"):
                 if self.store.exists(name) and not self.request.force:
                     raise EnvExists(f"environment {name!r} already exists at {self.store.env_path(name)}",
@@ -305,6 +309,18 @@ class CreateSession:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+    def _refuse_unless_maintainer(self, name: str) -> None:
+        """A group-shared env of that name is replaced by its maintainer alone (asked before its
+        lock, which is the maintainer's too)."""
+        if self.store.exists(name):
+            from .store.shared import refuse_unless_maintainer
+
+            try:
+                record = self.store.load(name)
+            except EnvmodError:
+                return              # an unreadable record: the create's own checks say so
+            refuse_unless_maintainer(record, "replace it")
 
     def _create(self, name: str) -> EnvRecord:
         system, stack = self.discover()
@@ -335,6 +351,10 @@ class CreateSession:
             # directories made; only writing them is left for after the rename.
             modulefiles = self._render_modulefiles(record)
             write_record(record, staging)
+            if record.shared is not None:     # group-shared: group-readable whatever a tool copied
+                from .store.shared import share_env_tree
+
+                share_env_tree(staging, record.shared)
             made_dirs = _make_dirs(path.parent for path, _ in modulefiles)
             # From here on the env goes live: let no signal split putting it and its module in place.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

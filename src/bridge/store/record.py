@@ -164,6 +164,14 @@ class CondaRecord:
 
 
 @dataclass
+class SharedRecord:
+    """A group-shared env (``create --shared``): its group, and the one user who may change it."""
+
+    group: str
+    maintainer: str
+
+
+@dataclass
 class EnvRecord:
     """Everything envmod knows about one environment: the content of its record file."""
 
@@ -181,6 +189,7 @@ class EnvRecord:
     requirements: list[RequirementEvidence] = field(default_factory=list)
     rebuilt: list[Provenance] = field(default_factory=list)
     conda: CondaRecord | None = None    # conda and rattler envs only
+    shared: SharedRecord | None = None  # group-shared envs only (store/shared.py)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -215,6 +224,7 @@ class EnvRecord:
                 requirements=[_build(RequirementEvidence, e) for e in data.get("requirements") or []],
                 rebuilt=[_build(Provenance, e) for e in data.get("rebuilt") or []],
                 conda=_build(CondaRecord, data["conda"]) if data.get("conda") else None,
+                shared=_build(SharedRecord, data["shared"]) if data.get("shared") else None,
                 schema=schema,
             )
         except (KeyError, TypeError) as exc:

@@ -1,0 +1,79 @@
+"""A member's own modulefile for a group-shared env: ``envmod module NAME --shared DIR``.
+
+The module is the shared env's (rendered from its record, so it loads the same central
+modules and points at the same prefix) but written in the member's own root, beside their own
+envs' modules. There the member's root holds a link ``envs/NAME`` to the shared env, so that
+``list``, ``show`` and ``remove`` see it; and the shared root registers it (store/shared.py) so
+that the maintainer knows who still uses the env. The registration is made first and removed
+last: the maintainer never misses a member's module that exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from ..config import Settings, check_module_type
+from ..errors import EnvExists
+from ..frontends import user_command
+from ..fsutil import atomic_write_text
+from ..store.root import Store
+from ..store.shared import (
+    add_member_entry,
+    check_member_request,
+    current_user,
+    member_entry_path,
+    read_member_entry,
+    remove_member_entry,
+)
+from .modulefile import modulefile_path, render_modulefile
+
+
+def write_member_module(settings: Settings, shared_root: Path | str, name: str, module_type: str | None) -> Path:
+    """Write this user's module for the shared env ``name`` under ``shared_root`` into their own
+    root (``settings``); return its path. Run again, it rewrites it (another ``module_type`` adds
+    that syntax's file)."""
+    shared_store = Store(settings.with_root(shared_root))
+    shared_root = shared_store.settings.root
+    record = shared_store.load(name)
+    check_member_request(record, shared_root)
+    own = Store(settings)
+    target = shared_store.env_path(name)
+    link = own.env_path(name)
+    if os.path.lexists(link) and not (link.is_symlink() and Path(os.readlink(link)) == target):
+        raise EnvExists(f"you have an environment named {name!r} already at {link}",
+                        hint=f"'{user_command()} remove {name}' it first; nothing was changed")
+    module_type = check_module_type(module_type or record.module.type)
+    if module_type != record.module.type:
+        from ..spack.stack import with_module_type
+
+        record = with_module_type(record, module_type)
+    text = render_modulefile(record, module_type, settings.templates, settings.cache_dir)
+    path = modulefile_path(own.settings.modules_dir, record, module_type)
+    own.check_writable(name)
+    with own.lock(name, "writing your module for a shared environment"):
+        # for the undo below: a failed rewrite keeps the entry of the module written before
+        had_entry = read_member_entry(member_entry_path(shared_root, name, current_user())) is not None
+        add_member_entry(shared_root, name, path, own.settings.root)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text, 0o644)
+            _link(link, target)
+        except BaseException:
+            if not had_entry:
+                remove_member_entry(shared_root, name)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+    return path
+
+
+def _link(link: Path, target: Path) -> None:
+    """``link`` -> ``target``, put in place by a rename (an older link to it is replaced at once)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
