@@ -356,13 +356,14 @@ class CreateSession:
 
                 share_env_tree(staging, record.shared)
             made_dirs = _make_dirs(path.parent for path, _ in modulefiles)
+            from .store.shared import shared_file_mode
             # From here on the env goes live: let no signal split putting it and its module in place.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 replaced = self.store.commit(name, staging)
                 unplaced = None
                 for path, text in modulefiles:
-                    atomic_write_text(path, text, 0o644)
+                    atomic_write_text(path, text, 0o644 if record.shared is None else shared_file_mode())
                 self._drop_stale_modulefiles(record, replaced)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -94,8 +94,10 @@ def shared_umask_in_effect() -> Iterator[None]:
 def share_tree(top: Path, gid: int) -> None:
     """Give ``top`` and everything in it that is this user's the shared env's modes: group
     ``gid``, setgid directories, group read (and execute where the owner may), no group or
-    world write. Files a tool copied with their own modes (not the umask's) are caught here."""
+    world write, others no more than the umask lets them. Files a tool wrote with modes of its
+    own (pip's 0755 launchers, files copied with their modes) are caught here."""
     me = os.geteuid()
+    others_masked = current_umask() & 0o007
     for path in [top, *(Path(d) / n for d, dirs, files in os.walk(top) for n in dirs + files)]:
         st = path.lstat()
         if st.st_uid != me or stat.S_ISLNK(st.st_mode):
@@ -107,7 +109,7 @@ def share_tree(top: Path, gid: int) -> None:
             mode |= stat.S_ISGID | stat.S_IXGRP
         elif mode & stat.S_IXUSR:
             mode |= stat.S_IXGRP
-        mode &= ~(stat.S_IWGRP | stat.S_IWOTH)
+        mode &= ~(stat.S_IWGRP | stat.S_IWOTH | others_masked)
         if mode != stat.S_IMODE(path.lstat().st_mode):
             os.chmod(path, mode)
 
@@ -119,6 +121,11 @@ def share_env_tree(top: Path, shared: SharedRecord) -> None:
     except KeyError:
         raise ConfigError(f"the group {shared.group} this environment is shared with no longer exists") from None
     share_tree(top, gid)
+
+
+def shared_file_mode() -> int:
+    """A shared env's modulefile: the group reads, others as the maintainer's umask says."""
+    return 0o644 & ~(current_umask() & 0o007)
 
 
 def _dir_mode(group_writable: bool, umask: int) -> int:

@@ -1,0 +1,263 @@
+"""Group-shared environments (issue #13, section 4), tried with real users (``useradd``) in a real
+group (``groupadd``), each command run as one of them (``runuser``) under a real module tool:
+
+alice (the maintainer) creates an env with ``--shared DIR --group G`` under umask 077; bob (a
+member) loads it through ``module use DIR/modules`` and through his own module
+(``envmod module NAME --shared DIR``), in Lmod and in Environment Modules; bob cannot replace,
+rebuild or remove it (one line naming alice); his ``remove`` removes only his module; alice's
+``remove`` refuses naming bob until he has, or with ``--force``. And the bad input: a shared dir
+alice cannot write, a group she is not in, a group that does not exist: one line, nothing made.
+
+The env holds one pure package (a wheel written here): nothing compiles, so not marked slow.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SYSTEMS, require_site, site_dir, write_wheel
+from tests.users import AsUser, base_python, copy_modules_sh, install_for_users
+
+PKG = "teampkg"
+
+
+@pytest.fixture(scope="module")
+def base(users):
+    """A directory every user can read (root's tmp_path is not): envmod, modules.sh and a pure
+    wheel in it."""
+    base = Path(tempfile.mkdtemp(prefix="envmod-shared-"))
+    try:
+        base.chmod(0o755)
+        runner = AsUser(install_for_users(base / "envmod"))
+        modules_sh = copy_modules_sh(base)
+        wheel = write_wheel(base / f"{PKG}-1.0-py3-none-any.whl", {
+            f"{PKG}/__init__.py": b"WHO = 'team'\n",
+            f"{PKG}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {PKG}\nVersion: 1.0\n".encode(),
+            f"{PKG}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        })
+        wheel.chmod(0o644)
+        yield base, runner, modules_sh, wheel
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _env(user, **more: str) -> dict[str, str]:
+    return {"XDG_CACHE_HOME": f"{user.home}/.cache", **more}
+
+
+def tree(root: Path) -> list[tuple[str, int, int]]:
+    """Every path under ``root`` with its mode and owner: what 'nothing changed' compares."""
+    out = []
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            st = (Path(d) / n).lstat()
+            out.append((str((Path(d) / n).relative_to(root)), st.st_mode, st.st_uid))
+    return sorted(out)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _python() -> str:
+    site_python = site_dir() / "software/python/3.11.2/bin/python3"
+    return str(site_python if site_python.exists() else base_python())
+
+
+def _create_shared(runner, users, modules_sh, wheel, shared: Path, name: str, system: str, umask: int = 0o077):
+    module_type = "lmod" if system == "lmod" else "tcl"
+    made = runner.bash(users.alice, f"module load python/3.11\n$ENVMOD create {name} -q --with {wheel} "
+                       f"--module-type {module_type} --shared {shared} --group {users.group}",
+                       system, modules_sh, umask=umask, extra_env=_env(users.alice))
+    assert made.returncode == 0, made.stdout + made.stderr
+    return made
+
+
+def _load_and_import(runner, user, modules_sh, system: str, modules_dir: str, name: str):
+    return runner.bash(user, f"module use {modules_dir}\nmodule load {name}\n"
+                       f"python -c 'import {PKG}, sys; print({PKG}.__file__); print(sys.prefix)'",
+                       system, modules_sh, extra_env=_env(user))
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_a_member_loads_a_shared_env_by_module_use_and_by_a_module_of_their_own(users, base, system):
+    """alice shares an env made under umask 077 (group still reads, others nothing); bob loads
+    it from DIR/modules, then writes his own module for it (in his root) and loads that, in the
+    same module tool; the shared root registers bob's module."""
+    require_site()
+    tmp, runner, modules_sh, wheel = base
+    parent = tmp / f"proj-{system}"
+    parent.mkdir()
+    os.chown(parent, users.alice.uid, users.alice.gid)
+    shared = parent / "envmod"
+    _create_shared(runner, users, modules_sh, wheel, shared, "team", system)
+    prefix = shared / "envs/team"
+
+    # permissions: group-owned, setgid dirs, group reads, nothing group- or world-writable in the
+    # env; umask 077 respected (others get nothing)
+    for path in [prefix, *(Path(d) / n for d, dirs, files in os.walk(prefix) for n in dirs + files),
+                 *(shared / "modules/team").iterdir(), shared / "modules/team"]:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        assert st.st_gid == users.gid, path
+        assert st.st_uid == users.alice.uid, path
+        mode = stat.S_IMODE(st.st_mode)
+        assert mode & 0o040 and not mode & 0o022 and not mode & 0o007, (path, oct(mode))
+        if stat.S_ISDIR(st.st_mode):
+            assert mode & stat.S_ISGID and mode & 0o010, (path, oct(mode))
+    for rel in ("envs", "modules", "logs", ".envmod/members"):      # members add, none removes another's
+        mode = stat.S_IMODE((shared / rel).stat().st_mode)
+        assert mode == 0o3770, (rel, oct(mode))
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o2750
+    record = (prefix / "envmod.yaml").read_text()
+    assert f"maintainer: {users.alice.name}" in record and f"group: {users.group}" in record
+
+    # bob, through the shared root's modules
+    ran = _load_and_import(runner, users.bob, modules_sh, system, f"{shared}/modules", "team")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.split()[-2:] == [f"{prefix}/lib/python3.11/site-packages/{PKG}/__init__.py", str(prefix)]
+
+    # bob, through a module of his own, in his own root
+    bob_root = Path(users.bob.home) / f"envmod-{system}"
+    bob = _env(users.bob, ENVMOD_ROOT=str(bob_root))
+    mine = runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob)
+    assert mine.returncode == 0, mine.stdout + mine.stderr
+    assert os.readlink(bob_root / "envs/team") == str(prefix)
+    ran = _load_and_import(runner, users.bob, modules_sh, system, f"{bob_root}/modules", "team")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.split()[-1] == str(prefix)
+    entry = shared / ".envmod/members" / users.bob.name / "team.yaml"
+    assert entry.stat().st_uid == users.bob.uid and str(bob_root / "modules/team") in entry.read_text()
+    listed = runner.envmod(users.bob, "list", extra_env=bob)
+    assert "team" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_only_the_maintainer_changes_a_shared_env_and_members_remove_only_their_own(users, base):
+    require_site()
+    tmp, runner, modules_sh, wheel = base
+    parent = tmp / "proj-rules"
+    parent.mkdir()
+    os.chown(parent, users.alice.uid, users.alice.gid)
+    shared = parent / "envmod"
+    _create_shared(runner, users, modules_sh, wheel, shared, "team", "lmod", umask=0o022)
+    prefix = shared / "envs/team"
+    assert stat.S_IMODE(prefix.stat().st_mode) == 0o2755       # umask 022: others may read
+    before = tree(shared)
+
+    bob_root = Path(users.bob.home) / "envmod-rules"
+    bob = _env(users.bob, ENVMOD_ROOT=str(bob_root))
+    for argv, doing in ((["create", "team", "-q", "--python", _python(), "--shared", str(shared), "--force"],
+                         "replace it"),
+                        (["--root", str(shared), "remove", "team", "--yes"], "remove it"),
+                        (["--root", str(shared), "rebuild", "team", "-q"], "rebuild it"),
+                        (["--root", str(shared), "module", "team", "--module-type", "tcl"], "rewrite its module")):
+        line = one_line_error(runner.envmod(users.bob, *argv, extra_env=bob),
+                              f"shared by {users.alice.name}", f"only {users.alice.name} may {doing}")
+        assert "nothing was changed" in line
+        assert tree(shared) == before, argv
+
+    assert runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob).returncode == 0
+    # bob's rebuild through his own link is refused the same way
+    one_line_error(runner.envmod(users.bob, "rebuild", "team", "-q", extra_env=bob), f"only {users.alice.name} may")
+    during = tree(shared)
+    alice = _env(users.alice)
+    line = one_line_error(runner.envmod(users.alice, "--root", str(shared), "remove", "team", "--yes", extra_env=alice),
+                          "is in use", f"{users.bob.name}'s module", "--force")
+    assert tree(shared) == during
+
+    gone = runner.envmod(users.bob, "remove", "team", "--yes", extra_env=bob)
+    assert gone.returncode == 0 and "removed your module for team" in gone.stdout, gone.stdout + gone.stderr
+    assert not os.path.lexists(bob_root / "envs/team") and not (bob_root / "modules/team").exists()
+    assert (prefix / "envmod.yaml").is_file() and (shared / "modules/team").is_dir()
+    assert not (shared / ".envmod/members" / users.bob.name / "team.yaml").exists()
+
+    done = runner.envmod(users.alice, "--root", str(shared), "remove", "team", "--yes", extra_env=alice)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not prefix.exists() and not (shared / "modules/team").exists()
+
+
+def test_the_maintainer_removes_with_force_and_the_member_can_still_remove_theirs(users, base):
+    require_site()
+    tmp, runner, modules_sh, wheel = base
+    parent = tmp / "proj-force"
+    parent.mkdir()
+    os.chown(parent, users.alice.uid, users.alice.gid)
+    shared = parent / "envmod"
+    _create_shared(runner, users, modules_sh, wheel, shared, "team", "envmodules")
+    bob_root = Path(users.bob.home) / "envmod-force"
+    bob, alice = _env(users.bob, ENVMOD_ROOT=str(bob_root)), _env(users.alice)
+    assert runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob).returncode == 0
+    forced = runner.envmod(users.alice, "--root", str(shared), "remove", "team", "--yes", "--force", extra_env=alice)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert not (shared / "envs/team").exists()
+    gone = runner.envmod(users.bob, "remove", "team", "--yes", extra_env=bob)     # his link now points at nothing
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not os.path.lexists(bob_root / "envs/team") and not (bob_root / "modules/team").exists()
+
+
+# ---- bad input: one line, nothing made ----------------------------------------------------
+
+def _plain_create(runner, user, shared: Path, *more: str):
+    return runner.envmod(user, "create", "e", "-q", "--python", _python(), "--module-type", "lmod",
+                         "--shared", str(shared), *more, extra_env=_env(user))
+
+
+def test_a_shared_dir_the_user_cannot_write_is_one_line_and_unchanged(users, base):
+    tmp, runner, _, _ = base
+    theirs = tmp / "bobs-shared"
+    theirs.mkdir()
+    os.chown(theirs, users.bob.uid, users.gid)
+    theirs.chmod(0o2755)                        # the group's, but only bob writes
+    before = tree(theirs)
+    line = one_line_error(_plain_create(runner, users.alice, theirs), f"cannot write to the shared root {theirs}",
+                          "Permission denied", "nothing was changed")
+    assert line.startswith("envmod: error: ")
+    assert tree(theirs) == before
+    one_line_error(_plain_create(runner, users.alice, theirs / "deeper/envmod"), "cannot write to the shared root")
+    assert tree(theirs) == before
+
+
+def test_a_group_the_user_is_not_in_is_one_line_and_nothing_is_made(users, base):
+    tmp, runner, _, _ = base
+    other = f"envmodo{os.getpid()}"
+    made = subprocess.run(["groupadd", other], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    try:
+        parent = tmp / "alices"
+        parent.mkdir()
+        os.chown(parent, users.alice.uid, users.alice.gid)
+        one_line_error(_plain_create(runner, users.alice, parent / "envmod", "--group", other),
+                       f"not a member of group {other}", "nothing was changed")
+        one_line_error(_plain_create(runner, users.alice, parent / "envmod", "--group", f"{other}x"),
+                       f"--group {other}x: no such group")
+        assert list(parent.iterdir()) == []
+    finally:
+        subprocess.run(["groupdel", other], capture_output=True)
+    assert grp.getgrnam(users.group)        # the test's own group is untouched
+
+
+def test_a_member_cannot_take_a_shared_root_of_another_group(users, base):
+    """The shared root is its group's: --group naming another group is refused, nothing made."""
+    tmp, runner, _, _ = base
+    root = tmp / "team-root"
+    root.mkdir()
+    os.chown(root, users.alice.uid, users.gid)
+    root.chmod(0o2770)
+    alice_group = grp.getgrgid(users.alice.gid).gr_name
+    one_line_error(_plain_create(runner, users.alice, root, "--group", alice_group),
+                   f"belongs to group {users.group}, not {alice_group}")
+    assert list(root.iterdir()) == []
