@@ -106,19 +106,7 @@ def test_a_member_loads_a_shared_env_by_module_use_and_by_a_module_of_their_own(
     _create_shared(runner, users, modules_sh, wheel, shared, "team", system)
     prefix = shared / "envs/team"
 
-    # permissions: group-owned, setgid dirs, group reads, nothing group- or world-writable in the
-    # env; umask 077 respected (others get nothing)
-    for path in [prefix, *(Path(d) / n for d, dirs, files in os.walk(prefix) for n in dirs + files),
-                 *(shared / "modules/team").iterdir(), shared / "modules/team"]:
-        st = path.lstat()
-        if stat.S_ISLNK(st.st_mode):
-            continue
-        assert st.st_gid == users.gid, path
-        assert st.st_uid == users.alice.uid, path
-        mode = stat.S_IMODE(st.st_mode)
-        assert mode & 0o040 and not mode & 0o022 and not mode & 0o007, (path, oct(mode))
-        if stat.S_ISDIR(st.st_mode):
-            assert mode & stat.S_ISGID and mode & 0o010, (path, oct(mode))
+    assert_shared_modes(shared, "team", users)
     for rel in ("envs", "modules", "logs", ".envmod/members"):      # members add, none removes another's
         mode = stat.S_IMODE((shared / rel).stat().st_mode)
         assert mode == 0o3770, (rel, oct(mode))
@@ -144,6 +132,29 @@ def test_a_member_loads_a_shared_env_by_module_use_and_by_a_module_of_their_own(
     assert entry.stat().st_uid == users.bob.uid and str(bob_root / "modules/team") in entry.read_text()
     listed = runner.envmod(users.bob, "list", extra_env=bob)
     assert "team" in listed.stdout, listed.stdout + listed.stderr
+
+    # alice's rebuild (umask 077 again) keeps the shared modes
+    rebuilt = runner.bash(users.alice, f"$ENVMOD --root {shared} rebuild team -q", system, modules_sh,
+                          umask=0o077, extra_env=_env(users.alice))
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert_shared_modes(shared, "team", users)
+
+
+def assert_shared_modes(shared: Path, name: str, users) -> None:
+    """Group-owned (the sharing group), setgid dirs, the group reads, nothing group- or
+    world-writable in the env or its module, and umask 077 respected (others get nothing)."""
+    prefix = shared / "envs" / name
+    for path in [prefix, *(Path(d) / n for d, dirs, files in os.walk(prefix) for n in dirs + files),
+                 *(shared / "modules" / name).iterdir(), shared / "modules" / name]:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        assert st.st_gid == users.gid, path
+        assert st.st_uid == users.alice.uid, path
+        mode = stat.S_IMODE(st.st_mode)
+        assert mode & 0o040 and not mode & 0o022 and not mode & 0o007, (path, oct(mode))
+        if stat.S_ISDIR(st.st_mode):
+            assert mode & stat.S_ISGID and mode & 0o010, (path, oct(mode))
 
 
 def test_only_the_maintainer_changes_a_shared_env_and_members_remove_only_their_own(users, base):
