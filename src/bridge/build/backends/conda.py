@@ -152,8 +152,11 @@ class CondaCliEngine:
         self._run(["create", "-p", str(prefix), *_channel_args(channels), *specs, "-y", "--quiet"], "create")
 
     def installed(self, prefix: Path) -> list[CondaPackage]:
+        """The env's conda packages; those pip installed (which conda lists as channel ``pypi``)
+        are the record's Python packages, not conda's."""
         data = self._run(["list", "-p", str(prefix)], "list")
-        return [_package(item) for item in data] if isinstance(data, list) else []
+        return [_package(item) for item in data if isinstance(item, dict) and "pypi" not in
+                (item.get("channel"), item.get("platform"))] if isinstance(data, list) else []
 
 
 def _channel_args(channels: Sequence[str]) -> list[str]:
