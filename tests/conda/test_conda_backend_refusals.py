@@ -171,3 +171,16 @@ exec {envmod_command()} create k --backend conda --conda envmod-hello envmod-act
     assert sorted(str(b) for b in (shell.root / "envs/.builds").glob("k@*")) == [new]
     assert new in (shell.root / "modules/k/py3.11.lua").read_text()
 
+
+
+def test_concurrent_creates_of_one_name_make_one_env(channel: Path, tmp_path: Path) -> None:
+    shell = CondaShell(tmp_path, channels_of(channel))
+    run = shell.run("""
+for i in 1 2 3 4; do ( $ENVMOD create same --backend conda --conda envmod-hello -q; echo "rc=$?" ) & done
+wait
+""")
+    codes = sorted(line for line in run.stdout.splitlines() if line.startswith("rc="))
+    assert codes == ["rc=0", "rc=5", "rc=5", "rc=5"], run.stdout + run.stderr
+    assert run.stderr.count("envmod: error: environment 'same' is busy") == 3
+    builds = list((shell.root / "envs/.builds").glob("same@*"))
+    assert [str(b) for b in builds] == [os.path.realpath(shell.root / "envs/same")]

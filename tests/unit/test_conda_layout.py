@@ -183,3 +183,36 @@ def test_rebuild_refuses_a_conda_env_in_one_line_changing_nothing(store):
     with pytest.raises(PlanError, match="c is a conda env, which rebuild cannot copy and move"):
         RebuildSession("c", store.settings).run()
     assert os.readlink(store.env_path("c")) == str(build) and (build / RECORD_FILE).is_file()
+
+
+def test_check_reports_a_conda_env_whose_build_is_gone_as_unchecked(store):
+    import shutil
+
+    from bridge.check import check_stored
+
+    build = store.new_build("c")
+    write_record(make_record(build, name="c", backend="conda", conda=CondaRecord()), build)
+    store.commit_link("c", build)
+    shutil.rmtree(build)
+    report = check_stored(store, "c", None)
+    assert report.exit_code == 2 and report.unchecked == f"environment 'c' links to {build}, which does not exist"
+
+
+def test_cli_remove_of_a_conda_env_removes_it_even_when_its_build_is_gone(store, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    for gone in (False, True):
+        build = built(store, "c")
+        store.commit_link("c", build)
+        module = store.settings.modules_dir / "c" / "py3.11.lua"
+        module.parent.mkdir(parents=True, exist_ok=True)
+        module.write_text("-- c\n")
+        if gone:
+            shutil.rmtree(build)
+        proc = subprocess.run([sys.executable, "-m", "bridge", "--root", str(store.settings.root), "remove", "c",
+                               "--yes"], capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+        assert proc.returncode == 0, proc.stderr
+        assert "unregistered" not in proc.stdout and "removed" in proc.stdout
+        assert not store.env_path("c").is_symlink() and not build.exists() and not module.exists()

@@ -118,10 +118,12 @@ class Store:
 
     # ---- reading -----------------------------------------------------------------------
     def exists(self, name: str) -> bool:
-        return self.env_path(name).is_dir()
+        return self.env_path(name).is_dir() or self.build_of(self.env_path(name)) is not None
 
     def load(self, name: str) -> EnvRecord:
         path = self.record_path(name)
+        if not path.parent.is_dir() and path.parent.is_symlink():
+            raise RecordError(f"environment {name!r} links to {os.readlink(path.parent)}, which does not exist")
         if not path.parent.is_dir():
             raise EnvNotFound(f"no environment named {name!r} under {self.settings.envs_dir}",
                               hint=f"'{user_command()} list' shows the environments there are")
@@ -242,9 +244,10 @@ class Store:
 
     # ---- envs built elsewhere ------------------------------------------------------------
     def registered_target(self, name: str) -> str | None:
-        """Where a registered env's link points (resolved), or None when ``name`` is not registered."""
+        """Where a registered env's link points (resolved), or None when ``name`` is not registered
+        (a conda env's link to its own build is no registration)."""
         link = self.env_path(name)
-        return os.path.realpath(link) if link.is_symlink() else None
+        return os.path.realpath(link) if link.is_symlink() and self.build_of(link) is None else None
 
     def register(self, name: str, prefix: Path | str) -> Path:
         """Link ``<root>/envs/<name>`` to an env built at ``prefix`` (its record inside), replacing
