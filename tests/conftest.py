@@ -308,6 +308,7 @@ LONGEST_FIRST = (
     "tests/spack/test_lmod_hierarchy.py",
     "tests/modules/test_check_drift.py",
     "tests/e2e/test_rebuild_safety.py",
+    "tests/conda/test_conda_backend_e2e.py",
 )
 
 

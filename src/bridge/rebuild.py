@@ -73,6 +73,11 @@ class RebuildSession:
             refuse_unless_maintainer(session.store.load(self.name), "rebuild it")
         with session.store.lock(self.name, "rebuilding it"):
             record = session.store.load(self.name)
+            if record.conda is not None:
+                # A rebuild copies the env into staging; a conda env cannot move (its prefix is in its files).
+                raise PlanError(f"{record.name} is a {record.backend} env, which rebuild cannot copy and move",
+                                hint=f"recreate it with '{command_for(record)} create {record.name} --backend "
+                                f"{record.backend} --force ...'; nothing was changed")
             system, stack = self.stack_now(record)
             return session.stage_and_place(self.name, "rebuild",
                                            lambda staging, final: self._rebuild(record, system, stack, staging, final))
