@@ -19,7 +19,7 @@ from .errors import ConfigError
 SITE_CONFIG = "/etc/envmod/config.yaml"
 MODULE_TYPES = ("lmod", "tcl")
 _KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_cache", "spack_install_trees",
-         "backend", "uv"}
+         "backend", "uv", "conda_channels"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Settings:
     spack_install_trees: tuple[Path, ...] = ()
     backend: str | None = None         # the default backend of 'create' (None: venv)
     uv: Path | None = None             # the uv the uv backend runs (None: beside envmod's Python, or on PATH)
+    conda_channels: list[str] = field(default_factory=list)   # conda/rattler envs' channels, in priority order
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -143,11 +144,19 @@ def _apply_config_file(path: Path, values: dict[str, Any], rules: list[Path], en
         from .build.backends import check_backend_name
 
         values["backend"] = check_backend_name(data["backend"], f"{path}: 'backend'")
+    if "conda_channels" in data:
+        values["conda_channels"] = _string_list(data["conda_channels"], f"{path}: 'conda_channels'")
     if "spack_install_trees" in data:
         trees = data["spack_install_trees"]
         if not isinstance(trees, list):
             raise ConfigError(f"{path}: 'spack_install_trees' must be a list of paths")
         values["spack_install_trees"] = tuple(_expand(t, str(path), "spack_install_trees", environ) for t in trees)
+
+
+def _string_list(value: Any, source: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{source} must be a list of non-empty strings")
+    return [v.strip() for v in value]
 
 
 def _apply_variables(environ: Mapping[str, str], values: dict[str, Any], sources: list[str]) -> None:
