@@ -19,7 +19,7 @@ from .errors import ConfigError
 SITE_CONFIG = "/etc/envmod/config.yaml"
 MODULE_TYPES = ("lmod", "tcl")
 _KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_cache", "spack_install_trees",
-         "backend", "uv", "conda_channels"}
+         "backend", "uv", "conda", "conda_channels"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class Settings:
     spack_install_trees: tuple[Path, ...] = ()
     backend: str | None = None         # the default backend of 'create' (None: venv)
     uv: Path | None = None             # the uv the uv backend runs (None: beside envmod's Python, or on PATH)
-    conda_channels: list[str] = field(default_factory=list)   # conda/rattler envs' channels, in priority order
+    conda: Path | None = None          # the conda of the conda backend (None: $CONDA_EXE/$MAMBA_EXE, or on PATH)
+    conda_channels: tuple[str, ...] = ()   # the conda backend's channels (none: conda's own configured ones)
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -133,7 +134,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def _apply_config_file(path: Path, values: dict[str, Any], rules: list[Path], environ: Mapping[str, str]) -> None:
     """Take the settings of one config file over ``values`` (its build rules add to ``rules``)."""
     data = read_config_file(path)
-    for key in ("root", "cache_dir", "templates", "wheel_cache", "uv"):
+    for key in ("root", "cache_dir", "templates", "wheel_cache", "uv", "conda"):
         if key in data:
             values[key] = _expand(data[key], str(path), key, environ)
     if "build_rules" in data:
@@ -145,18 +146,15 @@ def _apply_config_file(path: Path, values: dict[str, Any], rules: list[Path], en
 
         values["backend"] = check_backend_name(data["backend"], f"{path}: 'backend'")
     if "conda_channels" in data:
-        values["conda_channels"] = _string_list(data["conda_channels"], f"{path}: 'conda_channels'")
+        channels = data["conda_channels"]
+        if not isinstance(channels, list) or not all(isinstance(c, str) and c.strip() for c in channels):
+            raise ConfigError(f"{path}: 'conda_channels' must be a list of channel names or URLs")
+        values["conda_channels"] = tuple(c.strip() for c in channels)
     if "spack_install_trees" in data:
         trees = data["spack_install_trees"]
         if not isinstance(trees, list):
             raise ConfigError(f"{path}: 'spack_install_trees' must be a list of paths")
         values["spack_install_trees"] = tuple(_expand(t, str(path), "spack_install_trees", environ) for t in trees)
-
-
-def _string_list(value: Any, source: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ConfigError(f"{source} must be a list of non-empty strings")
-    return [v.strip() for v in value]
 
 
 def _apply_variables(environ: Mapping[str, str], values: dict[str, Any], sources: list[str]) -> None:

@@ -94,14 +94,13 @@ def test_the_channels_default_to_the_config_and_none_is_one_line(tmp_path: Path,
     config = tmp_path / "config.yaml"
     config.write_text("conda_channels:\n" + "".join(f"  - {c}\n" for c in channels))
     settings = load_settings({"HOME": str(tmp_path), "ENVMOD_CONFIG": str(config)})
-    assert settings.conda_channels == channels
+    assert list(settings.conda_channels) == channels
     assert {p.name for p in RattlerEngine(settings).solve(["envmod-hello"], [])} == {"envmod-hello", "python"}
     bare = RattlerEngine(load_settings({"HOME": str(tmp_path), "ENVMOD_CONFIG": str(tmp_path / "none.yaml")}))
     with pytest.raises(ConfigError) as info:
         bare.solve(["python"], [])
     assert "conda_channels" in assert_one_line(info.value)
-    with pytest.raises(ConfigError):
-        bare.check()
+    bare.check()            # rattler is installed: check() asks no more (channels may come from a file)
 
 
 def test_an_unresolvable_spec_fails_in_one_line_and_leaves_nothing(engine: RattlerEngine, channels,

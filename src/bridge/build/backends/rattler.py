@@ -24,13 +24,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...errors import BuildError, ConfigError, PlanError, UsageError
 from .conda_engine import CondaPackage
+from .condaenv import CondaEnvBackend
 
 if TYPE_CHECKING:
     from ...config import Settings
+    from ...discover.stack import CentralStack
 
 WORKER = Path(__file__).with_name("rattler_worker.py")
 RESULT_NAME = "result.json"       # as rattler_worker.RESULT_NAME (the worker imports nothing of envmod)
@@ -87,11 +89,10 @@ class RattlerEngine:
     # -- what the backend asks -------------------------------------------------------------------
 
     def check(self) -> None:
-        """Fail in one line, before anything is built, without rattler or without channels."""
+        """Fail in one line, before anything is built, when py-rattler is not installed."""
         if rattler_version() is None:
             raise ConfigError("the rattler backend needs py-rattler, which is not installed beside envmod's "
                               f"Python ({sys.executable})", hint=HOW_TO_GET_RATTLER)
-        self.channels(())
 
     def describe(self) -> dict[str, Any]:
         return {"tool": "rattler", "version": rattler_version(), "executable": sys.executable,
@@ -179,3 +180,17 @@ class RattlerEngine:
         if kind == "channel":
             raise BuildError(f"rattler cannot read the channels {channels}: {message}")
         raise BuildError(f"rattler {op} of {specs} failed: {message}")
+
+
+class RattlerBackend(CondaEnvBackend):
+    """``--backend rattler``: a conda env exactly as ``--backend conda`` makes it (record, MPI
+    rule, module, safety), solved and installed by py-rattler: no Anaconda tool is run."""
+
+    name = "rattler"
+
+    def make_engine(self, stack: "CentralStack", environ: Mapping[str, str]) -> RattlerEngine:
+        return RattlerEngine(self.settings)
+
+    def check(self) -> None:
+        if self.engine is None:
+            RattlerEngine(self.settings).check()
