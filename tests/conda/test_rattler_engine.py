@@ -126,12 +126,19 @@ def test_an_unreachable_channel_fails_in_one_line_and_leaves_nothing(engine: Rat
     assert not (tmp_path / "env").exists()
 
 
-def test_an_existing_prefix_is_refused_and_kept(engine: RattlerEngine, channels, tmp_path: Path) -> None:
+def test_a_prefix_with_files_is_refused_and_kept_an_empty_one_used(engine: RattlerEngine, channels,
+                                                                    tmp_path: Path) -> None:
     (tmp_path / "env").mkdir()
     (tmp_path / "env/keep").write_text("mine")
-    with pytest.raises(BuildError, match="exists already"):
+    with pytest.raises(BuildError, match="exists already and is not empty"):
         engine.install(tmp_path / "env", ["python"], channels)
     assert (tmp_path / "env/keep").read_text() == "mine"
+    (tmp_path / "empty").mkdir()              # the store's build directory, made for the engine
+    with pytest.raises(PlanError):
+        engine.install(tmp_path / "empty", ["python", "envmod-hello >=2"], channels)
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+    engine.install(tmp_path / "empty", ["python"], channels)
+    assert {p.name for p in engine.installed(tmp_path / "empty")} == {"python"}
 
 
 def test_describe_names_rattler_and_its_version(engine: RattlerEngine) -> None:

@@ -223,6 +223,10 @@ def engine_for_record(conda: CondaRecord) -> CondaEngine | None:
     """An engine that can read the env a record describes (``installed()``), or None."""
     from .conda import CondaCliEngine
 
+    if conda.engine.get("tool") == "rattler":
+        from .rattler import RattlerEngine
+
+        return RattlerEngine()       # installed() reads conda-meta: no rattler needed, nothing run
     exe = conda.engine.get("executable")
     if conda.engine.get("tool") in ("conda", "mamba", "micromamba") and exe and os.access(exe, os.X_OK):
         return CondaCliEngine(exe, conda.engine.get("module"))

@@ -116,13 +116,17 @@ class RattlerEngine:
 
     def install(self, prefix: Path, specs: Sequence[str], channels: Sequence[str]) -> None:
         # rattler writes the prefix into shebangs and prefix placeholders: a relative one breaks them
-        target = os.path.abspath(prefix)
-        if os.path.lexists(target):
-            raise BuildError(f"rattler install: {target} exists already (an env is made in a new directory)")
+        target = Path(os.path.abspath(prefix))
+        given_empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
+        if os.path.lexists(target) and not given_empty:
+            raise BuildError(f"rattler install: {target} exists already and is not empty (an env is made in a new "
+                             "directory)")
         try:
-            self._run("install", specs, channels, prefix=target)
+            self._run("install", specs, channels, prefix=str(target))
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)     # a half-linked env is of no use to anyone
+            if given_empty:
+                target.mkdir()                            # the caller's (empty) directory stays theirs
             raise
 
     def installed(self, prefix: Path) -> list[CondaPackage]:
