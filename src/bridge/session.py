@@ -73,6 +73,9 @@ class CreateRequest:
     source_builds: Sequence[str] | None = None
     # Which front end asks (bridge.frontends): the env's help and exports name its command.
     front_end: str = "envmod"
+    # conda and rattler envs: the conda specs and channels (in priority order) to install.
+    conda_specs: Sequence[str] = ()
+    conda_channels: Sequence[str] = ()
 
 
 @dataclass
