@@ -63,6 +63,9 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
                    help="compile even when a cached build links exactly the same central libraries")
     p.add_argument("--from", dest="from_export", metavar="FILE", type=Path,
                    help="recreate an exported env (envmod export): its packages pinned, with the same central modules loaded")
+    p.add_argument("-f", "--file", dest="environment_file", metavar="FILE", type=Path,
+                   help="conda's environment.yml: its channels and conda packages (conda, rattler backends) and "
+                        "its 'pip:' section (any backend); its 'name:' is ignored, NAME wins")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
 
@@ -101,8 +104,9 @@ def _remove_arguments(p: argparse.ArgumentParser) -> None:
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
-    p.add_argument("--format", choices=["yaml", "requirements"], default="yaml",
-                   help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements")
+    p.add_argument("--format", choices=["yaml", "requirements", "conda-yaml"], default="yaml",
+                   help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements; "
+                        "conda-yaml: conda's environment.yml of a conda or rattler env (also for 'create --from')")
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE instead of standard output")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
@@ -191,16 +195,36 @@ def cmd_create(args) -> int:
         check_backend_name(args.backend)
     settings = _settings(args)
     exported, packages, description = None, list(args.packages), args.description
+    backend = args.backend
+    conda_specs: list[str] = []
+    conda_channels: list[str] = []
+    if args.from_export is not None and args.environment_file is not None:
+        raise UsageError("--from and -f cannot be combined", hint="--from recreates an export; -f reads conda's environment.yml")
     if args.from_export is not None:
         from .emit.export import read_export
 
         exported = read_export(args.from_export)
         packages = exported.requirements + packages
         description = description or exported.description
+        backend = backend or exported.backend
+        conda_specs, conda_channels = _conda_part(args.from_export, exported.conda_specs, exported.conda_channels,
+                                                  backend or settings.backend or "venv")
+    if args.environment_file is not None:
+        from .build.environment_file import read_environment_file
+
+        envfile = read_environment_file(args.environment_file)
+        conda_specs = envfile.conda_specs_for(backend or settings.backend or "venv")
+        conda_channels = envfile.channels if conda_specs else []
+        packages = envfile.pip_requirements + packages
+        for key, value in envfile.ignored.items():
+            if not args.quiet:
+                print(f"envmod: note: {args.environment_file} sets {key} {value!r}: ignored, the env is {args.name!r} "
+                      "under the envmod root", file=sys.stderr)
     request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=args.python, description=description, module_type=args.module_type,
-                            force=args.force, backend=args.backend or settings.backend or "venv", use_wheel_cache=args.use_wheel_cache,
-                            keep_loaded=args.keep_loaded, from_export=exported)
+                            force=args.force, backend=backend or settings.backend or "venv", use_wheel_cache=args.use_wheel_cache,
+                            keep_loaded=args.keep_loaded, from_export=exported,
+                            conda_specs=conda_specs, conda_channels=conda_channels)
     record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable
     print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
@@ -209,6 +233,16 @@ def cmd_create(args) -> int:
     use = "" if in_path else f"module use {shlex.quote(modules_dir)}   (once)   then   "
     print(f"load it with: {use}module load {record.module.name}")
     return 0
+
+
+def _conda_part(path: Path, specs: list[str], channels: list[str], backend: str) -> tuple[list[str], list[str]]:
+    """The conda specs and channels of a conda-yaml export, refused for a backend without conda."""
+    from .build.environment_file import CONDA_BACKENDS
+
+    if specs and backend not in CONDA_BACKENDS:
+        raise UsageError(f"{path} is the export of a conda env; a {backend} env installs pip packages only",
+                         hint="create it with --backend conda or rattler")
+    return list(specs), list(channels)
 
 
 def cmd_list(args) -> int:
