@@ -623,6 +623,44 @@ def _check_shadowing(record: EnvRecord, modules_now: Sequence[CentralModule], py
     return len(mine)
 
 
+def _check_packages(record: EnvRecord, modules_now: Sequence[CentralModule], pyinfo,
+                    findings: list[Finding]) -> dict[str, int]:
+    """The env's Python packages (none shadowed by a central one) and a conda env's conda packages."""
+    checked = {"packages": _check_shadowing(record, modules_now, pyinfo, findings)}
+    if record.conda is not None:
+        checked["conda packages"] = _check_conda(record, findings)
+    return checked
+
+
+def _check_conda(record: EnvRecord, findings: list[Finding]) -> int:
+    """A conda env's packages now (its engine's ``installed()``) against those recorded."""
+    from pathlib import Path
+
+    from .build.backends.condaenv import engine_for_record
+
+    assert record.conda is not None
+    recorded = {p["name"]: f'{p["version"]}={p["build"]}' for p in record.conda.packages}
+    engine = engine_for_record(record.conda)
+    if engine is None:
+        findings.append(Finding(NOTE, "conda packages", f"the engine {record.conda.engine.get('tool')!r} that made "
+                                "the env cannot be run, so its conda packages were not checked",
+                                "load the module that provides it", "conda-not-checked"))
+        return 0
+    try:
+        now = {p.name: f"{p.version}={p.build}" for p in engine.installed(Path(record.prefix))}
+    except EnvmodError as exc:
+        findings.append(Finding(WARNING, "conda packages", f"cannot list the env's conda packages: {exc.one_line()}",
+                                "load the module that provides conda", "conda-not-checked"))
+        return 0
+    changed = sorted(n for n in set(recorded) | set(now) if recorded.get(n) != now.get(n))
+    if changed:
+        detail = "; ".join(f"{n}: recorded {recorded.get(n, 'absent')}, now {now.get(n, 'absent')}" for n in changed)
+        findings.append(Finding(ERROR, "conda packages", f"the env's conda packages changed since it was made: {detail}",
+                                f"recreate it ({command_for(record)} create {record.name} --backend "
+                                f"{record.backend} --force ...)", "conda-packages-changed"))
+    return len(recorded)
+
+
 def _easyconfig_of(record: EnvRecord) -> str | None:
     """The easyconfig EasyBuild keeps in the install dir of an env it built (its UserEnv), or None."""
     from pathlib import Path
@@ -788,7 +826,7 @@ def check_env(record: EnvRecord, module_system: ModuleSystem | None, environ: Ma
     pyinfo = _python_info_now(record, info)
     _check_requirements(record, modules_now, pyinfo, findings)
     report.checked["requirements"] = len(record.requirements)
-    report.checked["packages"] = _check_shadowing(record, modules_now, pyinfo, findings)
+    report.checked.update(_check_packages(record, modules_now, pyinfo, findings))
     try:
         report.checked["own modules"] = _check_own_modules(record, module_system, environ, findings)
     except CannotCheck as exc:

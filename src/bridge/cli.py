@@ -53,9 +53,14 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--python", metavar="EXE", help="the central Python (default: the first python3 a loaded module puts on PATH)")
     p.add_argument("--description", default="", metavar="TEXT", help="one line shown by 'module whatis' and 'module help'")
     p.add_argument("--module-type", choices=["lmod", "tcl"], help="modulefile syntax (default: that of the module system in use)")
-    p.add_argument("--backend", metavar="{venv,uv}",
-                   help="how the environment is made: venv (python -m venv's layout, pip installs) or uv "
-                        "(uv venv, uv pip installs) (default: 'backend:' in the config, else venv)")
+    p.add_argument("--backend", metavar="{venv,uv,conda}",
+                   help="how the environment is made: venv (python -m venv's layout, pip installs), uv "
+                        "(uv venv, uv pip installs) or conda (the site's conda, --conda packages; pip "
+                        "packages inside it) (default: 'backend:' in the config, else venv)")
+    p.add_argument("--conda", dest="conda_specs", nargs="+", action="extend", default=[], metavar="SPEC",
+                   help="conda packages (match specs) of a --backend conda environment")
+    p.add_argument("--allow-conda-mpi", action="store_true",
+                   help="accept conda packages that bring conda's own MPI instead of the central one (recorded)")
     p.add_argument("--force", action="store_true", help="replace an existing environment (the old one stays usable until the new one is complete)")
     p.add_argument("--keep-loaded", action="store_true",
                    help="make the module load every module loaded now, not only those the env is proved to need")
@@ -224,10 +229,15 @@ def cmd_create(args) -> int:
                             python=args.python, description=description, module_type=args.module_type,
                             force=args.force, backend=backend or settings.backend or "venv", use_wheel_cache=args.use_wheel_cache,
                             keep_loaded=args.keep_loaded, from_export=exported,
-                            conda_specs=conda_specs, conda_channels=conda_channels)
+                            conda_specs=conda_specs + list(args.conda_specs), conda_channels=conda_channels,
+                            allow_conda_mpi=args.allow_conda_mpi)
     record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable
-    print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
+    if record.conda is not None:
+        via = record.conda.engine.get("module") or record.conda.engine.get("executable") or "conda"
+        print(f"created {record.name}: {record.backend} env made with {via} (Python {record.python.version})")
+    else:
+        print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")
     modules_dir = str(settings.modules_dir)
     in_path = modules_dir in os.environ.get("MODULEPATH", "").split(":")
     use = "" if in_path else f"module use {shlex.quote(modules_dir)}   (once)   then   "
@@ -291,6 +301,14 @@ def cmd_show(args) -> int:
                         f"(envmod {record.created.envmod_version}, {record.created.microarchitecture or 'unknown cpu'}, "
                         f"{record.created.module_system or 'no module system'})"),
             ("log", record.created.log or "-")]
+    if record.conda is not None:
+        engine = record.conda.engine
+        rows += [("conda", f"{engine.get('tool')} {engine.get('version')}"
+                           + (f" from {engine['module']}" if engine.get("module") else f" ({engine.get('executable')})")
+                           + f", {len(record.conda.packages)} packages from {', '.join(record.conda.channels)}"),
+                 ("conda specs", " ".join(record.conda.specs) or "-"),
+                 ("conda mpi", f"pinned to the external placeholder {record.conda.mpi_pin}" if record.conda.mpi_pin else
+                               "a conda MPI accepted (--allow-conda-mpi)" if record.conda.conda_mpi_allowed else "none pinned")]
     for key, value in rows:
         print(f"  {key + ':':13} {value}")
     if any(m.facts.get("spack_hash") for m in record.central_modules):

@@ -19,7 +19,7 @@ from .errors import ConfigError
 SITE_CONFIG = "/etc/envmod/config.yaml"
 MODULE_TYPES = ("lmod", "tcl")
 _KEYS = {"root", "module_type", "templates", "build_rules", "cache_dir", "wheel_cache", "spack_install_trees",
-         "backend", "uv"}
+         "backend", "uv", "conda", "conda_channels"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Settings:
     spack_install_trees: tuple[Path, ...] = ()
     backend: str | None = None         # the default backend of 'create' (None: venv)
     uv: Path | None = None             # the uv the uv backend runs (None: beside envmod's Python, or on PATH)
+    conda: Path | None = None          # the conda of the conda backend (None: $CONDA_EXE/$MAMBA_EXE, or on PATH)
+    conda_channels: tuple[str, ...] = ()   # the conda backend's channels (none: conda's own configured ones)
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -132,7 +134,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def _apply_config_file(path: Path, values: dict[str, Any], rules: list[Path], environ: Mapping[str, str]) -> None:
     """Take the settings of one config file over ``values`` (its build rules add to ``rules``)."""
     data = read_config_file(path)
-    for key in ("root", "cache_dir", "templates", "wheel_cache", "uv"):
+    for key in ("root", "cache_dir", "templates", "wheel_cache", "uv", "conda"):
         if key in data:
             values[key] = _expand(data[key], str(path), key, environ)
     if "build_rules" in data:
@@ -143,6 +145,11 @@ def _apply_config_file(path: Path, values: dict[str, Any], rules: list[Path], en
         from .build.backends import check_backend_name
 
         values["backend"] = check_backend_name(data["backend"], f"{path}: 'backend'")
+    if "conda_channels" in data:
+        channels = data["conda_channels"]
+        if not isinstance(channels, list) or not all(isinstance(c, str) and c.strip() for c in channels):
+            raise ConfigError(f"{path}: 'conda_channels' must be a list of channel names or URLs")
+        values["conda_channels"] = tuple(c.strip() for c in channels)
     if "spack_install_trees" in data:
         trees = data["spack_install_trees"]
         if not isinstance(trees, list):

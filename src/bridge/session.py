@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
@@ -26,7 +26,7 @@ from .discover.modsys import ModuleSystem, detect_module_system
 from .discover.pyinfo import PythonInfo, interrogate
 from .discover.stack import CentralModule, CentralStack, discover_stack, find_central_python, spack_module_root
 from .emit.modulefile import module_version, modulefile_path, render_modulefile
-from .errors import BuildError, ConfigError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, UsageError
+from .errors import BuildError, ConfigError, EnvExists, EnvmodError, Interrupted, NoModuleSystem, NoPython, UsageError
 from .frontends import user_command
 from .fsutil import atomic_write_text
 from .progress import Reporter
@@ -73,9 +73,11 @@ class CreateRequest:
     source_builds: Sequence[str] | None = None
     # Which front end asks (bridge.frontends): the env's help and exports name its command.
     front_end: str = "envmod"
-    # conda and rattler envs: the conda specs and channels (in priority order) to install.
+    # The conda backends: conda specs (--conda, an environment.yml's dependencies) and channels
+    # (an environment.yml's; none: 'conda_channels:' in the config, else conda's own).
     conda_specs: Sequence[str] = ()
     conda_channels: Sequence[str] = ()
+    allow_conda_mpi: bool = False      # accept a solution holding a conda MPI (recorded)
 
 
 @dataclass
@@ -84,10 +86,18 @@ class Plan:
 
     request: CreateRequest
     stack: CentralStack
-    python: PythonInfo
+    python: PythonInfo | None          # None until a conda env brings its own (no central Python then)
     python_module: CentralModule | None
     module_type: str
     rules: Mapping = field(default_factory=dict)
+    backend: "Backend | None" = None
+
+    @property
+    def interpreter(self) -> PythonInfo:
+        """The env's Python as built against: the central one, or a conda env's own once made."""
+        if self.python is None:
+            raise BuildError("the environment's Python is not known yet")
+        return self.python
 
 
 def microarchitecture(cache: JsonCache) -> str | None:
@@ -180,16 +190,16 @@ class CreateSession:
     def plan(self, system: ModuleSystem | None, stack: CentralStack) -> Plan:
         request = self.request
         validate_description(request.description)
-        get_backend(request.backend, self.settings).check()     # its tools, before anything is built
+        backend = get_backend(request.backend, self.settings)
+        if (request.conda_specs or request.conda_channels or request.allow_conda_mpi) and backend.needs_central_python:
+            raise UsageError(f"conda packages, channels and --allow-conda-mpi need a conda backend, not {backend.name}",
+                             hint="use --backend conda")
+        backend.check()     # its tools, before anything is built
         if request.from_export is not None:
             from .emit.export import check_modules_loaded
 
             check_modules_loaded(request.from_export, [m.name for m in stack.modules])
-        exe, module = find_central_python(stack, self.environ, request.python)
-        python = interrogate(exe, self.cache)
-        if python.is_venv:
-            raise UsageError(f"{exe} belongs to a virtual environment ({python.prefix}); "
-                             "give the central Python instead")
+        python, module = self._central_python(stack, backend)
         module_type = check_module_type(request.module_type or self.settings.module_type
                                         or (system.module_type if system else "lmod"))
         rules: Mapping = {}
@@ -206,7 +216,25 @@ class CreateSession:
             from .build.install import check_requirement_files
 
             check_requirement_files(request.requirement_files)
-        return Plan(request, stack, python, module, module_type, rules)
+        backend.prepare(request, stack, python, self.environ)     # a conda solve: fails before anything is built
+        if not backend.needs_central_python:     # a conda env runs its own Python, made at create
+            python, module = None, None
+        return Plan(request, stack, python, module, module_type, rules, backend)
+
+    def _central_python(self, stack: CentralStack, backend: "Backend") -> tuple[PythonInfo | None, CentralModule | None]:
+        """The central Python and its module; a backend with a Python of its own (conda) may do
+        without (then its only use is to pin the env's Python to the same major.minor)."""
+        try:
+            exe, module = find_central_python(stack, self.environ, self.request.python)
+        except NoPython:
+            if backend.needs_central_python:
+                raise
+            return None, None
+        python = interrogate(exe, self.cache)
+        if python.is_venv:
+            raise UsageError(f"{exe} belongs to a virtual environment ({python.prefix}); "
+                             "give the central Python instead")
+        return python, module
 
     def install(self, plan: Plan, python: Path, backend: "Backend | None" = None) -> "InstallResult | None":
         """What was installed (by the backend's installer: pip's, or uv's); None when nothing was asked for."""
@@ -216,18 +244,23 @@ class CreateSession:
 
         cache = None
         if self.request.use_wheel_cache:
-            cache = WheelCache(self.settings.wheel_cache_dir, plan.stack.modules, plan.python.executable)
+            cache = WheelCache(self.settings.wheel_cache_dir, plan.stack.modules, plan.interpreter.executable)
         backend = backend or get_backend(self.request.backend, self.settings)
-        installer = backend.installer(python, self.reporter, plan.rules, plan.stack, plan.python, cache)
+        installer = backend.installer(python, self.reporter, plan.rules, plan.stack, plan.interpreter, cache)
         return installer.install(self.request.packages, self.request.requirement_files)
 
-    def dependencies(self, plan: Plan, links: Sequence, requirements: Sequence) -> list[CentralModule]:
+    def dependencies(self, plan: Plan, links: Sequence, requirements: Sequence,
+                     extra: Sequence[CentralModule] = ()) -> list[CentralModule]:
         """The modules the env's module loads: the Python's, plus every module providing a
         library the env links or a Python package an installed package requires (evidence from
         the scan), in load order, with every module that opens the Lmod subtree one of them lives
         in loaded before it (:func:`bridge.hierarchy.load_order`), whichever front end asked.
-        ``keep_loaded`` keeps every loaded module instead."""
-        return load_order(plan.stack, self._needed_modules(plan, links, requirements))
+        ``keep_loaded`` keeps every loaded module instead. ``extra``: what the backend needs (the
+        module providing conda), in the stack's order with the rest."""
+        needed = self._needed_modules(plan, links, requirements)
+        needed += [m for m in extra if m not in needed]
+        order = {m.name: i for i, m in enumerate(plan.stack.modules)}
+        return load_order(plan.stack, sorted(needed, key=lambda m: order.get(m.name, len(order))))
 
     @staticmethod
     def _needed_modules(plan: Plan, links: Sequence, requirements: Sequence) -> list[CentralModule]:
@@ -247,8 +280,8 @@ class CreateSession:
         """What the env really links, and which central packages its packages require."""
         from .scan.evidence import scan_links, scan_requirements
 
-        links = scan_links(target, plan.stack.modules, plan.python.executable, as_prefix=final)
-        requirements = scan_requirements(target, plan.stack.modules, plan.python)
+        links = scan_links(target, plan.stack.modules, plan.interpreter.executable, as_prefix=final)
+        requirements = scan_requirements(target, plan.stack.modules, plan.interpreter)
         providers = sorted({f"{e.provider} ({e.soname or e.needs})" for e in links
                             if e.provider not in ("system", "env", "missing") and e.via is None})
         missing = sorted({e.needs for e in links if e.provider == "missing"})
@@ -260,7 +293,7 @@ class CreateSession:
     def make_record(self, plan: Plan, prefix: Path, version: str, installed: "InstallResult | None",
                     deps: list[CentralModule], system: ModuleSystem | None,
                     links: Sequence = (), requirements: Sequence = ()) -> EnvRecord:
-        python = plan.python
+        python = plan.interpreter
         return EnvRecord(
             name=self.request.name, backend=self.request.backend, prefix=str(prefix),
             description=self.request.description,
@@ -313,20 +346,27 @@ class CreateSession:
         system, stack = self.discover()
         plan = self.plan(system, stack)
         self.report_plan(system, plan)
-        return self.stage_and_place(name, "create", lambda staging, final: self.build(plan, staging, final, system))
+        return self.stage_and_place(name, "create", lambda staging, final: self.build(plan, staging, final, system),
+                                    in_place=plan.backend is not None and plan.backend.builds_in_place)
 
     def report_plan(self, system: ModuleSystem | None, plan: Plan) -> None:
         mods = ", ".join(f"{m.name} ({m.kind})" for m in plan.stack.modules) or "no modules loaded"
         self.reporter.step("discover", f"{system.name if system else 'no module system'}: {mods}")
+        if plan.python is None:
+            self.reporter.step("python", f"the {plan.request.backend} env's own")
+            return
         self.reporter.step("python", f"{plan.python.executable} (Python {plan.python.version})"
                            + (f" from {plan.python_module.name}" if plan.python_module else ""))
 
-    def stage_and_place(self, name: str, action: str, populate: Callable[[Path, Path], EnvRecord]) -> EnvRecord:
+    def stage_and_place(self, name: str, action: str, populate: Callable[[Path, Path], EnvRecord],
+                        in_place: bool = False) -> EnvRecord:
         """Run ``populate(staging, final)`` in a fresh staging dir, then put the env in place and
-        write its modulefiles last; on any failure or interruption nothing is put in place."""
+        write its modulefiles last; on any failure or interruption nothing is put in place.
+        ``in_place`` (a conda env, which cannot move): the staging dir is the env's own build
+        directory, its final place, and going live is linking the env's name to it."""
         r = self.reporter
-        final = self.store.env_path(name)
-        staging = self.store.new_staging(name)
+        staging = self.store.new_build(name) if in_place else self.store.new_staging(name)
+        final = staging if in_place else self.store.env_path(name)
         unplaced: Path | None = staging      # what to discard: the staging dir until it is put in place
         r.open_log(self.store.log_dir(name) / time.strftime(f"{action}-%Y%m%d-%H%M%S.log"))
         replaced: Path | None = None
@@ -342,7 +382,7 @@ class CreateSession:
             # From here on the env goes live: let no signal split putting it and its module in place.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
-                replaced = self.store.commit(name, staging)
+                replaced = self.store.commit_link(name, staging) if in_place else self.store.commit(name, staging)
                 unplaced = None
                 for path, text in modulefiles:
                     atomic_write_text(path, text, 0o644)
@@ -384,17 +424,23 @@ class CreateSession:
 
         No lock, no rename, no modulefile: :meth:`run` adds those; EasyBuild builds in place.
         """
-        backend = get_backend(self.request.backend, self.settings)
-        backend.create(plan.python, target, final, self.request.name)
-        version = env_python_version(backend.python(target), plan.python)
-        self.reporter.step("create", f"{backend.name} over "
-                           f"{plan.python_module.name if plan.python_module else plan.python.executable}")
+        backend = plan.backend or get_backend(self.request.backend, self.settings)
+        backend.create(plan.python, target, final, self.request.name)   # type: ignore[arg-type]
+        if plan.python is None:      # a conda env: its own Python is the one packages are built for
+            plan = replace(plan, python=interrogate(str(backend.python(target)), self.cache))
+        version = env_python_version(backend.python(target), plan.interpreter)
+        base = plan.python_module.name if plan.python_module else plan.interpreter.executable
+        self.reporter.step("create", f"{backend.name} over {base}" if backend.needs_central_python
+                           else f"{backend.name} env with its own Python {version}")
         installed = self.install(plan, backend.python(target), backend)
         if target != final:
             relocate(target, target, final)
-        links, requirements = self.scan(plan, target, final) if installed and installed.packages else ([], [])
-        deps = self.dependencies(plan, links, requirements)
+        # A conda env holds compiled files of its own (its Python, its packages' libraries) whatever pip added.
+        scanned = (installed and installed.packages) or not backend.needs_central_python
+        links, requirements = self.scan(plan, target, final) if scanned else ([], [])
+        deps = self.dependencies(plan, links, requirements, backend.extra_dependencies(plan.stack))
         record = self.make_record(plan, final, version, installed, deps, system, links, requirements)
+        backend.annotate(record)
         module_path = modulefile_path(self.settings.modules_dir, record, plan.module_type)
         record.module.files = {plan.module_type: str(module_path)}
         return record

@@ -15,6 +15,11 @@ info/link.json for noarch:python; repodata.json written here):
   on the ``mpi`` metapackage of its flavour, their build strings without ``external_`` (as
   conda-forge's since they moved to the label in January 2026).
 
+With ``conda_mpi=True`` the main label also holds a real (non-placeholder) conda ``openmpi``
+(``CONDA_MPI``: a library file, as conda-forge's) and ``envmod-mpi-app``, a small package that
+needs it (``openmpi >=5``, which no placeholder of the label satisfies): what the conda backend
+must refuse unless told ``--allow-conda-mpi``.
+
 Used by tests/conda (a session fixture) and by ci/conda-site.sh (the site's channel):
 ``python3 tests/conda/channel.py --base-python /path/to/bin/python3 DEST``.
 """
@@ -39,6 +44,9 @@ HELLO_MODULE = "envmod_hello"
 ACTIVATE_VARIABLE = "ENVMOD_CONDA_ACTIVATED"
 # (name, version, build string) of the external-MPI placeholders, one per MPI flavour
 MPI_PLACEHOLDERS = (("openmpi", "4.1.4", "h0c3b9f2_100"), ("mpich", "4.0.2", "h5e1d8a4_100"))
+# (name, version, build string) of the real conda MPI, and the package that drags it in
+CONDA_MPI = ("openmpi", "5.0.3", "h_conda_mpi_0")
+MPI_APP = "envmod-mpi-app"
 # Fixed member times: the same inputs give the same archive bytes (and repodata sums).
 EPOCH = 1_700_000_000
 
@@ -222,13 +230,22 @@ def mpi_placeholders(subdir: str) -> list[Package]:
     return packages
 
 
-def build_channel(dest: Path, base_python: str) -> Path:
-    """Make the channel in ``dest`` (created; must not exist) over ``base_python``; returns ``dest``."""
+def conda_mpi_packages(subdir: str) -> list[Package]:
+    """A real conda Open MPI (a library of its own, as conda-forge's) and a package needing it."""
+    name, version, build = CONDA_MPI
+    library = PackageFile("lib/libmpi.so.40", b"not a real library: the conda MPI envmod refuses\n")
+    return [Package(name, version, build, subdir, [library], depends=[f"mpi 1.0 {name}"]),
+            Package(MPI_APP, "1.0", "h_envmod_0", "noarch", depends=[f"{name} >=5"], noarch="generic")]
+
+
+def build_channel(dest: Path, base_python: str, conda_mpi: bool = False) -> Path:
+    """Make the channel in ``dest`` (created; must not exist) over ``base_python``; returns ``dest``.
+    ``conda_mpi``: the main label also holds a real conda MPI and a package needing it."""
     base = describe_python(base_python)
     subdir = conda_subdir()
     dest.mkdir(parents=True)
-    write_repodata(dest, [python_package(base, subdir), pip_package(base), hello_package(), activate_package()],
-                   (subdir, "noarch"))
+    main = [python_package(base, subdir), pip_package(base), hello_package(), activate_package()]
+    write_repodata(dest, main + (conda_mpi_packages(subdir) if conda_mpi else []), (subdir, "noarch"))
     write_repodata(dest / "label" / MPI_LABEL, mpi_placeholders(subdir), (subdir, "noarch"))
     return dest
 

@@ -70,6 +70,9 @@ def module_context(record: EnvRecord) -> dict[str, Any]:
         f"  '{command} show {record.name}' describes it; '{command} check {record.name}' verifies it against the site.",
     ]
     prefix = record.prefix
+    setenv = module_setenv(record.name, prefix)
+    if record.conda is not None:
+        setenv = conda_setenv(record.name, prefix, record.conda.activate_env)
     return {
         "name": record.name,
         "module_name": record.module.name,
@@ -80,7 +83,7 @@ def module_context(record: EnvRecord) -> dict[str, Any]:
         "depends_on": list(record.module.depends_on),
         "extensions": module_extensions(record),
         "family": FAMILY,
-        "setenv": module_setenv(record.name, prefix),
+        "setenv": setenv,
         "prepend_path": [("PATH", os.path.join(prefix, "bin"))],
     }
 
@@ -97,6 +100,16 @@ def module_setenv(name: str, prefix: str) -> list[tuple[str, str]]:
     env and record are loaded."""
     return [("VIRTUAL_ENV", prefix), ("PYTHONNOUSERSITE", "1"), ("ENVMOD_ENV", name),
             ("ENVMOD_RECORD", str(Path(prefix) / RECORD_FILE))]
+
+
+def conda_setenv(name: str, prefix: str, activate_env: dict[str, str]) -> list[tuple[str, str]]:
+    """A conda env's variables: what ``conda activate`` sets (``CONDA_PREFIX``,
+    ``CONDA_DEFAULT_ENV``), what its activate.d scripts set (recorded at create: they never run
+    under ``module load``), no user site, and envmod's own. Never ``LD_LIBRARY_PATH``: the env's
+    libraries would shadow the system's (conda's libtcl breaks Tcl module tools)."""
+    envmod = [(k, v) for k, v in module_setenv(name, prefix) if k != "VIRTUAL_ENV"]
+    carried = [(k, v) for k, v in activate_env.items() if k not in {k for k, _ in envmod}]
+    return [("CONDA_PREFIX", prefix), ("CONDA_DEFAULT_ENV", prefix), *carried, *envmod]
 
 
 def render_conflict(module_type: str, name: str, site_templates: Path | None = None,

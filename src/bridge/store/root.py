@@ -6,10 +6,15 @@ Layout::
     <root>/modules/<name>/py3.11[.lua]
     <root>/logs/<name>/            build logs, kept after failures
     <root>/.envmod/locks/<name>.lock, .envmod/staging/, .envmod/trash/
+    <root>/envs/.builds/<name>@<id>/   a conda env, built where it stays; envs/<name> links to it
 
 An env is built in staging and renamed into place; when one exists already (``--force``) the
 two are exchanged in one ``renameat2(RENAME_EXCHANGE)`` so the old env stays usable until the
-new one is complete, and a reader never sees neither.
+new one is complete, and a reader never sees neither. A conda env cannot move (conda writes its
+prefix into files): it is built in its own directory under ``envs/.builds`` and goes live when
+the link ``envs/<name>`` is replaced by a new one, renamed over it; the old build is deleted
+after the new module is written. A build no link names (a killed create's) is never visible,
+and the next create of that name deletes it.
 """
 
 from __future__ import annotations
@@ -65,6 +70,17 @@ class Store:
 
     def record_path(self, name: str) -> Path:
         return self.env_path(name) / RECORD_FILE
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.settings.envs_dir / ".builds"
+
+    def build_of(self, path: Path) -> Path | None:
+        """The build directory under ``envs/.builds`` that the link ``path`` names, if any."""
+        if not path.is_symlink():
+            return None
+        target = Path(os.path.realpath(path))
+        return target if target.parent == Path(os.path.realpath(self.builds_dir)) else None
 
     def log_dir(self, name: str) -> Path:
         return self.settings.logs_dir / validate_env_name(name)
@@ -154,13 +170,47 @@ class Store:
         self.clean_stale(name)
         return new_dir(self._state("staging"), f"{name}@")
 
+    def new_build(self, name: str) -> Path:
+        """A fresh build directory for a conda env of ``name``, where it will stay (0777 less the
+        umask, as a staging dir)."""
+        self.check_writable(name)
+        with self._root_writes():
+            self.builds_dir.mkdir(parents=True, exist_ok=True)
+        self.clean_stale(name)
+        return new_dir(self.builds_dir, f"{name}@")
+
     def clean_stale(self, name: str) -> None:
-        """Drop what a killed create of ``name`` left; called with the env's lock held."""
+        """Drop what a killed create of ``name`` left (and builds no link names); called with the
+        env's lock held."""
         for kind in ("staging", "trash"):
             base = self.settings.state_dir / kind
             if base.is_dir():
                 for leftover in base.glob(f"{name}@*"):
                     shutil.rmtree(leftover, ignore_errors=True)
+        if self.builds_dir.is_dir():
+            live = self.build_of(self.env_path(name))
+            for build in self.builds_dir.glob(f"{name}@*"):
+                if live is None or os.path.realpath(build) != str(live):
+                    shutil.rmtree(build, ignore_errors=True)
+
+    def commit_link(self, name: str, build: Path) -> Path | None:
+        """Make ``envs/<name>`` a link to ``build`` (a symlink renamed over the old link, or
+        exchanged with an env directory); return what it replaced (to :meth:`discard`)."""
+        final = self.env_path(name)
+        tmp = final.with_name(f".{final.name}.link-{os.getpid()}")
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(build, tmp)
+        if final.is_symlink() or not final.exists():
+            old = self.build_of(final)
+            os.replace(tmp, final)
+            return old
+        if _exchange(tmp, final):
+            return tmp          # the old env directory, now at tmp
+        old = self._trash_slot(name)
+        os.rename(final, old)
+        os.replace(tmp, final)
+        return old
 
     def commit(self, name: str, staging: Path) -> Path | None:
         """Put ``staging`` at the env's path; return where the replaced env now is (to delete)."""
@@ -179,8 +229,16 @@ class Store:
         return self._state("trash") / f"{name}@{os.getpid()}-{time.time_ns()}"
 
     def discard(self, path: Path | None) -> None:
-        if path is not None:
-            shutil.rmtree(path, ignore_errors=True)
+        """Delete a replaced env: a directory, or a link to a conda build (the build with it)."""
+        if path is None:
+            return
+        if path.is_symlink():
+            build = self.build_of(path)
+            path.unlink()
+            path = build
+            if path is None:
+                return
+        shutil.rmtree(path, ignore_errors=True)
 
     # ---- envs built elsewhere ------------------------------------------------------------
     def registered_target(self, name: str) -> str | None:
@@ -196,7 +254,7 @@ class Store:
         target = Path(os.path.realpath(prefix))
         if not (target / RECORD_FILE).is_file():
             raise RecordError(f"cannot register {name!r}: {target} holds no {RECORD_FILE}")
-        if link.exists() and not link.is_symlink():
+        if (link.exists() and not link.is_symlink()) or self.build_of(link) is not None:
             raise EnvExists(f"cannot register {name!r}: an environment of that name exists at {link}",
                             hint="'envmod remove' it first, or register under another name")
         if link.is_symlink() and Path(os.path.realpath(link)) == target:
@@ -215,6 +273,11 @@ class Store:
 
     def remove_env_dir(self, name: str) -> None:
         final = self.env_path(name)
+        build = self.build_of(final)
+        if build is not None:        # a conda env: the link goes first (gone from view), then its build
+            final.unlink()
+            shutil.rmtree(build, ignore_errors=True)
+            return
         if final.is_symlink():
             final.unlink()           # unregister only: the env belongs to the tool that built it
             return

@@ -6,16 +6,18 @@ from typing import TYPE_CHECKING
 
 from ...errors import UsageError
 from .base import Backend
+from .condaenv import CondaEnvBackend
 from .uv import UvBackend
 from .venv import VenvBackend
 
 if TYPE_CHECKING:
     from ...config import Settings
 
-BACKENDS: dict[str, type[Backend]] = {VenvBackend.name: VenvBackend, UvBackend.name: UvBackend}
+BACKENDS: dict[str, type[Backend]] = {VenvBackend.name: VenvBackend, UvBackend.name: UvBackend,
+                                      CondaEnvBackend.name: CondaEnvBackend}
 
 #: backends the issue plans (#12) but envmod does not have yet: refused in one line, not as unknown
-PLANNED_BACKENDS = ("conda", "rattler")
+PLANNED_BACKENDS = ("rattler",)
 
 
 def check_backend_name(name: object, source: str = "--backend") -> str:

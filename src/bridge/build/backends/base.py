@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ...discover.pyinfo import PythonInfo
 
 if TYPE_CHECKING:
     from ...config import Settings
+    from ...discover.stack import CentralModule, CentralStack
+    from ...store.record import EnvRecord
     from ..install import PipInstaller
 
 
@@ -15,12 +17,28 @@ class Backend(ABC):
     """Makes an environment over a central Python at a given (staging) path."""
 
     name: str
+    #: built where it stays (conda writes its prefix into files): the store gives each build its
+    #: own directory and links the env's name to it, instead of renaming a staging dir into place
+    builds_in_place: bool = False
+    #: whether plan() must find a central Python (a conda env brings its own)
+    needs_central_python: bool = True
 
     def __init__(self, settings: "Settings | None" = None) -> None:
         self.settings = settings
 
     def check(self) -> None:
         """Fail early, before anything is built, when this backend's tools are missing."""
+
+    def prepare(self, request: Any, stack: "CentralStack", central_python: PythonInfo | None,
+                environ: Mapping[str, str]) -> None:
+        """Plan what the backend itself installs, before anything is built (a conda solve)."""
+
+    def extra_dependencies(self, stack: "CentralStack") -> "list[CentralModule]":
+        """Loaded modules the env's module must load besides the evidence's (the conda module)."""
+        return []
+
+    def annotate(self, record: "EnvRecord") -> None:
+        """Add what only this backend knows to the env's record (the conda side)."""
 
     @abstractmethod
     def create(self, python: PythonInfo, target: Path, final: Path, env_name: str) -> None:

@@ -1,0 +1,175 @@
+"""The conda CLI as a :class:`~bridge.build.backends.conda_engine.CondaEngine`: the site's own conda.
+
+Every call passes ``--json`` and reads conda's documented output: ``create --dry-run`` for a
+solve (``actions.LINK``), ``create -p PREFIX`` to install, ``list -p PREFIX`` for what an env
+holds, ``config --show channels solver`` for the site's defaults, and on failure conda's JSON
+error (``exception_name``, ``message``), turned into one line. Channels are always given
+explicitly with ``--override-channels``, so the user's ``~/.condarc`` never adds one.
+
+Which conda: ``conda:`` in the config, else ``CONDA_EXE`` or ``MAMBA_EXE`` (set by a loaded module,
+as sites' anaconda3/miniforge3 modules do), else ``conda`` on ``PATH``. The loaded module that
+provides it is recorded and becomes a dependency of the env's module (an env depends on the conda
+it was made with).
+
+Tested with conda 26.7.1 (its classic solver). mamba and micromamba take the same flags for
+everything used here (``create -p --override-channels -c --dry-run --json -y``, ``list -p
+--json``) and are driven by the same code when ``MAMBA_EXE`` or ``conda:`` names them; that is
+untested here (neither can be installed on the test machines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ...discover.stack import CentralStack
+from ...errors import BuildError, ConfigError, PlanError
+from .conda_engine import CondaPackage
+
+_HOW_TO_GET_CONDA = "load the site's conda module, or set 'conda:' in the config"
+# conda's errors about the request itself (a spec, a channel), as opposed to a failure of the tool
+_REQUEST_ERRORS = ("PackagesNotFoundError", "PackagesNotFoundInChannelsError", "UnsatisfiableError",
+                   "ResolvePackageNotFound", "UnavailableInvalidChannel", "CondaHTTPError",
+                   "InvalidMatchSpec", "InvalidVersionSpec", "ChannelNotAllowed", "ChannelError")
+
+
+def find_conda(configured: Path | None, environ: Mapping[str, str]) -> str:
+    """The conda to run: the config's ``conda:``, else ``CONDA_EXE``/``MAMBA_EXE``, else ``PATH``."""
+    if configured is not None:
+        if not _is_executable(str(configured)):
+            raise ConfigError(f"the conda backend needs conda, but 'conda:' in the config names {configured}, "
+                              "which is not an executable file", hint=_HOW_TO_GET_CONDA)
+        return str(configured)
+    for var in ("CONDA_EXE", "MAMBA_EXE"):
+        value = environ.get(var, "")
+        if value and _is_executable(value):
+            return value
+    found = shutil.which("conda", path=environ.get("PATH", ""))
+    if found is None:
+        raise ConfigError("the conda backend needs conda, which is neither named by CONDA_EXE/MAMBA_EXE nor on PATH",
+                          hint=_HOW_TO_GET_CONDA)
+    return found
+
+
+def _is_executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def providing_module(stack: CentralStack, exe: str) -> str | None:
+    """The loaded module that provides ``exe``: one whose ``PATH`` holds it, or one whose prefix
+    (or the parent of a ``PATH`` entry, e.g. ``condabin/``'s) holds it."""
+    real = os.path.realpath(exe)
+    for module in stack.modules:
+        entries = module.paths.get("PATH", ())
+        roots = [module.prefix, *module.prefixes.values(), *(os.path.dirname(e.rstrip("/")) for e in entries)]
+        if any(os.path.realpath(os.path.join(e, os.path.basename(exe))) == real for e in entries):
+            return module.name
+        if any(r and r not in ("/", "/usr", "/usr/local") and real.startswith(os.path.realpath(r) + os.sep)
+               for r in roots):
+            return module.name
+    return None
+
+
+class CondaCliEngine:
+    """Solves and installs with the conda CLI (or mamba/micromamba through the same flags)."""
+
+    name = "conda"
+
+    def __init__(self, exe: str, module: str | None = None, environ: Mapping[str, str] | None = None) -> None:
+        self.exe = exe
+        self.module = module
+        self.environ = dict(os.environ if environ is None else environ)
+        self._config: dict[str, Any] | None = None
+
+    # ---- running conda -----------------------------------------------------------------
+    def _run(self, args: Sequence[str], what: str, timeout: float = 1800) -> Any:
+        env = {k: v for k, v in self.environ.items() if not k.startswith("CONDA_PREFIX")}
+        env.pop("CONDA_DEFAULT_ENV", None)      # an activated env of the user's never matters
+        try:
+            proc = subprocess.run([self.exe, *args, "--json"], capture_output=True, text=True, errors="replace",
+                                  env=env, stdin=subprocess.DEVNULL, timeout=timeout)
+        except OSError as exc:
+            raise ConfigError(f"cannot run conda {self.exe}: {exc.strerror}", hint=_HOW_TO_GET_CONDA) from None
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"conda {what} did not finish in {timeout:.0f}s") from None
+        data = _json_of(proc.stdout)
+        report = data if isinstance(data, dict) else {}
+        if proc.returncode != 0 or report.get("exception_name") or report.get("success") is False:
+            raise self._error(what, report, proc)
+        return data
+
+    @staticmethod
+    def _error(what: str, data: Mapping[str, Any], proc: subprocess.CompletedProcess) -> Exception:
+        name = str(data.get("exception_name") or "")
+        message = str(data.get("message") or data.get("error") or "").strip()
+        if not message:
+            message = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        # conda's messages run over many lines (advice about anaconda.org, ...); the first
+        # lines, joined, say what went wrong, and name the specs or the channel.
+        lines = [line.strip(" -") for line in message.splitlines() if line.strip()]
+        summary = lines[0] if lines else name
+        if data.get("packages"):
+            summary = (f"not available from the channels ({', '.join(map(str, data.get('channel_urls') or []))}): "
+                       + ", ".join(map(str, data["packages"])))
+        text = f"conda {what} failed: {name + ': ' if name else ''}{summary}"
+        if name in _REQUEST_ERRORS:
+            return PlanError(text, hint="nothing was created")
+        return BuildError(text)
+
+    # ---- CondaEngine ---------------------------------------------------------------------
+    def _site_config(self) -> dict[str, Any]:
+        if self._config is None:
+            self._config = self._run(["config", "--show", "channels", "solver"], "config --show")
+        return self._config
+
+    def default_channels(self) -> list[str]:
+        """conda's own configured channels (the site's .condarc, and the user's)."""
+        return [str(c) for c in self._site_config().get("channels") or []]
+
+    def describe(self) -> dict[str, Any]:
+        proc = subprocess.run([self.exe, "--version"], capture_output=True, text=True, errors="replace",
+                              env=self.environ, stdin=subprocess.DEVNULL, timeout=120)
+        words = (proc.stdout.strip() or proc.stderr.strip()).split()
+        try:
+            solver = self._site_config().get("solver")
+        except (BuildError, PlanError):
+            solver = None       # a tool without 'config --show solver' (micromamba)
+        return {"tool": os.path.basename(self.exe), "version": words[-1] if words else None,
+                "executable": self.exe, "solver": solver, "module": self.module}
+
+    def solve(self, specs: Sequence[str], channels: Sequence[str]) -> list[CondaPackage]:
+        # A dry run writes nothing; its prefix must merely not be an existing env.
+        prefix = os.path.join(tempfile.gettempdir(), f"envmod-solve-{os.getpid()}-{os.urandom(4).hex()}")
+        data = self._run(["create", "-p", prefix, "--dry-run", *_channel_args(channels), *specs, "-y"], "solve")
+        return [_package(item) for item in (data.get("actions") or {}).get("LINK", [])]
+
+    def install(self, prefix: Path, specs: Sequence[str], channels: Sequence[str]) -> None:
+        self._run(["create", "-p", str(prefix), *_channel_args(channels), *specs, "-y", "--quiet"], "create")
+
+    def installed(self, prefix: Path) -> list[CondaPackage]:
+        data = self._run(["list", "-p", str(prefix)], "list")
+        return [_package(item) for item in data] if isinstance(data, list) else []
+
+
+def _channel_args(channels: Sequence[str]) -> list[str]:
+    return ["--override-channels", *(arg for channel in channels for arg in ("-c", channel))]
+
+
+def _json_of(text: str) -> Any:
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+
+
+def _package(item: Mapping[str, Any]) -> CondaPackage:
+    """A package of ``conda list --json`` or of a dry run's ``actions.LINK``."""
+    return CondaPackage(name=str(item["name"]), version=str(item["version"]),
+                        build=str(item.get("build_string") or item.get("build") or ""),
+                        channel=str(item.get("base_url") or item.get("channel") or ""),
+                        subdir=str(item.get("platform") or item.get("subdir") or ""))
