@@ -61,6 +61,11 @@ class CondaUser:
     def in_module_shell(self, system: str, script: str) -> ShellResult:
         """``script`` in a fresh ``system`` shell (lmod, envmodules) that sees the conda site's
         modules and the user's envs' modules, nothing loaded."""
+        if system == "envmodules":
+            for name in (p.name for p in (self.root / "envs").iterdir() if not p.name.startswith(".")):
+                if all(p.suffix == ".lua" for p in (self.root / "modules" / name).iterdir()):   # no Tcl one yet
+                    written = self.envmod("module", name, "--module-type", "tcl")
+                    assert written.returncode == 0, written.stderr
         shell = ModuleShell(system, self.root, self.cache)
         return shell.run(f"module use {shlex.quote(str(conda_module_tree(system)))}\n"
                          f"module use {shlex.quote(str(self.root / 'modules'))}\n" + script,

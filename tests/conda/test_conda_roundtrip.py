@@ -5,11 +5,13 @@ the same pip packages; and both load under real Lmod and Environment Modules."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bridge.emit.export import CONDA_EXPORT_MARKER
 from tests.conda.channel import HELLO_MODULE, MPI_LABEL
 from tests.conda.conda_user import CondaUser, one_line
 from tests.conftest import write_wheel
@@ -86,8 +88,17 @@ def test_create_from_a_conda_export_without_its_modules_loaded_changes_nothing(t
     assert user.envmod("create", "orig", "--backend", "conda", "-f", str(envfile), "-q").returncode == 0
     exported = tmp_path / "orig.yml"
     assert user.envmod("export", "orig", "--format", "conda-yaml", "-o", str(exported)).returncode == 0
-    bare = CondaUser.make(tmp_path / "w", conda_pkgs, loads="")
-    proc = bare.envmod("create", "copy", "--from", str(exported))
-    line = one_line(proc)
-    assert "not loaded: conda/" in line
+    # the modules it names must be loaded: one that is not (made up here) refuses it
+    text = exported.read_text()
+    marker = json.loads(text.splitlines()[0][len(CONDA_EXPORT_MARKER):])
+    assert marker["modules"] == ["conda/26.7.1"]
+    marker["modules"].append("hdf5/1.10.8")
+    exported.write_text(CONDA_EXPORT_MARKER + json.dumps(marker) + "\n" + text.split("\n", 1)[1])
+    other = CondaUser.make(tmp_path / "w", conda_pkgs)
+    line = one_line(other.envmod("create", "copy", "--from", str(exported)))
+    assert "not loaded: hdf5/1.10.8" in line and "module load hdf5/1.10.8" in line
+    assert other.visible() == []
+    # without the conda module: refused in one line too
+    bare = CondaUser.make(tmp_path / "x", conda_pkgs, loads="")
+    assert "conda" in one_line(bare.envmod("create", "copy", "--from", str(exported)))
     assert bare.visible() == []
