@@ -136,7 +136,10 @@ class CondaEnvBackend(Backend):
         if not channels:
             raise ConfigError("the conda backend has no channels to install from",
                               hint="set 'conda_channels:' in the config, or give channels in an environment.yml")
-        user = [check_conda_spec(s) for s in request.conda_specs]
+        from ..environment_file import check_conda_spec as check_spec_and_channel
+
+        # never an option (-c URL smuggled in a spec), never a channel beyond the env's (a::b, [channel=])
+        user = [check_spec_and_channel(s, "conda spec", channels) for s in request.conda_specs]
         for channel in channels:
             check_conda_spec(channel, "conda channel")
         base = self._base_specs(user, central_python, bool(request.packages or request.requirement_files))
