@@ -7,18 +7,20 @@ Pure conda packages only (no compile): each create takes seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conda.channel import HELLO_MODULE, MPI_APP, MPI_LABEL, build_channel
 from tests.conda.conda_user import CondaUser, one_line
-from tests.conftest import site_dir
+from tests.conftest import site_dir, write_wheel
 
 pytestmark = pytest.mark.conda
 
@@ -36,9 +38,31 @@ def create(name: str, *extra: str) -> list[str]:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the create and everything it started (conda, pip), as the end of a job does."""
-    os.killpg(proc.pid, signal.SIGKILL)
+    """SIGKILL the create and everything it started (conda, pip: some in sessions of their own),
+    as the end of a job does: all of them found first, then killed."""
+    for pid in [proc.pid, *(pid for pid, _ in tree(proc.pid))]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=60)
+
+
+def tree(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live descendant of ``pid``, from /proc."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    out: list[tuple[int, str]] = []
+    todo = [pid]
+    while todo:
+        here = todo.pop()
+        for child in [c for c, p in parent.items() if p == here]:
+            with contextlib.suppress(OSError):
+                out.append((child, (Path("/proc") / str(child) / "cmdline").read_bytes()
+                            .replace(b"\0", b" ").decode(errors="replace")))
+            todo.append(child)
+    return out
 
 
 def start_in_group(user: CondaUser, *args: str) -> subprocess.Popen:
@@ -55,69 +79,84 @@ def loads(user: CondaUser, name: str, system: str = "lmod") -> str:
     return run.stdout.strip().splitlines()[-1]
 
 
-def timed_create(user: CondaUser, name: str, *extra: str) -> float:
-    started = time.monotonic()
-    proc = user.envmod(*create(name, *extra))
-    assert proc.returncode == 0, proc.stderr
-    return time.monotonic() - started
+def _in_build(user: CondaUser, name: str, what: str) -> bool:
+    return any((user.root / "envs" / ".builds").glob(f"{name}@*/{what}"))
 
 
-def kill_points(duration: float, seed: int) -> list[float]:
-    """Delays spread over a whole create (solve, install, pip, record, module), jittered."""
-    rng = random.Random(seed)
-    return [duration * f * rng.uniform(0.85, 1.15) for f in (0.05, 0.2, 0.4, 0.6, 0.8, 0.95)]
+#: each point of a create, as seen from outside: conda solving (a dry run), conda installing into
+#: the build directory, pip installing into the new env, the env complete (its record written) with
+#: the link not yet switched
+STAGES = {
+    "solve": lambda user, name, cmds: any(" create " in c and "--dry-run" in c for c in cmds),
+    "install": lambda user, name, cmds: any(" create -p " in c and "/.builds/" in c and "--dry-run" not in c
+                                            for c in cmds),
+    "pip": lambda user, name, cmds: any("-m pip install" in c and "--dry-run" not in c for c in cmds),
+    "built": lambda user, name, cmds: _in_build(user, name, "envmod.yaml"),
+}
 
 
-def wait_for_record_in_a_build(user: CondaUser, name: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Until the new build holds its record: the env is complete, the link not yet switched."""
+def kill_at(user: CondaUser, stage: str, *args: str, jitter: float = 0.0, timeout: float = 300) -> bool:
+    """Start a create and SIGKILL it (and its children) once it reaches ``stage`` (plus up to
+    ``jitter`` seconds at random); False when it ended before (the stage was too short to see)."""
+    name = args[1]
+    proc = start_in_group(user, *args)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if any((user.root / "envs" / ".builds").glob(f"{name}@*/envmod.yaml")):
-            return
-        time.sleep(0.002)
+        if STAGES[stage](user, name, [cmd for _, cmd in tree(proc.pid)]):
+            time.sleep(random.uniform(0, jitter))
+            kill_group(proc)
+            return True
+        time.sleep(0.005)
+    proc.communicate(timeout=60)
+    return False
 
 
 # ---- SIGKILL at any point -----------------------------------------------------------------
 
-def test_a_create_killed_at_any_point_leaves_nothing_visible_and_the_next_create_cleans_up(user):
-    duration = timed_create(user, "probe")
+def test_a_create_killed_at_any_point_leaves_nothing_visible_and_the_next_create_cleans_up(user, tmp_path):
+    wheel = pure_wheel(tmp_path)
+    assert user.envmod(*create("other")).returncode == 0
     seen_before = user.visible()
-    seed = random.randrange(1 << 30)
-    for delay in kill_points(duration, seed):
-        proc = start_in_group(user, *create("killed"))
-        time.sleep(delay)
-        kill_group(proc)
-        assert user.visible() == seen_before, f"seed {seed}, killed after {delay:.2f}s"
-    proc = start_in_group(user, *create("killed"))
-    wait_for_record_in_a_build(user, "killed", proc)
-    kill_group(proc)
+    args = create("killed", "--with", str(wheel))
+    for stage, jitter in (("solve", 0.3), ("install", 0.0), ("install", 1.5), ("pip", 0.0), ("pip", 0.8)):
+        assert kill_at(user, stage, *args, jitter=jitter), f"the create never reached {stage}"
+        assert user.visible() == seen_before, f"killed during {stage}"
+    # killed once the build is complete: either it never went live, or it went live whole
+    kill_at(user, "built", *args)
     visible = user.visible()
-    # killed after the build was complete: either it never went live, or it went live whole
     assert visible in (seen_before, sorted(seen_before + ["envs/killed", "killed", "modules/killed"])), visible
     if "killed" in visible:
         loads(user, "killed")
     # the next create of that name leaves only its own build
-    assert user.envmod(*create("killed", "--force")).returncode == 0
-    live = os.path.realpath(user.root / "envs" / "killed")
-    assert user.leftovers("killed") == [live]
+    assert user.envmod(*args, "--force").returncode == 0
+    assert user.leftovers("killed") == [os.path.realpath(user.root / "envs" / "killed")]
     loads(user, "killed")
 
 
-def test_a_killed_force_create_keeps_the_older_env_loading_in_both_module_tools(user):
-    duration = timed_create(user, "steady", "--description", "old")
+def test_a_killed_force_create_keeps_the_older_env_loading_in_both_module_tools(user, tmp_path):
+    assert user.envmod(*create("steady", "--description", "old")).returncode == 0
     before = (user.root / "envs" / "steady" / "envmod.yaml").read_text()
     prefix = loads(user, "steady")
-    seed = random.randrange(1 << 30)
-    for delay in kill_points(duration, seed)[:4]:
-        proc = start_in_group(user, *create("steady", "--force", "--description", "new"))
-        time.sleep(delay)
-        kill_group(proc)
-        assert (user.root / "envs" / "steady" / "envmod.yaml").read_text() == before, f"seed {seed}, {delay:.2f}s"
+    args = create("steady", "--force", "--description", "new", "--with", str(pure_wheel(tmp_path)))
+    for stage, jitter in (("solve", 0.3), ("install", 1.0), ("pip", 0.3)):
+        assert kill_at(user, stage, *args, jitter=jitter), f"the create never reached {stage}"
+        assert (user.root / "envs" / "steady" / "envmod.yaml").read_text() == before, f"killed during {stage}"
         assert loads(user, "steady") == prefix
     assert loads(user, "steady", "envmodules") == prefix
-    assert user.envmod(*create("steady", "--force", "--description", "new")).returncode == 0
+    kill_at(user, "built", *args)      # complete: the old env, or the whole new one
+    assert user.record("steady").description in ("old", "new")
+    loads(user, "steady")
+    assert user.envmod(*args).returncode == 0
     assert user.record("steady").description == "new"
     assert user.leftovers("steady") == [os.path.realpath(user.root / "envs" / "steady")]
+
+
+def pure_wheel(directory: Path) -> Path:
+    return write_wheel(directory / "envmod_wheelpkg-1.0-py3-none-any.whl", {
+        "envmod_wheelpkg/__init__.py": b"VALUE = 1\n",
+        "envmod_wheelpkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: envmod-wheelpkg\nVersion: 1.0\n",
+        "envmod_wheelpkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                               b"Tag: py3-none-any\n"})
 
 
 def test_eight_concurrent_creates_of_one_name_make_one_env(user):
