@@ -53,12 +53,13 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--python", metavar="EXE", help="the central Python (default: the first python3 a loaded module puts on PATH)")
     p.add_argument("--description", default="", metavar="TEXT", help="one line shown by 'module whatis' and 'module help'")
     p.add_argument("--module-type", choices=["lmod", "tcl"], help="modulefile syntax (default: that of the module system in use)")
-    p.add_argument("--backend", metavar="{venv,uv,conda}",
+    p.add_argument("--backend", metavar="{venv,uv,conda,rattler}",
                    help="how the environment is made: venv (python -m venv's layout, pip installs), uv "
-                        "(uv venv, uv pip installs) or conda (the site's conda, --conda packages; pip "
-                        "packages inside it) (default: 'backend:' in the config, else venv)")
+                        "(uv venv, uv pip installs), conda (the site's conda, --conda packages; pip "
+                        "packages inside it) or rattler (the same with py-rattler, no Anaconda tool) "
+                        "(default: 'backend:' in the config, else venv)")
     p.add_argument("--conda", dest="conda_specs", nargs="+", action="extend", default=[], metavar="SPEC",
-                   help="conda packages (match specs) of a --backend conda environment")
+                   help="conda packages (match specs) of a --backend conda or rattler environment")
     p.add_argument("--allow-conda-mpi", action="store_true",
                    help="accept conda packages that bring conda's own MPI instead of the central one (recorded)")
     p.add_argument("--force", action="store_true", help="replace an existing environment (the old one stays usable until the new one is complete)")

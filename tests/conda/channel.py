@@ -10,6 +10,8 @@ info/link.json for noarch:python; repodata.json written here):
 - ``pip``: noarch:python, made from the base's own bundled pip wheel (ensurepip);
 - ``envmod-hello``: a small pure noarch:python package;
 - ``envmod-activate``: noarch:generic, an ``etc/conda/activate.d`` script that sets a variable;
+- on request (``--pure N``, for bench/backends): ``envmod-pure-1`` ... ``envmod-pure-N``, small
+  pure noarch:python packages, each a module ``envmod_pure_I`` (the same bytes on every build);
 - under the label ``mpi-external`` (``<channel>/label/mpi-external/<subdir>``), external-MPI
   placeholders modelled on conda-forge's: ``openmpi`` and ``mpich`` with no files, each depending
   on the ``mpi`` metapackage of its flavour, their build strings without ``external_`` (as
@@ -215,6 +217,17 @@ def hello_package() -> Package:
                    depends=["python >=3.8"], noarch="python")
 
 
+def pure_packages(count: int) -> list[Package]:
+    """``count`` small pure noarch:python packages, deterministic (bench/backends installs them)."""
+    packages = []
+    for i in range(1, count + 1):
+        source = f'"""Pure package {i} of the bench channel."""\n\nNUMBER = {i}\n'.encode()
+        packages.append(Package(f"envmod-pure-{i}", "1.0", "pyh_envmod_0", "noarch",
+                                [PackageFile(f"site-packages/envmod_pure_{i}/__init__.py", source)],
+                                depends=["python >=3.8"], noarch="python"))
+    return packages
+
+
 def activate_package() -> Package:
     files = [PackageFile("etc/conda/activate.d/envmod-activate.sh", f"export {ACTIVATE_VARIABLE}=yes\n".encode()),
              PackageFile("etc/conda/deactivate.d/envmod-activate.sh", f"unset {ACTIVATE_VARIABLE}\n".encode())]
@@ -238,13 +251,14 @@ def conda_mpi_packages(subdir: str) -> list[Package]:
             Package(MPI_APP, "1.0", "h_envmod_0", "noarch", depends=[f"{name} >=5"], noarch="generic")]
 
 
-def build_channel(dest: Path, base_python: str, conda_mpi: bool = False) -> Path:
+def build_channel(dest: Path, base_python: str, conda_mpi: bool = False, pure: int = 0) -> Path:
     """Make the channel in ``dest`` (created; must not exist) over ``base_python``; returns ``dest``.
-    ``conda_mpi``: the main label also holds a real conda MPI and a package needing it."""
+    ``conda_mpi``: the main label also holds a real conda MPI and a package needing it; ``pure``:
+    that many extra pure packages (:func:`pure_packages`)."""
     base = describe_python(base_python)
     subdir = conda_subdir()
     dest.mkdir(parents=True)
-    main = [python_package(base, subdir), pip_package(base), hello_package(), activate_package()]
+    main = [python_package(base, subdir), pip_package(base), hello_package(), activate_package(), *pure_packages(pure)]
     write_repodata(dest, main + (conda_mpi_packages(subdir) if conda_mpi else []), (subdir, "noarch"))
     write_repodata(dest / "label" / MPI_LABEL, mpi_placeholders(subdir), (subdir, "noarch"))
     return dest
@@ -253,13 +267,15 @@ def build_channel(dest: Path, base_python: str, conda_mpi: bool = False) -> Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-python", required=True, help="the CPython the channel's python package is a venv over")
+    parser.add_argument("--pure", type=int, default=0, metavar="N",
+                        help="add N small pure packages envmod-pure-1..N (for bench/backends)")
     parser.add_argument("dest", type=Path, help="the channel directory to create")
     args = parser.parse_args(argv)
     if args.dest.exists():
         print(f"channel: error: {args.dest} exists already", file=sys.stderr)
         return 1
     started = time.monotonic()
-    build_channel(args.dest, args.base_python)
+    build_channel(args.dest, args.base_python, args.pure)
     print(f"channel: {args.dest} in {time.monotonic() - started:.1f}s")
     return 0
 

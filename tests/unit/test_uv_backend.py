@@ -23,30 +23,23 @@ PROBE = "import json, sys; print(json.dumps({'prefix': sys.prefix, 'path': sys.p
 
 
 # ---- the choice ------------------------------------------------------------------------------
-def test_the_backends_are_venv_uv_and_conda():
-    assert set(BACKENDS) == {"venv", "uv", "conda"}
+def test_the_backends_are_venv_uv_conda_and_rattler():
+    assert set(BACKENDS) == {"venv", "uv", "conda", "rattler"}
     assert isinstance(get_backend("uv"), UvBackend)
 
 
-@pytest.mark.parametrize("name", ["rattler"])
-def test_planned_backends_are_refused_as_not_available_yet(name):
-    with pytest.raises(UsageError, match=f"the {name} backend is not available yet; available: conda, uv, venv"):
-        check_backend_name(name)
-
-
 def test_unknown_backend_is_refused_listing_the_known():
-    with pytest.raises(UsageError, match="unknown backend 'pipenv'; available: conda, uv, venv"):
+    with pytest.raises(UsageError, match="unknown backend 'pipenv'; available: conda, rattler, uv, venv"):
         get_backend("pipenv")
 
 
 def test_create_help_lists_the_backends(run):  # noqa: F811
     proc = run("create", "--help")
     assert proc.returncode == 0
-    assert "--backend {venv,uv,conda}" in proc.stdout
+    assert "--backend {venv,uv,conda,rattler}" in proc.stdout
 
 
-@pytest.mark.parametrize("name, says", [("rattler", "the rattler backend is not available yet"),
-                                        ("bogus", "unknown backend 'bogus'; available: conda, uv, venv")])
+@pytest.mark.parametrize("name, says", [("bogus", "unknown backend 'bogus'; available: conda, rattler, uv, venv")])
 def test_cli_refuses_a_backend_in_one_line_creating_nothing(run, name, says):  # noqa: F811
     proc = run("create", "e", "--backend", name, "--python", base_python(), "--module-type", "lmod")
     assert proc.returncode == 2
@@ -67,7 +60,7 @@ def test_user_config_backend_overrides_the_site(home, site_config):  # noqa: F81
     assert load_settings(env_for(home, site_config)).backend == "venv"
 
 
-@pytest.mark.parametrize("value, says", [("rattler", "the rattler backend is not available yet"),
+@pytest.mark.parametrize("value, says", [("pipenv", "unknown backend 'pipenv'"),
                                          ("[uv]", "unknown backend ['uv']")])
 def test_config_refuses_a_bad_backend_naming_the_file(home, site_config, value, says):  # noqa: F811
     path = write_user_config(home, f"backend: {value}\n")

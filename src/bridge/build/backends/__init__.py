@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ...errors import UsageError
 from .base import Backend
 from .condaenv import CondaEnvBackend
+from .rattler import RattlerBackend
 from .uv import UvBackend
 from .venv import VenvBackend
 
@@ -14,10 +15,10 @@ if TYPE_CHECKING:
     from ...config import Settings
 
 BACKENDS: dict[str, type[Backend]] = {VenvBackend.name: VenvBackend, UvBackend.name: UvBackend,
-                                      CondaEnvBackend.name: CondaEnvBackend}
+                                      CondaEnvBackend.name: CondaEnvBackend, RattlerBackend.name: RattlerBackend}
 
 #: backends the issue plans (#12) but envmod does not have yet: refused in one line, not as unknown
-PLANNED_BACKENDS = ("rattler",)
+PLANNED_BACKENDS: tuple[str, ...] = ()
 
 
 def check_backend_name(name: object, source: str = "--backend") -> str:

@@ -134,7 +134,7 @@ class CondaEnvBackend(Backend):
         if not channels and hasattr(engine, "default_channels"):
             channels = list(engine.default_channels())
         if not channels:
-            raise ConfigError("the conda backend has no channels to install from",
+            raise ConfigError(f"the {self.name} backend has no channels to install from",
                               hint="set 'conda_channels:' in the config, or give channels in an environment.yml")
         from ..environment_file import check_conda_spec as check_spec_and_channel
 
@@ -226,6 +226,10 @@ def engine_for_record(conda: CondaRecord) -> CondaEngine | None:
     """An engine that can read the env a record describes (``installed()``), or None."""
     from .conda import CondaCliEngine
 
+    if conda.engine.get("tool") == "rattler":
+        from .rattler import RattlerEngine
+
+        return RattlerEngine()       # installed() reads conda-meta: no rattler needed, nothing run
     exe = conda.engine.get("executable")
     if conda.engine.get("tool") in ("conda", "mamba", "micromamba") and exe and os.access(exe, os.X_OK):
         return CondaCliEngine(exe, conda.engine.get("module"))
