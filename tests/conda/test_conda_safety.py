@@ -1,5 +1,5 @@
-"""A conda env is as safe as a venv (tests/e2e/test_failures.py, test_rebuild_safety.py), with
-the site's real conda: a create killed with SIGKILL at any point leaves nothing a user sees and
+"""A conda env is as safe as a venv (tests/e2e/test_failures.py, test_rebuild_safety.py), made
+by the site's real conda or by py-rattler (each test for both backends): a create killed with SIGKILL at any point leaves nothing a user sees and
 the next create removes what it left; under --force the older env keeps loading; eight
 concurrent creates of one name make one env; hostile names, descriptions and conda specs are
 refused in one line or stay text in both module tools; bad input is one line and changes nothing.
@@ -20,6 +20,8 @@ import yaml
 
 from tests.conda.channel import HELLO_MODULE, MPI_APP, MPI_LABEL, build_channel
 from tests.conda.conda_user import CondaUser, one_line
+from tests.conda.conftest import conda_site
+from tests.conda.test_rattler_engine import envmod_without_rattler  # noqa: F401  (a fixture)
 from tests.conftest import site_dir, write_wheel
 
 pytestmark = pytest.mark.conda
@@ -28,13 +30,30 @@ SPECS = ("--conda", "python", "envmod-hello")
 HOSTILE = "it's \"q\" ]] ]==] $(touch {mark}) `touch {mark}` [exec touch {mark}] ${{HOME}} \\ end"
 
 
+BACKENDS = ("conda", "rattler")
+
+
+def site_channels() -> list[str]:
+    """The conda site's channels, as its .condarc names them (rattler reads none: the config does)."""
+    return [f"file://{conda_site()}/channel", f"file://{conda_site()}/channel/label/{MPI_LABEL}"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    if request.param == "rattler":
+        pytest.importorskip("rattler", reason="py-rattler is not installed (envmod's [test] extra has it)")
+    return request.param
+
+
 @pytest.fixture
-def user(tmp_path, conda_pkgs) -> CondaUser:
-    return CondaUser.make(tmp_path / "u", conda_pkgs)
+def user(tmp_path, conda_pkgs, backend) -> CondaUser:
+    return CondaUser.make(tmp_path / "u", conda_pkgs, config=yaml.safe_dump({"conda_channels": site_channels(),
+                                                                            "backend": backend}))
 
 
 def create(name: str, *extra: str) -> list[str]:
-    return ["create", name, "--backend", "conda", *SPECS, *extra]
+    """A create of the user's backend (the config's 'backend:')."""
+    return ["create", name, *SPECS, *extra]
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -83,15 +102,27 @@ def _in_build(user: CondaUser, name: str, what: str) -> bool:
     return any((user.root / "envs" / ".builds").glob(f"{name}@*/{what}"))
 
 
-#: each point of a create, as seen from outside: conda solving (a dry run), conda installing into
-#: the build directory, pip installing into the new env, the env complete (its record written) with
-#: the link not yet switched
+def new_builds(user: CondaUser, name: str) -> list[Path]:
+    """Build directories of ``name`` that no link names yet (a create's own, in progress)."""
+    live = os.path.realpath(user.root / "envs" / name)
+    return [b for b in (user.root / "envs" / ".builds").glob(f"{name}@*") if os.path.realpath(b) != live]
+
+
+def _rattler_working(cmds: list[str]) -> bool:
+    return any("rattler_worker.py" in c for c in cmds)
+
+
+#: each point of a create, as seen from outside: the solve (conda's dry run; rattler's worker
+#: before the build directory exists), the install into the build directory, pip installing into
+#: the new env, the env complete (its record written) with the link not yet switched
 STAGES = {
-    "solve": lambda user, name, cmds: any(" create " in c and "--dry-run" in c for c in cmds),
-    "install": lambda user, name, cmds: any(" create -p " in c and "/.builds/" in c and "--dry-run" not in c
-                                            for c in cmds),
+    "solve": lambda user, name, cmds: (any(" create " in c and "--dry-run" in c for c in cmds)
+                                       or (_rattler_working(cmds) and not new_builds(user, name))),
+    "install": lambda user, name, cmds: (any(" create -p " in c and "/.builds/" in c and "--dry-run" not in c
+                                             for c in cmds)
+                                         or (_rattler_working(cmds) and bool(new_builds(user, name)))),
     "pip": lambda user, name, cmds: any("-m pip install" in c and "--dry-run" not in c for c in cmds),
-    "built": lambda user, name, cmds: _in_build(user, name, "envmod.yaml"),
+    "built": lambda user, name, cmds: any((b / "envmod.yaml").exists() for b in new_builds(user, name)),
 }
 
 
@@ -209,7 +240,7 @@ def test_a_hostile_description_stays_text_in_both_module_tools(user, tmp_path):
 ])
 def test_hostile_conda_specs_are_refused_in_one_line(user, tmp_path, spec, says):
     mark = tmp_path / "pwned"
-    proc = user.envmod("create", "specs", "--backend", "conda", f"--conda={spec.format(mark=mark)}")
+    proc = user.envmod("create", "specs", f"--conda={spec.format(mark=mark)}")
     assert proc.returncode != 0
     assert says in one_line(proc)
     assert user.visible() == [] and not mark.exists()
@@ -218,7 +249,7 @@ def test_hostile_conda_specs_are_refused_in_one_line(user, tmp_path, spec, says)
 # ---- bad input: one line, nothing changed -------------------------------------------------
 
 def test_an_unresolvable_spec_is_one_line(user):
-    proc = user.envmod("create", "nosuch", "--backend", "conda", "--conda", "python", "envmod-no-such-package")
+    proc = user.envmod("create", "nosuch", "--conda", "python", "envmod-no-such-package")
     assert "envmod-no-such-package" in one_line(proc)
     assert user.visible() == [] and user.leftovers("nosuch") == []
 
@@ -227,7 +258,7 @@ def test_an_unreachable_channel_is_one_line(user, tmp_path):
     envfile = tmp_path / "environment.yml"
     envfile.write_text(yaml.safe_dump({"channels": [f"file://{tmp_path}/no-such-channel"],
                                        "dependencies": ["python", "envmod-hello"]}))
-    proc = user.envmod("create", "unreach", "--backend", "conda", "-f", str(envfile))
+    proc = user.envmod("create", "unreach", "-f", str(envfile))
     assert proc.returncode != 0
     one_line(proc)
     assert user.visible() == [] and user.leftovers("unreach") == []
@@ -235,7 +266,7 @@ def test_an_unreachable_channel_is_one_line(user, tmp_path):
 
 def test_no_conda_is_one_line_before_anything_is_made(tmp_path, conda_pkgs):
     bare = CondaUser.make(tmp_path / "w", conda_pkgs, loads="")
-    proc = bare.envmod(*create("noconda"))
+    proc = bare.envmod(*create("noconda", "--backend", "conda"))
     assert "conda" in one_line(proc)
     assert bare.visible() == [] and bare.leftovers("noconda") == []
 
@@ -246,7 +277,7 @@ def test_a_spec_dragging_in_a_conda_mpi_is_one_line(user, tmp_path):
     envfile = tmp_path / "environment.yml"
     envfile.write_text(yaml.safe_dump({"channels": [f"file://{channel}", f"file://{channel}/label/{MPI_LABEL}"],
                                        "dependencies": ["python", MPI_APP]}))
-    proc = user.envmod("create", "condampi", "--backend", "conda", "-f", str(envfile))
+    proc = user.envmod("create", "condampi", "-f", str(envfile))
     assert MPI_APP in one_line(proc) or "MPI" in one_line(proc)
     assert user.visible() == [] and user.leftovers("condampi") == []
 
@@ -254,8 +285,19 @@ def test_a_spec_dragging_in_a_conda_mpi_is_one_line(user, tmp_path):
 def test_a_failed_force_create_changes_nothing(user):
     assert user.envmod(*create("keep", "--description", "old")).returncode == 0
     before = (user.root / "envs" / "keep" / "envmod.yaml").read_text()
-    proc = user.envmod("create", "keep", "--force", "--backend", "conda", "--conda", "python", "envmod-no-such")
+    proc = user.envmod("create", "keep", "--force", "--conda", "python", "envmod-no-such")
     one_line(proc)
     assert (user.root / "envs" / "keep" / "envmod.yaml").read_text() == before
     loads(user, "keep", "envmodules")
     assert user.leftovers("keep") == [os.path.realpath(user.root / "envs" / "keep")]
+
+
+def test_rattler_not_installed_is_one_line_before_anything_is_made(tmp_path, conda_pkgs,
+                                                                   envmod_without_rattler):  # noqa: F811
+    """envmod installed without its [rattler] extra (real, no fake: the rattler tier's venv)."""
+    plain = CondaUser.make(tmp_path / "w", conda_pkgs, loads="",
+                           config=yaml.safe_dump({"conda_channels": site_channels()}))
+    proc = subprocess.run([str(envmod_without_rattler.with_name("envmod")), *create("norattler", "--backend", "rattler")],
+                          env=plain.env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert "needs py-rattler, which is not installed" in one_line(proc)
+    assert plain.visible() == [] and plain.leftovers("norattler") == []
