@@ -158,3 +158,13 @@ def test_create_with_a_bad_file_is_one_line_and_makes_nothing(run, tmp_path, arg
     assert message in one_error_line(proc)
     assert not (run.root / "envs" / "fromfile").exists()
     assert not (run.root / "modules" / "fromfile").exists()
+
+
+@pytest.mark.parametrize("module_version, release", [("4.1.4", "4.1.4"), ("4.1.4-d2lqwco", "4.1.4"),
+                                                     ("5.0.3-gcc12", "5.0.3"), ("4", "4"), ("default", None),
+                                                     (None, None)])
+def test_the_mpi_placeholder_pin_takes_the_release_of_a_module_version(module_version, release):
+    """Spack names a module openmpi/4.1.4-d2lqwco: the placeholder to pin is openmpi=4.1.4."""
+    from bridge.build.backends.condaenv import mpi_release
+
+    assert mpi_release(module_version) == release

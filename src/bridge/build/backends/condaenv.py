@@ -66,6 +66,13 @@ def check_conda_spec(spec: str, what: str = "conda spec") -> str:
     return text
 
 
+def mpi_release(module_version: str | None) -> str | None:
+    """The MPI's release in a module's version: Spack's ``4.1.4-d2lqwco`` (its hash) and a site's
+    ``4.1.4-gcc12`` are release 4.1.4 to conda."""
+    found = re.match(r"\d+(?:\.\d+)*", module_version or "")
+    return found.group(0) if found else None
+
+
 def label_channel(channels: Sequence[str]) -> str:
     """The channel of the external-MPI placeholders: one listed with the label, else the label of
     the first channel (conda-forge's layout: ``<channel>/label/mpi-external``)."""
@@ -160,11 +167,12 @@ class CondaEnvBackend(Backend):
                 mpi: CentralModule | None) -> CondaPlan:
         specs = [*base, *user]
         family = mpi.family.lower() if mpi else ""
-        if mpi is None or family not in MPI_PACKAGES or not mpi.version:
+        version = mpi_release(mpi.version) if mpi else None
+        if mpi is None or family not in MPI_PACKAGES or not version:
             return self._refuse_conda_mpi(engine, CondaPlan(specs, channels, None, engine.solve(specs, channels)),
                                           user, base, mpi)
         label = label_channel(channels)
-        pin = f"{label}::{MPI_PACKAGES[family]}={mpi.version}"
+        pin = f"{label}::{MPI_PACKAGES[family]}={version}"
         pinned = CondaPlan([*specs, pin], [label, *(c for c in channels if c != label)], pin)
         try:
             pinned.solution = engine.solve(pinned.specs, pinned.channels)
