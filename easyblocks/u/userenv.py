@@ -817,6 +817,14 @@ class UserEnv(EasyBlock):
                     return tops
         return [canonical]
 
+    def sanity_check_rpath(self, rpath_dirs=None, check_readelf_rpath=None):
+        """A conda env's binaries are conda's packages, linked by conda-build (relative RPATHs),
+        never by EasyBuild's RPATH wrappers: only that their libraries resolve is checked."""
+        if self.is_conda():
+            self.log.info("conda env: no check of EasyBuild's RPATH section (readelf) on conda's binaries")
+            check_readelf_rpath = False
+        return super().sanity_check_rpath(rpath_dirs=rpath_dirs, check_readelf_rpath=check_readelf_rpath)
+
     def sanity_check_step(self, *args, **kwargs):
         """The env's files, then the packages imported inside the new module."""
         custom_paths = {'files': ['bin/python', 'conda-meta/history' if self.is_conda() else 'pyvenv.cfg', RECORD_FILE],
