@@ -120,7 +120,7 @@ def import_library(environ=None, here=None):
         raise LibraryDependenciesMissing(os.path.dirname(bridge.__file__), missing)
     try:
         from bridge import config, errors, session
-        from bridge.build import rules
+        from bridge.build import environment_file, rules
         from bridge.build.backends import get_backend
         from bridge.build.install import check_requirements, direct_rule_packages, requirement_name
         from bridge.discover import stack
@@ -138,11 +138,13 @@ def import_library(environ=None, here=None):
         ('store.Store.register', hasattr(store.Store, 'register')),
         ('emit.modulefile.render_conflict', hasattr(modulefile, 'render_conflict')),
         ('errors.MissingCentralKind', hasattr(errors, 'MissingCentralKind')),
+        ('emit.modulefile.conda_setenv', hasattr(modulefile, 'conda_setenv')),
     ] if not have]
     if lacking:
         raise ImportError("the envmod library at %s is older than this easyblock (it lacks %s)"
                           % (os.path.dirname(bridge.__file__), ', '.join(lacking)))
     ns = dict(bridge=bridge, config=config, errors=errors, evidence=evidence, record=record, rules=rules,
+              environment_file=environment_file,
               session=session, stack=stack, store=store, modulefile=modulefile, get_backend=get_backend,
               check_requirements=check_requirements, direct_rule_packages=direct_rule_packages,
               requirement_name=requirement_name, Reporter=Reporter)
@@ -187,8 +189,14 @@ class UserEnv(EasyBlock):
         """Custom easyconfig parameters of UserEnv (see `eb -a -e UserEnv`)."""
         extra = {
             'backend': ['venv', "How the environment is made, one of envmod's backends: 'venv' (a virtual "
-                        "environment over the Python dependency's interpreter) or 'uv' (uv venv, ordinary "
-                        "packages installed by uv pip; needs uv)", CUSTOM],
+                        "environment over the Python dependency's interpreter), 'uv' (uv venv, ordinary "
+                        "packages installed by uv pip; needs uv), 'conda' (a conda env made by the conda of a "
+                        "dependency, e.g. the site's conda module) or 'rattler' (a conda env made by py-rattler)",
+                        CUSTOM],
+            'conda_packages': [[], "conda packages (match specs, e.g. ['numpy=1.26']) of a 'conda' or 'rattler' "
+                               "environment; 'packages' are installed by pip inside it", CUSTOM],
+            'conda_channels': [[], "conda channels of a 'conda' or 'rattler' environment, in priority order "
+                               "(default: envmod's 'conda_channels:' config, else conda's own)", CUSTOM],
             'packages': [[], "Python packages to install, in pip's requirement syntax "
                          "(e.g. ['mpi4py', 'h5py>=3.10'])", CUSTOM],
             'requirements': [[], "pip requirements files to install (absolute, or relative to the "
@@ -389,11 +397,24 @@ class UserEnv(EasyBlock):
                 if kind not in kinds:
                     raise EasyBuildError("%s", self.missing_kind_message(name, kind))
 
+    def is_conda(self):
+        """A conda or rattler env: conda packages, its own Python (a Python dependency is optional)."""
+        return self.cfg['backend'] in ('conda', 'rattler')
+
     def check_easyconfig(self):
         """What the easyconfig alone decides, checked before anything is loaded or created."""
         lib = self.library()
         with self.envmod_errors("easyconfig parameter 'backend'"):
-            lib.get_backend(self.cfg['backend'], self.settings()).check()
+            backend = lib.get_backend(self.cfg['backend'], self.settings())
+            if self.cfg['backend'] != 'conda':     # conda comes with a dependency, loaded later
+                backend.check()
+        if (self.as_list('conda_packages') or self.as_list('conda_channels')) and not self.is_conda():
+            raise EasyBuildError("conda_packages and conda_channels need backend = 'conda' or 'rattler', not %r",
+                                 self.cfg['backend'])
+        with self.envmod_errors("easyconfig parameter 'conda_packages'"):
+            for spec in self.as_list('conda_packages') or []:
+                lib.environment_file.check_conda_spec(spec, "conda_packages entry", self.as_list('conda_channels') or
+                                                      list(self.settings().conda_channels) or [])
         if not self.cfg['system_site_packages']:
             raise EasyBuildError("system_site_packages = False is not supported yet: envmod's venv backend "
                                  "always lets the environment see the central Python's site-packages (it uses "
@@ -401,7 +422,8 @@ class UserEnv(EasyBlock):
         if not (self.cfg['packages'] or self.cfg['requirements']):
             self.log.info("no packages requested: the environment holds only the central Python's packages")
         self.source_rules()     # a bad compile_against_stack fails here, before anything is loaded
-        self.python_dependency()
+        if not self.is_conda():
+            self.python_dependency()
         self.requirement_files()
 
     def run_all_steps(self, *args, **kwargs):
@@ -431,15 +453,21 @@ class UserEnv(EasyBlock):
             return
 
         settings = self.settings()
-        python_dep = self.python_dependency()
-        root = self.software_root(python_dep)
+        try:
+            python_dep = self.python_dependency()
+        except EasyBuildError:
+            if not self.is_conda():
+                raise
+            python_dep = None       # a conda env brings its own Python
+        root = self.software_root(python_dep) if python_dep else None
         python_exe = os.path.join(root, 'bin', 'python3') if root else None
         request = lib.session.CreateRequest(
             name=self.env_name, packages=self.as_list('packages') or [],
             requirement_files=self.requirement_files(), python=python_exe,
             description=' '.join((self.cfg['description'] or '').split()), module_type=self.module_type,
             force=True, backend=self.cfg['backend'], module_name=self.full_mod_name,
-            source_builds=self.as_list('compile_against_stack'), use_wheel_cache=bool(self.cfg['use_wheel_cache']))
+            source_builds=self.as_list('compile_against_stack'), use_wheel_cache=bool(self.cfg['use_wheel_cache']),
+            conda_specs=self.as_list('conda_packages') or [], conda_channels=self.as_list('conda_channels') or [])
         self.reporter = lib.Reporter(stream=_LineWriter(lambda line: print_msg('  >> envmod ' + line, log=self.log,
                                                                                silent=self.silent, prefix=False)),
                                      heartbeat=60.0)
@@ -456,7 +484,7 @@ class UserEnv(EasyBlock):
             raise EasyBuildError("%s", self.explain_plan_error(err, stack)) from None
         except lib.errors.EnvmodError as err:
             raise EasyBuildError("envmod could not plan %s: %s", self.env_name, err.one_line()) from None
-        if plan.python_module is None:
+        if plan.python_module is None and python_dep is not None and plan.python is not None:
             # An external Python module that puts nothing on PATH: the interpreter is still the
             # Python dependency's (its prefix came from the metadata), and the record says so.
             plan = dataclasses.replace(plan, python_module=self.stack_module(python_dep, stack))
@@ -466,9 +494,10 @@ class UserEnv(EasyBlock):
                                           ''.join('; %s=%s' % kv for kv in sorted(b.env.items())))
                     for b in builds]
         others = sorted(set(plan.rules) - {b.package for b in builds})
-        print_msg("envmod: %s over %s (Python %s); compiled against the stack: %s%s" % (
-            request.backend, plan.python_module.name if plan.python_module else plan.python.executable,
-            plan.python.version, ', '.join(compiled) or 'none of the requested packages',
+        over = ('its own Python' if plan.python is None else '%s (Python %s)' % (
+            plan.python_module.name if plan.python_module else plan.python.executable, plan.python.version))
+        print_msg("envmod: %s over %s; compiled against the stack: %s%s" % (
+            request.backend, over, ', '.join(compiled) or 'none of the requested packages',
             ('; also %s, if a requested package requires it' % ', '.join(others)) if others else ''),
             log=self.log, silent=self.silent)
         if not self.cfg['use_wheel_cache']:
@@ -672,7 +701,12 @@ class UserEnv(EasyBlock):
         lib = self.library()
         gen = self.module_generator
         root = self.installdir.rstrip('/')
-        for var, value in lib.modulefile.module_setenv(self.env_name, root):
+        record = self.installed_record()
+        if record is not None and record.conda is not None:
+            setenv = lib.modulefile.conda_setenv(self.env_name, root, record.conda.activate_env)
+        else:
+            setenv = lib.modulefile.module_setenv(self.env_name, root)
+        for var, value in setenv:
             if value == root or value.startswith(root + '/'):
                 # relative to the module's own root, as EasyBuild writes install paths
                 rel = os.path.relpath(value, root)
@@ -783,9 +817,18 @@ class UserEnv(EasyBlock):
                     return tops
         return [canonical]
 
+    def sanity_check_rpath(self, rpath_dirs=None, check_readelf_rpath=None):
+        """A conda env's binaries are conda's packages, linked by conda-build (relative RPATHs),
+        never by EasyBuild's RPATH wrappers: only that their libraries resolve is checked."""
+        if self.is_conda():
+            self.log.info("conda env: no check of EasyBuild's RPATH section (readelf) on conda's binaries")
+            check_readelf_rpath = False
+        return super().sanity_check_rpath(rpath_dirs=rpath_dirs, check_readelf_rpath=check_readelf_rpath)
+
     def sanity_check_step(self, *args, **kwargs):
         """The env's files, then the packages imported inside the new module."""
-        custom_paths = {'files': ['bin/python', 'pyvenv.cfg', RECORD_FILE], 'dirs': ['lib']}
+        custom_paths = {'files': ['bin/python', 'conda-meta/history' if self.is_conda() else 'pyvenv.cfg', RECORD_FILE],
+                        'dirs': ['lib']}
         real = os.path.realpath(self.installdir)
         # the module's python is the environment's
         check = ("import os, sys; sys.exit(0 if os.path.realpath(sys.prefix) == %r "

@@ -12,11 +12,15 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from . import __version__
 from .errors import EnvmodError, UsageError
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 EXAMPLES = {
     "create": """example:
@@ -73,6 +77,9 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared", metavar="DIR", type=Path,
                    help="make it a group-shared env in the shared root DIR (its group's, setgid; you alone may change it)")
     p.add_argument("--group", metavar="G", help="with --shared: the group to share it with (default: DIR's group, else yours)")
+    p.add_argument("-f", "--file", dest="environment_file", metavar="FILE", type=Path,
+                   help="conda's environment.yml: its channels and conda packages (conda, rattler backends) and "
+                        "its 'pip:' section (any backend); its 'name:' is ignored, NAME wins")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
 
@@ -114,8 +121,9 @@ def _remove_arguments(p: argparse.ArgumentParser) -> None:
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
-    p.add_argument("--format", choices=["yaml", "requirements"], default="yaml",
-                   help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements")
+    p.add_argument("--format", choices=["yaml", "requirements", "conda-yaml"], default="yaml",
+                   help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements; "
+                        "conda-yaml: conda's environment.yml of a conda or rattler env (also for 'create --from')")
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE instead of standard output")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
@@ -202,32 +210,77 @@ def cmd_create(args) -> int:
         from .build.backends import check_backend_name
 
         check_backend_name(args.backend)
-    settings = _settings(args)
-    shared = None
-    if args.group is not None and args.shared is None:
-        raise UsageError("--group needs --shared DIR")
-    if args.shared is not None:
-        from .store.shared import open_shared_root
-
-        settings, shared = open_shared_root(settings, args.shared, args.group)
-    exported, packages, description = None, list(args.packages), args.description
-    if args.from_export is not None:
-        from .emit.export import read_export
-
-        exported = read_export(args.from_export)
-        packages = exported.requirements + packages
-        description = description or exported.description
-    request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
-                            python=args.python, description=description, module_type=args.module_type,
-                            force=args.force, backend=args.backend or settings.backend or "venv", use_wheel_cache=args.use_wheel_cache,
-                            keep_loaded=args.keep_loaded, from_export=exported, shared=shared,
-                            conda_specs=list(args.conda_specs), allow_conda_mpi=args.allow_conda_mpi)
+    settings, shared = _shared_settings(args)
+    inputs = _create_inputs(args, settings.backend)
+    request = CreateRequest(name=args.name, packages=inputs.packages, requirement_files=args.requirement_files,
+                            python=args.python, description=inputs.description, module_type=args.module_type,
+                            force=args.force, backend=inputs.backend, use_wheel_cache=args.use_wheel_cache,
+                            keep_loaded=args.keep_loaded, from_export=inputs.exported, shared=shared,
+                            conda_specs=inputs.conda_specs + list(args.conda_specs),
+                            conda_channels=inputs.conda_channels, allow_conda_mpi=args.allow_conda_mpi)
     with contextlib.ExitStack() as stack:
         if shared is not None:
             from .store.shared import shared_umask_in_effect
 
             stack.enter_context(shared_umask_in_effect())
         record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
+    _print_created(record, settings)
+    return 0
+
+
+def _shared_settings(args) -> tuple[Settings, Any]:
+    """The settings of the root the env goes to: the user's, or a group-shared root (--shared)."""
+    settings = _settings(args)
+    if args.group is not None and args.shared is None:
+        raise UsageError("--group needs --shared DIR")
+    if args.shared is None:
+        return settings, None
+    from .store.shared import open_shared_root
+
+    return open_shared_root(settings, args.shared, args.group)
+
+
+@dataclass
+class _CreateInputs:
+    """What a create installs, from the command line, an export (--from) or an environment file (-f)."""
+
+    packages: list[str]
+    description: str
+    backend: str
+    exported: Any = None
+    conda_specs: list[str] = field(default_factory=list)
+    conda_channels: list[str] = field(default_factory=list)
+
+
+def _create_inputs(args, configured_backend: str | None) -> _CreateInputs:
+    if args.from_export is not None and args.environment_file is not None:
+        raise UsageError("--from and -f cannot be combined", hint="--from recreates an export; -f reads conda's environment.yml")
+    inputs = _CreateInputs(list(args.packages), args.description, args.backend or configured_backend or "venv")
+    if args.from_export is not None:
+        from .emit.export import read_export
+
+        exported = read_export(args.from_export)
+        inputs.exported = exported
+        inputs.packages = exported.requirements + inputs.packages
+        inputs.description = inputs.description or exported.description
+        inputs.backend = args.backend or exported.backend or configured_backend or "venv"
+        inputs.conda_specs, inputs.conda_channels = _conda_part(args.from_export, exported.conda_specs,
+                                                                exported.conda_channels, inputs.backend)
+    if args.environment_file is not None:
+        from .build.environment_file import read_environment_file
+
+        envfile = read_environment_file(args.environment_file)
+        inputs.conda_specs = envfile.conda_specs_for(inputs.backend)
+        inputs.conda_channels = envfile.channels if inputs.conda_specs else []
+        inputs.packages = envfile.pip_requirements + inputs.packages
+        for key, value in envfile.ignored.items():
+            if not args.quiet:
+                print(f"envmod: note: {args.environment_file} sets {key} {value!r}: ignored, the env is {args.name!r} "
+                      "under the envmod root", file=sys.stderr)
+    return inputs
+
+
+def _print_created(record: Any, settings: Settings) -> None:
     via = record.python.module or record.python.executable
     if record.conda is not None:
         via = record.conda.engine.get("module") or record.conda.engine.get("executable") or "conda"
@@ -238,7 +291,16 @@ def cmd_create(args) -> int:
     in_path = modules_dir in os.environ.get("MODULEPATH", "").split(":")
     use = "" if in_path else f"module use {shlex.quote(modules_dir)}   (once)   then   "
     print(f"load it with: {use}module load {record.module.name}")
-    return 0
+
+
+def _conda_part(path: Path, specs: list[str], channels: list[str], backend: str) -> tuple[list[str], list[str]]:
+    """The conda specs and channels of a conda-yaml export, refused for a backend without conda."""
+    from .build.environment_file import CONDA_BACKENDS
+
+    if specs and backend not in CONDA_BACKENDS:
+        raise UsageError(f"{path} is the export of a conda env; a {backend} env installs pip packages only",
+                         hint="create it with --backend conda or rattler")
+    return list(specs), list(channels)
 
 
 def cmd_list(args) -> int:

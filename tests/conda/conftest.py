@@ -88,3 +88,9 @@ def created_env(conda: Conda, channel: Path, tmp_path_factory) -> CreatedEnv:
                         "-c", f"file://{channel}", "-c", f"file://{channel}/label/{MPI_LABEL}",
                         "python", "pip", "envmod-hello", "envmod-activate", "openmpi", "-y")
     return CreatedEnv(prefix, create, conda.json("list", "-p", str(prefix)))
+
+
+@pytest.fixture(scope="session")
+def conda_pkgs(tmp_path_factory) -> Path:
+    """One conda package cache for the tier's envmod creates: warm after the first (never the site's)."""
+    return tmp_path_factory.mktemp("conda-pkgs")

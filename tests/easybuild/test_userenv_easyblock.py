@@ -133,8 +133,8 @@ def test_eb_avail_easyconfig_params_documents_the_custom_parameters(ebrun):
     out = ebrun.eb("-a", "-e", "UserEnv").check().stdout
     custom = out.split("EASYBLOCK-SPECIFIC", 1)[1].split("TOOLCHAIN", 1)[0]
     params = {line.split("*", 1)[0]: line for line in custom.splitlines() if "*" in line}
-    assert sorted(params) == ["backend", "compile_against_stack", "envmod_register", "packages", "requirements",
-                              "sanity_imports", "system_site_packages", "use_wheel_cache"]
+    assert sorted(params) == ["backend", "compile_against_stack", "conda_channels", "conda_packages", "envmod_register",
+                              "packages", "requirements", "sanity_imports", "system_site_packages", "use_wheel_cache"]
     assert params["use_wheel_cache"].endswith("[default: True]")
     assert "envmod's build-rule table" in params["compile_against_stack"]
     assert params["system_site_packages"].endswith("[default: True]")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.emit.quoting import QUOTERS, comment_text, lua_string, shell_word, tcl_string
+from bridge.emit.quoting import QUOTERS, comment_text, lua_string, shell_word, tcl_string, yaml_string
 from tests.conftest import require_tool, skip_or_fail
 
 try:
@@ -185,7 +185,18 @@ def test_quoters_accept_non_string_values(tmp_path):
 
 
 def test_quoters_table_names_each_language():
-    assert QUOTERS == {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text}
+    assert QUOTERS == {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text,
+                       "yaml": yaml_string}
+
+
+@pytest.mark.parametrize("text", ['a"b\\c', "x\n- evil: 1", "]] $(id) `id`", "\u2028 \x85 ü 😀", "yes", "1.0",
+                                  "~", "- item", "key: value", "#not a comment", "\ud800", "\x00\t"])
+def test_yaml_string_reads_back_exactly_on_one_line(text):
+    import yaml
+
+    quoted = yaml_string(text)
+    assert "\n" not in quoted and quoted.isascii()
+    assert yaml.safe_load(f"k: {quoted}\n") == {"k": text}
 
 
 @pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\x00b", "a\x7fb", "a\tb"])
@@ -211,6 +222,13 @@ if given is not None:
     @given(values=_BATCH)
     def test_tcl_string_round_trips_generated_text(tmp_path, values):
         assert tcl_read_back(values, tmp_path) == values
+
+    @_FEW
+    @given(values=_BATCH)
+    def test_yaml_string_round_trips_generated_text(values):
+        import yaml
+
+        assert yaml.safe_load("".join(f"- {yaml_string(v)}\n" for v in values)) == values
 
     @_FEW
     @given(values=_BATCH)

@@ -8,6 +8,12 @@ Two formats, both from the record alone:
   envmod create NAME --from FILE`` too, choosing the specs by their hashes).
 * ``requirements``: a pip requirements file of every package pinned, its header naming the
   modules to load first, for ``envmod create NAME -r FILE`` or plain pip.
+* ``conda-yaml`` (conda and rattler envs only): conda's environment.yml, every conda package
+  pinned ``name=version=build`` (all of them, as ``conda env export`` does: an exact copy, not a
+  new solve), the pip packages pinned in its ``pip:`` section, and a header naming the central
+  modules. Its first line is a marker holding, as JSON, what the YAML cannot (the modules, the
+  backend, the description), so ``envmod create --from`` recognises it and checks the modules;
+  conda reads it as a plain environment file.
 
 Each header names the command of the front end that made the env (:mod:`bridge.frontends`).
 """
@@ -15,14 +21,20 @@ Each header names the command of the front end that made the env (:mod:`bridge.f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import PlanError, RecordError, UsageError
 from ..frontends import command_for, user_command
 from ..store.record import EnvRecord
 
+if TYPE_CHECKING:
+    from ..build.environment_file import EnvironmentFile
+
 EXPORT_SCHEMA = 1
-FORMATS = ("yaml", "requirements")
+FORMATS = ("yaml", "requirements", "conda-yaml")
+CONDA_EXPORT_SCHEMA = 1
+#: the first line of a conda-yaml export: this, then JSON
+CONDA_EXPORT_MARKER = "# envmod-conda-export: "
 #: Facts of a central module worth carrying to another host: what identifies the build.
 _PORTABLE_FACTS = ("spack_hash", "spack_spec", "spack_external")
 
@@ -68,21 +80,57 @@ def render_export(record: EnvRecord, fmt: str = "yaml", templates: Path | None =
 
         return (f"# envmod export of {record.name}: {command_for(record)} create NEWNAME --from THIS_FILE "
                 "(with the modules below loaded)\n" + yaml.safe_dump(export_data(record), sort_keys=False))
-    if fmt != "requirements":
+    if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
-    from .templating import TemplateFailure, render_template
-
+    if fmt == "conda-yaml":
+        return _render(record, "export/environment.yml.j2", conda_export_context(record), templates, cache_dir)
     compiled = [f"{p.name} {p.version} against {', '.join(p.built_against) or 'the site'}"
                 for p in record.packages if p.install == "source"]
     context = {"name": record.name, "modules": record.module.depends_on or ["(no central modules)"],
                "python": f"{record.python.version} from {record.python.module or record.python.executable}",
                "compiled": compiled, "requirements": pinned_requirements(record), "command": command_for(record)}
+    return _render(record, "export/requirements.txt.j2", context, templates, cache_dir)
+
+
+def _render(record: EnvRecord, template: str, context: Mapping[str, Any], templates: Path | None,
+            cache_dir: Path | None) -> str:
+    from .templating import TemplateFailure, render_template
+
     try:
-        return render_template("export/requirements.txt.j2", context, templates, cache_dir)
+        return render_template(template, context, templates, cache_dir)
     except ValueError as exc:
         raise RecordError(f"cannot export {record.name}: {exc}") from exc
     except TemplateFailure as exc:
         raise exc.config_error(f"the export of {record.name!r}", templates) from None
+
+
+def _installed_by_pip(package: Mapping[str, Any]) -> bool:
+    """``conda list --json`` lists pip's packages too, from the channel ``pypi``."""
+    return package.get("channel") == "pypi" or str(package.get("build", "")).startswith("pypi_")
+
+
+def conda_export_context(record: EnvRecord) -> dict[str, Any]:
+    """What the ``conda-yaml`` template prints of ``record``, a conda or rattler env."""
+    import json
+
+    from packaging.utils import canonicalize_name
+
+    from ..build.backends.conda_engine import CondaPackage
+
+    if record.conda is None:
+        raise UsageError(f"{record.name} is a {record.backend} env, not a conda one: conda-yaml exports conda and "
+                         "rattler envs", hint="use --format yaml or --format requirements")
+    conda = [CondaPackage.from_dict(p) for p in record.conda.packages if not _installed_by_pip(p)]
+    from_conda = {canonicalize_name(p.name) for p in conda}
+    pip = [line for line in pinned_requirements(record)
+           if canonicalize_name(line.partition("==")[0]) not in from_conda]
+    marker = {"schema": CONDA_EXPORT_SCHEMA, "name": record.name, "backend": record.backend,
+              "modules": list(record.module.depends_on), "description": record.description,
+              "specs": list(record.conda.specs)}
+    return {"marker": json.dumps(marker, ensure_ascii=True), "name": record.name, "backend": record.backend,
+            "modules": record.module.depends_on or ["(no central modules)"], "command": command_for(record),
+            "asked": list(record.conda.specs) + [p.name for p in record.packages if p.requested] or ["nothing"],
+            "channels": list(record.conda.channels), "conda": [p.pin for p in conda], "pip": pip}
 
 
 class ExportedEnv:
@@ -97,6 +145,22 @@ class ExportedEnv:
         #: kind (python, mpi, hdf5) -> the Spack DAG hash of the module of that kind, where known
         self.spack_hashes = {str(m["kind"]): str(m["spack_hash"]) for m in data.get("modules") or []
                              if m.get("kind") and m.get("spack_hash")}
+        #: a conda-yaml export: the backend that made it, its conda specs and channels
+        self.backend: str | None = None
+        self.conda_specs: list[str] = []
+        self.conda_channels: list[str] = []
+
+    @classmethod
+    def of_conda(cls, path: Path, marker: Mapping[str, Any], environment: "EnvironmentFile") -> "ExportedEnv":
+        """A ``conda-yaml`` export: its marker's modules, backend and description, and the
+        environment file it is (read and checked as ``-f`` reads one)."""
+        exported = cls(path, {"description": marker.get("description"),
+                              "modules": [{"name": m} for m in marker.get("modules") or []],
+                              "requirements": environment.pip_requirements})
+        exported.backend = str(marker.get("backend") or "conda")
+        exported.conda_specs = list(environment.conda_specs)
+        exported.conda_channels = list(environment.channels)
+        return exported
 
 
 def read_export(path: Path) -> ExportedEnv:
@@ -104,11 +168,20 @@ def read_export(path: Path) -> ExportedEnv:
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read export file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"export file {path} is not UTF-8 text (byte {exc.start})") from None
+    if text.startswith(CONDA_EXPORT_MARKER):
+        return read_conda_export(Path(path), text)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"export file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if isinstance(data, dict) and "envmod_export" not in data and "dependencies" in data:
+        raise UsageError(f"{path} is a conda environment file, not an envmod export",
+                         hint=f"create from it with '{user_command()} create NAME -f {path}'")
     if not isinstance(data, dict) or "envmod_export" not in data:
         raise UsageError(f"{path} is not an envmod export (no 'envmod_export' key)",
                          hint=f"make one with '{user_command()} export NAME -o FILE'")
@@ -119,6 +192,24 @@ def read_export(path: Path) -> ExportedEnv:
         return ExportedEnv(Path(path), data)
     except (TypeError, KeyError, AttributeError) as exc:
         raise UsageError(f"{path}: malformed envmod export ({exc!r})") from exc
+
+
+def read_conda_export(path: Path, text: str) -> ExportedEnv:
+    """A ``conda-yaml`` export: the marker on its first line, the rest an environment file."""
+    import json
+
+    from ..build.environment_file import read_environment_file
+
+    try:
+        marker = json.loads(text.splitlines()[0][len(CONDA_EXPORT_MARKER):])
+    except ValueError as exc:
+        raise UsageError(f"{path}: its first line is not a readable envmod conda-yaml marker ({exc})") from None
+    if not isinstance(marker, dict) or marker.get("schema") != CONDA_EXPORT_SCHEMA:
+        raise UsageError(f"{path}: conda-yaml export schema {marker.get('schema') if isinstance(marker, dict) else marker!r}"
+                         f" is not supported (this envmod reads {CONDA_EXPORT_SCHEMA})")
+    if not all(isinstance(m, str) for m in marker.get("modules") or []):
+        raise UsageError(f"{path}: the marker's modules are not a list of module names")
+    return ExportedEnv.of_conda(path, marker, read_environment_file(path))
 
 
 def check_modules_loaded(exported: ExportedEnv, loaded: list[str]) -> None:

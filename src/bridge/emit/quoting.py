@@ -64,4 +64,22 @@ def comment_text(value: object) -> str:
     return text
 
 
-QUOTERS = {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text}
+def yaml_string(value: object) -> str:
+    """A YAML double-quoted scalar for ``value`` (an environment.yml's name, channel or spec):
+    printable ASCII as is, everything else escaped, so no value can end its string, start a
+    line, or be read as a number, a boolean or a mapping."""
+    out = []
+    for ch in str(value):
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
+QUOTERS = {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text, "yaml": yaml_string}

@@ -73,8 +73,15 @@ def setup_parser(subparser: argparse.ArgumentParser) -> None:
     p.add_argument("--module-type", choices=["lmod", "tcl"],
                    help="modulefile syntax, and whose Spack module names it loads "
                    "(default: envmod's config, else the module system in use, else the first the site enables)")
-    p.add_argument("--backend", metavar="{venv,uv}",
-                   help="how the environment is made: venv or uv (default: 'backend:' in envmod's config, else venv)")
+    p.add_argument("--backend", metavar="{venv,uv,conda,rattler}",
+                   help="how the environment is made: venv, uv, conda (the conda loaded, e.g. the site's conda "
+                   "module) or rattler (default: 'backend:' in envmod's config, else venv)")
+    p.add_argument("--conda", dest="conda_specs", nargs="+", action="extend", default=[], metavar="SPEC",
+                   help="conda packages (match specs) of a conda or rattler environment")
+    p.add_argument("-f", "--file", dest="environment_file", metavar="FILE", type=Path,
+                   help="conda's environment.yml: its channels and conda packages, and its 'pip:' section")
+    p.add_argument("--allow-conda-mpi", action="store_true",
+                   help="accept conda packages that bring conda's own MPI instead of the chosen one (recorded)")
     p.add_argument("--force", action="store_true", help="replace an existing environment")
     p.add_argument("--keep-loaded", action="store_true",
                    help="make the module load the whole chosen stack, not only the modules the env is proved to need")
@@ -117,8 +124,9 @@ def setup_parser(subparser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export", help="write an environment out so it can be recreated (packages pinned, "
                        "central modules and their DAG hashes named)")
     p.add_argument("name")
-    p.add_argument("--format", choices=["yaml", "requirements"], default="yaml",
-                   help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements")
+    p.add_argument("--format", choices=["yaml", "requirements", "conda-yaml"], default="yaml",
+                   help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements; "
+                   "conda-yaml: conda's environment.yml of a conda or rattler env")
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE instead of standard output")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
@@ -174,6 +182,17 @@ def _create(args) -> int:
         packages = exported.requirements + packages
         description = description or exported.description
         requested = ss.requested_from_export(requested, exported.spack_hashes)
+    backend = args.backend or (exported.backend if exported else None) or settings.backend or "venv"
+    conda_specs, conda_channels = list(args.conda_specs), []
+    if exported is not None and exported.conda_specs:       # a conda-yaml export
+        conda_specs, conda_channels = exported.conda_specs + conda_specs, exported.conda_channels
+    if args.environment_file is not None:
+        from bridge.build.environment_file import read_environment_file
+
+        envfile = read_environment_file(args.environment_file)
+        conda_specs = envfile.conda_specs_for(backend) + conda_specs
+        conda_channels = envfile.channels if conda_specs else []
+        packages = envfile.pip_requirements + packages
     args.packages = packages
     stack = spackside.central_stack(site, requested, module_type,
                                     need_libraries=bool(packages or args.requirement_files),
@@ -189,8 +208,10 @@ def _create(args) -> int:
     request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=python.facts["python"], description=description, module_type=module_type,
                             force=args.force, keep_loaded=args.keep_loaded, use_wheel_cache=args.use_wheel_cache,
-                            front_end="spack", from_export=exported,
-                            backend=args.backend or settings.backend or "venv")
+                            front_end="spack", from_export=exported, backend=backend,
+                            conda_specs=conda_specs, conda_channels=conda_channels,
+                            allow_conda_mpi=args.allow_conda_mpi)
+    stack = _with_loaded_conda_module(stack, backend, system)
     record = CreateSession(request, settings, Reporter(quiet=args.quiet), stack=stack, module_system=system).run()
     print(f"created {record.name}: {record.backend} over {record.python.module or record.python.executable} "
           f"(Python {record.python.version})")
@@ -200,6 +221,27 @@ def _create(args) -> int:
     use = f"module use {' '.join(uses + needed)}   (once)   then   " if uses or needed else ""
     print(f"load it with: {use}module load {record.module.name}")
     return 0
+
+
+def _with_loaded_conda_module(stack, backend: str, system):
+    """A conda env depends on the conda it was made with: Spack's stack holds Spack's modules
+    only, so the loaded module that provides the conda the backend will run (the site's conda
+    module) joins it."""
+    from bridge.build.environment_file import CONDA_BACKENDS
+
+    if backend not in CONDA_BACKENDS or system is None:
+        return stack
+    from bridge.build.backends.conda import find_conda, providing_module
+    from bridge.discover.stack import CentralStack, discover_stack
+    from bridge.errors import EnvmodError
+
+    try:
+        loaded = discover_stack(system, os.environ)
+        name = providing_module(loaded, find_conda(None, os.environ))
+    except EnvmodError:
+        return stack      # no conda loaded (or rattler's): the backend says what is missing
+    extra = [m for m in loaded.modules if m.name == name and m.name not in {s.name for s in stack.modules}]
+    return CentralStack(stack.module_system, (*extra, *stack.modules)) if extra else stack
 
 
 def _rule_packages_have_their_stack(args, settings, stack, where: str) -> None:

@@ -66,6 +66,13 @@ def check_conda_spec(spec: str, what: str = "conda spec") -> str:
     return text
 
 
+def mpi_release(module_version: str | None) -> str | None:
+    """The MPI's release in a module's version: Spack's ``4.1.4-d2lqwco`` (its hash) and a site's
+    ``4.1.4-gcc12`` are release 4.1.4 to conda."""
+    found = re.match(r"\d+(?:\.\d+)*", module_version or "")
+    return found.group(0) if found else None
+
+
 def label_channel(channels: Sequence[str]) -> str:
     """The channel of the external-MPI placeholders: one listed with the label, else the label of
     the first channel (conda-forge's layout: ``<channel>/label/mpi-external``)."""
@@ -136,7 +143,10 @@ class CondaEnvBackend(Backend):
         if not channels:
             raise ConfigError(f"the {self.name} backend has no channels to install from",
                               hint="set 'conda_channels:' in the config, or give channels in an environment.yml")
-        user = [check_conda_spec(s) for s in request.conda_specs]
+        from ..environment_file import check_conda_spec as check_spec_and_channel
+
+        # never an option (-c URL smuggled in a spec), never a channel beyond the env's (a::b, [channel=])
+        user = [check_spec_and_channel(s, "conda spec", channels) for s in request.conda_specs]
         for channel in channels:
             check_conda_spec(channel, "conda channel")
         base = self._base_specs(user, central_python, bool(request.packages or request.requirement_files))
@@ -157,11 +167,12 @@ class CondaEnvBackend(Backend):
                 mpi: CentralModule | None) -> CondaPlan:
         specs = [*base, *user]
         family = mpi.family.lower() if mpi else ""
-        if mpi is None or family not in MPI_PACKAGES or not mpi.version:
+        version = mpi_release(mpi.version) if mpi else None
+        if mpi is None or family not in MPI_PACKAGES or not version:
             return self._refuse_conda_mpi(engine, CondaPlan(specs, channels, None, engine.solve(specs, channels)),
                                           user, base, mpi)
         label = label_channel(channels)
-        pin = f"{label}::{MPI_PACKAGES[family]}={mpi.version}"
+        pin = f"{label}::{MPI_PACKAGES[family]}={version}"
         pinned = CondaPlan([*specs, pin], [label, *(c for c in channels if c != label)], pin)
         try:
             pinned.solution = engine.solve(pinned.specs, pinned.channels)
