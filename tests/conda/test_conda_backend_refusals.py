@@ -98,7 +98,7 @@ def test_a_plain_openmpi_spec_gets_the_external_placeholder(mpi_channel: Path, t
 
 @pytest.mark.parametrize("spec, says", [
     ("envmod-no-such-package", "conda solve failed: PackagesNotFoundInChannelsError: not available from the channels"),
-    ("--offline", "conda spec '--offline' is not a package spec"),
+    ("--offline", "'--offline' is a conda option, not a package spec"),
 ])
 def test_a_spec_that_does_not_resolve_is_one_line_leaving_nothing(channel: Path, tmp_path: Path, spec: str,
                                                                  says: str) -> None:
