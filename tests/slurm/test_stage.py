@@ -38,9 +38,12 @@ with h5py.File(out, "r", driver="mpio", comm=comm) as f:
 files = sorted({os.path.realpath(m.__file__) for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
 with open("/proc/self/maps") as fh:
     mapped = sorted({line.split()[-1] for line in fh if "/" in line.split()[-1]})
-print("PROBE " + json.dumps({"rank": comm.rank, "size": comm.size, "prefix": sys.prefix, "written": written,
+# one file per rank: two ranks' long lines on one stdout would interleave
+with open(f"{out}.rank{comm.rank}.json", "w") as fh:
+    json.dump({"rank": comm.rank, "size": comm.size, "prefix": sys.prefix, "written": written,
       "mpi4py": mpi4py.__file__, "h5py": h5py.__file__, "files": files, "mapped": mapped,
-      "shared": [p for p in files + mapped if p == shared or p.startswith(shared + "/")]}))
+      "shared": [p for p in files + mapped if p == shared or p.startswith(shared + "/")]}, fh)
+print("PROBE", comm.rank)
 '''
 
 
@@ -54,8 +57,9 @@ ENVMOD={envmod_command()}
 {extra}"""
 
 
-def probes(output: str) -> list[dict]:
-    return sorted((json.loads(line[len("PROBE "):]) for line in output.splitlines() if line.startswith("PROBE ")),
+def probes(out: Path) -> list[dict]:
+    """What each rank of PROBE wrote (writing ``out``)."""
+    return sorted((json.loads(p.read_text()) for p in out.parent.glob(out.name + ".rank*.json")),
                   key=lambda p: p["rank"])
 
 
@@ -93,7 +97,7 @@ srun --mpi=pmix -n 2 python {tmp_path / 'probe.py'} {tmp_path / 'out.h5'} "$ENVM
     assert "staged penv (squashfs," in out and f"VIRTUAL_ENV={staged}" in out, out
     assert "vm: mounted" in out or ": mounted" in out, out
     assert "MOUNT=fuse.squashfuse" in out, out
-    ranks = probes(out)
+    ranks = probes(tmp_path / "out.h5")
     assert [p["rank"] for p in ranks] == [0, 1] and all(p["size"] == 2 for p in ranks), out
     for p in ranks:
         assert p["written"] == [0, 10]
