@@ -439,6 +439,9 @@ def cmd_remove(args) -> int:
                 return 1
         _remove_modulefiles(store, args.name)      # first, so no module ever points at a missing env
         store.remove_env_dir(args.name)
+        from .stage.image import remove_image
+
+        remove_image(settings.root, args.name)
         if member_of is not None:
             remove_member_entry(member_of, args.name)    # last: the maintainer sees it while the module exists
     if member_of is not None:

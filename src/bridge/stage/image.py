@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import BuildError, RecordError, UsageError
+from ..errors import BuildError, ConfigError, RecordError, UsageError
 from ..fsutil import atomic_write_text, current_umask, new_dir
 from ..store.record import RECORD_FILE, EnvRecord
 
@@ -156,9 +156,13 @@ def pack(record: EnvRecord, root: Path, backend: Any, image_format: str | None =
     staged = staged_prefix_for(base, user, record.name, image_id)
     _check_staged_path(staged)
     out_dir = images_dir(root)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sweep_leftovers(out_dir, record.name)
-    work = new_dir(out_dir, f".tmp-{record.name}-")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sweep_leftovers(out_dir, record.name)
+        work = new_dir(out_dir, f".tmp-{record.name}-")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the image of {record.name!r} to {out_dir}: {exc.strerror}",
+                          hint="pack an env under a root you can write; nothing was changed") from None
     try:
         copy = work / "env"
         shutil.copytree(real_prefix, copy, symlinks=True)
@@ -189,6 +193,14 @@ def pack(record: EnvRecord, root: Path, backend: Any, image_format: str | None =
         return manifest
     finally:
         _remove_tree(work)
+
+
+def remove_image(root: Path, name: str) -> None:
+    """Remove the env's image and manifest (``envmod remove``): the manifest first, so no reader
+    finds a manifest without its image."""
+    manifest_path(root, name).unlink(missing_ok=True)
+    for suffix in SUFFIXES.values():
+        (images_dir(root) / f"{name}{suffix}").unlink(missing_ok=True)
 
 
 def sweep_leftovers(out_dir: Path, name: str) -> None:
