@@ -158,6 +158,8 @@ $ENVMOD pack penv
 $ENVMOD check penv && echo repacked-ok
 grep -c envmod-stage "$ENVMOD_ROOT/modules/penv/py3.11.lua"
 """, extra_env=env).check()
+    lmod_shell.run("$ENVMOD remove penv --yes", extra_env=env).check()
+    assert list((lmod_shell.root / "images").iterdir()) == [], "remove takes the image and its manifest"
     out = result.stdout
     assert "fresh-ok" in out and "stale-rc=1" in out and "repacked-ok" in out
     assert "the env changed after it was packed" in out
