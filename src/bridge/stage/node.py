@@ -45,10 +45,30 @@ def _image_copy(staged: Path) -> Path:
     return staged.with_name(staged.name + ".sqfs")
 
 
+def _own_dir(user_dir: Path) -> None:
+    """``<base>/envmod-stage`` is every user's (sticky and world-writable, as /tmp is: the first
+    job to stage on a node makes it); ``<user>/`` below it must be this user's own directory,
+    never another's or a link planted there."""
+    top = user_dir.parent
+    if not top.is_dir():
+        try:
+            top.mkdir(mode=0o1777)
+            os.chmod(top, 0o1777)       # mkdir's mode is cut by the umask
+        except FileExistsError:
+            pass
+    try:
+        user_dir.mkdir(mode=0o755)
+    except FileExistsError:
+        pass
+    st = os.lstat(user_dir)
+    if not os.path.isdir(user_dir) or os.path.islink(user_dir) or st.st_uid != os.geteuid():
+        raise NodeError(f"{user_dir} is not a directory of this user's: refusing to stage there")
+
+
 class _Locked:
     def __init__(self, user_dir: Path) -> None:
-        user_dir.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(user_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        _own_dir(user_dir)
+        self.fd = os.open(user_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
     def __enter__(self) -> "_Locked":
         fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -146,9 +166,14 @@ def sweep(base: Path, running: Callable[[str], bool] = job_running) -> list[str]
     released: list[str] = []
     top = base / "envmod-stage"
     for user_dir in sorted(top.iterdir()) if top.is_dir() else []:
-        if user_dir.is_dir() and os.access(user_dir, os.W_OK):
-            with _Locked(user_dir):
+        if user_dir.is_dir() and not user_dir.is_symlink() and (os.geteuid() == 0 or
+                                                                 user_dir.stat().st_uid == os.geteuid()):
+            fd = os.open(user_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 released += _sweep_dir(user_dir, running)
+            finally:
+                os.close(fd)
     return released
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ def _record_path(root: Path, job: Job, name: str) -> Path:
 def stage_image(root: Path, manifest: Manifest, job: Job, allow_fuse: bool = True) -> list[str]:
     """Put the packed image ``manifest`` names on every node of ``job`` at its staged path."""
     staged = Path(manifest.staged_prefix)
-    incoming = Path(manifest.stage_base) / (f".envmod-incoming-{manifest.user}-{staged.name}-{job.id}"
-                                            f"{SUFFIXES[manifest.format]}")
+    # an unguessable name in the base (often /tmp): no one can put a file or link there first
+    incoming = Path(manifest.stage_base) / (f".envmod-incoming-{manifest.user}-{staged.name}-{job.id}-"
+                                            f"{secrets.token_hex(8)}{SUFFIXES[manifest.format]}")
     proc = subprocess.run(["sbcast", "--force", str(images_dir(root) / manifest.image), str(incoming)],
                           capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL, timeout=3600)
     if proc.returncode != 0:
