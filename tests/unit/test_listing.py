@@ -7,11 +7,12 @@ import json
 import os
 from pathlib import Path
 
+from tests.unit.test_record import make_record
+
 from bridge.config import Settings
 from bridge.store.listing import CACHE_FILE, list_rows
 from bridge.store.record import write_record
 from bridge.store.root import Store
-from tests.unit.test_record import make_record
 
 
 def store_with(tmp_path: Path, names: list[str]) -> Store:
