@@ -6,6 +6,7 @@
 #   ci/eb-site.sh   the central EasyBuild site
 #   ci/spack.sh     Spack 1.1.0 from ../shared/vendor (or your SPACK_ROOT) and the central Spack site
 #   ci/conda-site.sh  conda 26.7.1 from ../shared/vendor as the site's central conda (exit 3: the conda tier skips)
+#   ci/slurm.sh     a real single-node Slurm 22.05 for 'envmod stage' (exit 3: the slurm tier skips)
 # The tests run on every core (pytest-xdist, one test file per worker at a time, so a file's shared
 # env is built once). At the end: a table of how long each step and tier took, and the 20 slowest
 # tests. The benches are run by hand: bench/*.
@@ -62,6 +63,19 @@ elif [ $conda_rc != 3 ]; then
     echo "ci/test.sh: error: setting up the conda site failed (ci/conda-site.sh exit $conda_rc)" >&2
     exit 1
 fi
+
+# a real single-node Slurm for 'envmod stage' (tests/slurm); exit 3: it cannot run here, the tier skips
+slurm_rc=0
+step "Slurm (ci/slurm.sh)" bash "$REPO/ci/slurm.sh" >"${TMPDIR:-/tmp}/envmod-slurm-env.$$" || slurm_rc=$?
+if [ $slurm_rc = 0 ]; then
+    export $(tail -n 1 "${TMPDIR:-/tmp}/envmod-slurm-env.$$")      # SLURM_CONF=...
+    export ENVMOD_REQUIRE_SLURM=1
+elif [ $slurm_rc != 3 ]; then
+    rm -f "${TMPDIR:-/tmp}/envmod-slurm-env.$$"
+    echo "ci/test.sh: error: starting Slurm failed (ci/slurm.sh exit $slurm_rc)" >&2
+    exit 1
+fi
+rm -f "${TMPDIR:-/tmp}/envmod-slurm-env.$$"
 
 cd "$REPO"
 # Lint before the tests: a finding fails CI (config in pyproject.toml: ruff's pyflakes, import order

@@ -144,12 +144,34 @@ def check_stored(store: "Store", name: str, module_system: ModuleSystem | None,
     try:
         if environ_for is not None:
             environ = environ_for(record)
-        return check_env(record, module_system, environ, **kwargs)
+        report = check_env(record, module_system, environ, **kwargs)
+        if not report.unchecked:
+            _check_image(store, record, report.findings)
+        return report
     except EnvmodError as exc:
         return unchecked_report(name, exc.one_line(), record.prefix, module_system)
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         return unchecked_report(name, f"cannot read {where}{exc.strerror or exc}", record.prefix, module_system)
+
+
+def _check_image(store: "Store", record: EnvRecord, findings: list[Finding]) -> None:
+    """A packed image (``envmod pack``) older than the env: staging it is refused, and the env's
+    module no longer looks for a staged copy once written again."""
+    from pathlib import Path
+
+    from .stage.image import is_stale, read_manifest
+
+    try:
+        manifest = read_manifest(store.settings.root, record.name)
+    except EnvmodError as exc:
+        findings.append(Finding(WARNING, "image", exc.one_line(), f"{command_for(record)} pack {record.name}",
+                                "image-unreadable"))
+        return
+    if manifest is not None and is_stale(manifest, Path(record.prefix)):
+        findings.append(Finding(
+            WARNING, f"image {manifest.image}", f"the env changed after it was packed ({manifest.packed_at}): "
+            "'stage' refuses the stale image", f"{command_for(record)} pack {record.name}", "image-stale"))
 
 
 # ---------------------------------------------------------------------------------------------

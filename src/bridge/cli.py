@@ -37,6 +37,13 @@ EXAMPLES = {
               "example (your own module for a group-shared env):\n  envmod module teamenv --shared /proj/team/envmod",
     "remove": "example:\n  envmod remove myenv --yes",
     "root": "example:\n  module use $(envmod root)/modules",
+    "pack": "example (after any change to the env, pack it again; 'envmod check' says when):\n  envmod pack myenv",
+    "stage": """example (a batch script):
+  envmod stage myenv
+  trap 'envmod unstage myenv' EXIT
+  module load myenv/py3.11
+  srun --mpi=pmix python app.py""",
+    "unstage": "example (in the batch script, before 'module load'):\n  trap 'envmod unstage myenv' EXIT",
     "export": """example:
   envmod export myenv -o myenv.yaml              # then, elsewhere, with the same modules loaded:
   envmod create myenv --from myenv.yaml
@@ -128,6 +135,22 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
 
+def _pack_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--format", choices=["squashfs", "tar.gz"],
+                   help="the image's format (default: squashfs where mksquashfs is installed, else tar.gz)")
+
+
+def _stage_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--repack", action="store_true", help="pack the env again first when its image is stale")
+    p.add_argument("--unpack", action="store_true", help="unpack the image on each node, never mount it with squashfuse")
+
+
+def _unstage_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+
+
 # Each command's one-line help and what adds its arguments, in the order 'envmod --help' lists them.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "create": ("create an environment over the loaded central Python and write its module", _create_arguments),
@@ -142,6 +165,11 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | No
     "export": ("write an environment out so it can be recreated: packages pinned, central modules named",
                _export_arguments),
     "root": ("print the envmod root (envs, modules, logs)", None),
+    "pack": ("pack an environment into one image (squashfs) that runs node-local in a Slurm job", _pack_arguments),
+    "stage": ("in a Slurm job: put an environment's image on every node's local disk; its module then uses it",
+              _stage_arguments),
+    "unstage": ("in a Slurm job: release what 'stage' put on the nodes (the batch script's EXIT trap)",
+                _unstage_arguments),
 }
 
 
@@ -305,16 +333,10 @@ def _conda_part(path: Path, specs: list[str], channels: list[str], backend: str)
 
 def cmd_list(args) -> int:
 
+    from .store.listing import list_rows
+
     store = _store(args)
-    rows: list[dict[str, Any]] = []
-    for name, record in store.records():
-        if isinstance(record, EnvmodError):
-            rows.append({"name": name, "error": record.one_line()})
-        else:
-            rows.append({"name": name, "module": record.module.name, "backend": record.backend,
-                         "python": record.python.version, "python_module": record.python.module,
-                         "packages": len(record.packages), "created": record.created.at,
-                         "prefix": record.prefix, "description": record.description})
+    rows = list_rows(store)         # from a cache of rows: a root of 1,000 envs lists in well under 0.3 s
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -446,7 +468,10 @@ def cmd_module(args) -> int:
             from .spack.stack import with_module_type
 
             record = with_module_type(record, module_type)
-        path = write_modulefile(record, module_type, settings.modules_dir, settings.templates, settings.cache_dir)
+        from .stage.image import fresh_staged_prefix
+
+        path = write_modulefile(record, module_type, settings.modules_dir, settings.templates, settings.cache_dir,
+                                staged_prefix=fresh_staged_prefix(settings.root, record))
         record.module.files[module_type] = str(path)
         record.module.type = module_type
         write_record(record)
@@ -495,6 +520,9 @@ def cmd_remove(args) -> int:
                 return 1
         _remove_modulefiles(store, args.name)      # first, so no module ever points at a missing env
         store.remove_env_dir(args.name)
+        from .stage.image import remove_image
+
+        remove_image(settings.root, args.name)
         if member_of is not None:
             remove_member_entry(member_of, args.name)    # last: the maintainer sees it while the module exists
     if member_of is not None:
@@ -534,7 +562,33 @@ def cmd_root(args) -> int:
     return 0
 
 
-COMMANDS = {"create": cmd_create, "list": cmd_list, "show": cmd_show, "check": cmd_check, "rebuild": cmd_rebuild, "module": cmd_module,
+def cmd_pack(args) -> int:
+    from .stage.commands import pack_env
+
+    with _locked(args, "packing it") as store:
+        manifest = pack_env(store, args.name, args.format)
+    print(f"packed {args.name}: {manifest.format} image {manifest.image} ({manifest.size / 1e6:.1f} MB, "
+          f"{manifest.files} files, {manifest.pack_seconds:.1f}s); runs from {manifest.staged_prefix} when staged")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    from .stage.commands import stage_env
+
+    for line in stage_env(_store(args), args.name, repack=args.repack, allow_fuse=not args.unpack):
+        print(line)
+    return 0
+
+
+def cmd_unstage(args) -> int:
+    from .stage.commands import unstage_env
+
+    for line in unstage_env(_store(args), args.name):
+        print(line)
+    return 0
+
+
+COMMANDS = {"pack": cmd_pack, "stage": cmd_stage, "unstage": cmd_unstage, "create": cmd_create, "list": cmd_list, "show": cmd_show, "check": cmd_check, "rebuild": cmd_rebuild, "module": cmd_module,
             "remove": cmd_remove, "export": cmd_export, "root": cmd_root}
 
 

@@ -108,5 +108,11 @@ class BuildError(EnvmodError):
         return text
 
 
+class StageError(EnvmodError):
+    """Staging a packed env in a Slurm job failed (sbcast, a step, a mount or unpack on a node)."""
+
+    exit_code = 8
+
+
 class Interrupted(BuildError):
     exit_code = 130

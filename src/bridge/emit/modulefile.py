@@ -50,7 +50,7 @@ def key_packages(record: EnvRecord, limit: int = 8) -> str:
     return text or "none beyond the central Python's"
 
 
-def module_context(record: EnvRecord) -> dict[str, Any]:
+def module_context(record: EnvRecord, staged_prefix: str | None = None) -> dict[str, Any]:
     command = command_for(record)      # 'spack envmod' for an env made through Spack
     python = f"Python {record.python.version}" + (f" from {record.python.module}" if record.python.module else "")
     compiled = [f"{p.name} {p.version} (against {', '.join(p.built_against)})"
@@ -85,7 +85,17 @@ def module_context(record: EnvRecord) -> dict[str, Any]:
         "family": FAMILY,
         "setenv": setenv,
         "prepend_path": [("PATH", os.path.join(prefix, "bin"))],
+        "staged": staged_context(record.name, staged_prefix) if staged_prefix else None,
     }
+
+
+def staged_context(name: str, staged_prefix: str) -> dict[str, Any]:
+    """The same variables for the env's node-local copy (``envmod stage``), and the file whose
+    presence on a node says that copy is there (its record: a mount point is empty until mounted,
+    an unpacked copy is renamed into place whole)."""
+    return {"prefix": staged_prefix, "marker": os.path.join(staged_prefix, RECORD_FILE),
+            "setenv": module_setenv(name, staged_prefix),
+            "prepend_path": [("PATH", os.path.join(staged_prefix, "bin"))]}
 
 
 def module_extensions(record: EnvRecord) -> list[str]:
@@ -125,10 +135,11 @@ def modulefile_path(modules_dir: Path, record: EnvRecord, module_type: str) -> P
 
 
 def render_modulefile(record: EnvRecord, module_type: str, site_templates: Path | None = None,
-                      cache_dir: Path | None = None) -> str:
+                      cache_dir: Path | None = None, staged_prefix: str | None = None) -> str:
     """The modulefile's text; a broken template (a site's, or ours) is one `ConfigError` naming
-    the template file and line."""
-    return _render(SYNTAXES[module_type].template, module_context(record),
+    the template file and line. With ``staged_prefix`` (a packed image's node-local path), the
+    module uses that copy where a job staged it."""
+    return _render(SYNTAXES[module_type].template, module_context(record, staged_prefix),
                    f"the {module_type} modulefile of {record.name!r}", site_templates, cache_dir)
 
 
@@ -141,9 +152,10 @@ def _render(template: str, context: dict[str, Any], what: str, site_templates: P
 
 
 def write_modulefile(record: EnvRecord, module_type: str, modules_dir: Path,
-                     site_templates: Path | None = None, cache_dir: Path | None = None) -> Path:
+                     site_templates: Path | None = None, cache_dir: Path | None = None,
+                     staged_prefix: str | None = None) -> Path:
     """Render and put the modulefile in place atomically (temp file + rename)."""
-    text = render_modulefile(record, module_type, site_templates, cache_dir)
+    text = render_modulefile(record, module_type, site_templates, cache_dir, staged_prefix)
     target = modulefile_path(modules_dir, record, module_type)
     target.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(target, text, 0o644)

@@ -48,6 +48,16 @@ class Backend(ABC):
     def python(self, prefix: Path) -> Path:
         """The environment's interpreter under ``prefix``."""
 
+    def relocate_copy(self, copy: Path, old: Path, new: Path) -> list[str]:
+        """Make ``copy``, a copy of an env of this backend made at ``old``, correct at ``new`` (the
+        node-local path a packed image runs from: ``envmod pack``); return the files (relative)
+        that still name ``old`` and could not be rewritten. The default suits a venv: its text
+        files (script shebangs, activate scripts, ``.pth``) and symlinks are rewritten. A backend
+        whose envs name their prefix in binaries (conda) must override this."""
+        from ...stage.relocate import relocate_tree
+
+        return relocate_tree(copy, old, new)
+
     def installer(self, python: Path, *args: Any, **kwargs: Any) -> "PipInstaller":
         """What installs packages into this backend's environment whose interpreter is ``python``
         (pip, unless a backend says otherwise); the rest of the arguments are PipInstaller's."""
