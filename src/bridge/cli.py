@@ -197,9 +197,11 @@ def cmd_create(args) -> int:
         exported = read_export(args.from_export)
         packages = exported.requirements + packages
         description = description or exported.description
+    # recreating an export makes the env with the backend that made it, unless told otherwise
+    backend = args.backend or (exported and exported.backend) or settings.backend or "venv"
     request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=args.python, description=description, module_type=args.module_type,
-                            force=args.force, backend=args.backend or settings.backend or "venv", use_wheel_cache=args.use_wheel_cache,
+                            force=args.force, backend=backend, use_wheel_cache=args.use_wheel_cache,
                             keep_loaded=args.keep_loaded, from_export=exported)
     record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable

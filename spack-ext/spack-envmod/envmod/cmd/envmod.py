@@ -190,7 +190,7 @@ def _create(args) -> int:
                             python=python.facts["python"], description=description, module_type=module_type,
                             force=args.force, keep_loaded=args.keep_loaded, use_wheel_cache=args.use_wheel_cache,
                             front_end="spack", from_export=exported,
-                            backend=args.backend or settings.backend or "venv")
+                            backend=args.backend or (exported and exported.backend) or settings.backend or "venv")
     record = CreateSession(request, settings, Reporter(quiet=args.quiet), stack=stack, module_system=system).run()
     print(f"created {record.name}: {record.backend} over {record.python.module or record.python.executable} "
           f"(Python {record.python.version})")
