@@ -48,7 +48,8 @@ def conda_base(conda: Conda, tmp_path_factory) -> Path:
         f"{LAYER}/__init__.py": b"import envmod_base_lib\n",
         f"{LAYER}-1.0.dist-info/METADATA":
             f"Metadata-Version: 2.1\nName: envmod-layer\nVersion: 1.0\nRequires-Dist: {BASE_LIB}\n".encode(),
-        f"{LAYER}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{LAYER}-1.0.dist-info/WHEEL":
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     })
     return work
 
@@ -80,7 +81,8 @@ module purge
 module use "$ENVMOD_ROOT/modules"
 module load over/py3.11
 snap during
-python -c 'import sys, {LAYER}, {BASE_LIB_MODULE}; print("env", {LAYER}.__file__); print("base", {BASE_LIB_MODULE}.__file__); print("prefix", sys.prefix)'
+python -c 'import sys, {LAYER}, {BASE_LIB_MODULE} as b; print("env", {LAYER}.__file__); print("base", b.__file__)'
+python -c 'import sys; print("prefix", sys.prefix)'
 """, extra_env={"UV_CACHE_DIR": str(tmp_path / "uv-cache")}).check()
     env = shell.root / "envs" / "over"
     assert f"created over: {backend} over {PYTHON_MODULE} (Python 3.11.2)" in result.stdout

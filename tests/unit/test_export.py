@@ -144,7 +144,8 @@ def test_create_from_an_export_makes_the_env_with_its_backend(run, tmp_path):
     proc = run("create", "same", "--from", str(out), "--python", base, "--module-type", "lmod", "-q")
     assert proc.returncode == 0, proc.stderr
     assert "created same: uv over" in proc.stdout
-    proc = run("create", "told", "--from", str(out), "--backend", "venv", "--python", base, "--module-type", "lmod", "-q")
+    proc = run("create", "told", "--from", str(out), "--backend", "venv", "--python", base,
+               "--module-type", "lmod", "-q")
     assert proc.returncode == 0, proc.stderr
     assert "created told: venv over" in proc.stdout
 
