@@ -12,14 +12,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO, ModuleShell, require_site, site_dir, write_wheel
 
 from bridge.store.record import read_record
-from tests.conftest import REPO, ModuleShell, require_site, site_dir
 
 RANKS = REPO / "ci/ranks.py"
 
 pytestmark = pytest.mark.slow
 MULTIARCH = "/usr/lib/x86_64-linux-gnu"
+# The reuse and swap tests run for each backend, venv first (after the swap it compiles, uv may reuse).
+BACKENDS = ("venv", "uv")
+ENV_NAMES = {"venv": ("a2", "a3"), "uv": ("u1", "u2")}     # the envs of the reuse and the swap tests
+MPI_USER_WHEEL = "envmod_mpi_user-1.0-py3-none-any.whl"
 
 
 def wrap_mpich(prefix: Path) -> None:
@@ -56,6 +60,13 @@ def private_site(tmp_path_factory):
     lua_module(modules / "openmpi/4.1.4.lua", base / "software/openmpi/4.1.4")
     lua_module(modules / "mpich/4.0.2.lua", base / "software/mpich/4.0.2")
     shell = ModuleShell("lmod", base / "root", base / "cache")
+    # a pure package needing mpi4py: what uv installs in the backend tests' creates
+    write_wheel(base / MPI_USER_WHEEL, {
+        "envmod_mpi_user/__init__.py": b"from mpi4py import MPI\n",
+        "envmod_mpi_user-1.0.dist-info/METADATA":
+            b"Metadata-Version: 2.1\nName: envmod-mpi-user\nVersion: 1.0\nRequires-Dist: mpi4py\n",
+        "envmod_mpi_user-1.0.dist-info/WHEEL":
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"})
     return base, modules, shell
 
 
@@ -78,33 +89,42 @@ def test_first_build_compiles_and_is_cached(private_site):
     assert "libmpi.so.40" in links_of(shell, "a1")
 
 
-def test_same_libraries_reuse_the_cached_wheel(private_site):
+def uv_cache(modules: Path) -> Path:
+    """The uv cache every uv create of this file shares."""
+    return modules.parent / "uv-cache"
+
+
+def create_script(modules: Path, name: str, mpi: str, backend: str) -> str:
+    """Make an env of mpi4py and a pure package requiring it (installed by uv in a uv env) with
+    ``backend`` over python/3.11 and ``mpi``."""
+    return (f"export UV_CACHE_DIR={uv_cache(modules)}\nmodule load python/3.11 {mpi}\n"
+            f"$ENVMOD create {name} --backend {backend} --with mpi4py {modules.parent / MPI_USER_WHEEL}\n")
+
+
+def mpi4py_in_uv_cache(modules: Path) -> list[Path]:
+    """uv's cache keys a build by its sdist, not by the MPI it linked: an mpi4py there could be
+    handed to an env over another MPI. The rule package never reaches uv, so there is none."""
+    return [p for p in uv_cache(modules).rglob("*") if "mpi4py" in p.name.lower()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_libraries_reuse_the_cached_wheel(private_site, backend):
     base, modules, shell = private_site
-    result = run(shell, modules, f"""
-module load python/3.11 openmpi/4.1.4
-$ENVMOD create a2 --with mpi4py
+    name = ENV_NAMES[backend][0]
+    result = run(shell, modules, create_script(modules, name, "openmpi/4.1.4", backend) + f"""
 module purge
 module use "$ENVMOD_ROOT/modules"
-module load a2/py3.11
+module load {name}/py3.11
+python -c 'import envmod_mpi_user'
 mpirun -n 2 python {RANKS}
 """).check()
     assert "] reuse mpi4py" in result.stderr and "] compile mpi4py" not in result.stderr
     assert "ranks [0, 1] of 2 library Open" in result.stdout
-    record = read_record(shell.root / "envs/a2/envmod.yaml")
+    record = read_record(shell.root / f"envs/{name}/envmod.yaml")
+    assert record.backend == backend
+    assert f"] install: envmod-mpi-user{' (uv)' if backend == 'uv' else ''}" in result.stderr
     assert next(p for p in record.packages if p.name.lower() == "mpi4py").cached_wheel
-
-
-def uv_create(shell: ModuleShell, modules: Path, name: str, mpi: str):
-    """A uv env with mpi4py, every uv create of this file sharing one uv cache."""
-    return run(shell, modules, f'export UV_CACHE_DIR={modules.parent / "uv-cache"}\n'
-                               f"module load python/3.11 {mpi}\n$ENVMOD create {name} --backend uv --with mpi4py")
-
-
-def test_uv_env_gets_the_openmpi_build_from_envmods_cache(private_site):
-    base, modules, shell = private_site
-    result = uv_create(shell, modules, "u1", "openmpi/4.1.4").check()
-    assert "] reuse mpi4py" in result.stderr
-    assert "libmpi.so.40" in links_of(shell, "u1")
+    assert "libmpi.so.40" in links_of(shell, name)
 
 
 def test_another_mpi_module_compiles_again(private_site):
@@ -115,23 +135,28 @@ def test_another_mpi_module_compiles_again(private_site):
     assert read_record(shell.root / "envs/m1/envmod.yaml").module.depends_on == ["python/3.11", "mpich/4.0.2"]
 
 
-def test_mpich_behind_the_openmpi_name_never_gets_the_openmpi_wheel(private_site):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mpich_behind_the_openmpi_name_never_gets_the_openmpi_wheel(private_site, backend):
+    """The MPICH swap, for each backend: envmod's cache holds mpi4py built against OpenMPI (a1
+    and the reuse test's envs); the module openmpi/4.1.4 keeps its name and paths, but MPICH is
+    behind them now. The env made after the swap must link MPICH: the first backend's compiles
+    again, the next may reuse that MPICH build (proved against the same libraries), never the
+    OpenMPI one, and for uv never anything from uv's own cache."""
     base, modules, shell = private_site
+    name = ENV_NAMES[backend][1]
     # Maintenance: the module keeps its name and paths, but MPICH is now behind them.
     wrap_mpich(base / "software/openmpi/4.1.4")
-    result = run(shell, modules, "module load python/3.11 openmpi/4.1.4\n$ENVMOD create a3 --with mpi4py").check()
-    assert "] compile mpi4py" in result.stderr and "] reuse mpi4py" not in result.stderr
-    assert "link other central libraries" in result.stderr
-    assert "libmpich.so.12" in links_of(shell, "a3") and "libmpi.so.40" not in links_of(shell, "a3")
-
-
-def test_uv_env_after_the_swap_never_gets_the_openmpi_build(private_site):
-    """The MPICH swap for the uv backend: u1 put OpenMPI's mpi4py through this uv cache's hands
-    if any backend let uv install it; the env made after the swap must link MPICH."""
-    base, modules, shell = private_site
-    result = uv_create(shell, modules, "u2", "openmpi/4.1.4").check()
-    assert "] reuse mpi4py" in result.stderr or "] compile mpi4py" in result.stderr
-    assert "libmpich.so.12" in links_of(shell, "u2") and "libmpi.so.40" not in links_of(shell, "u2")
+    result = run(shell, modules, create_script(modules, name, "openmpi/4.1.4", backend)).check()
+    if backend == BACKENDS[0]:
+        assert "] compile mpi4py" in result.stderr and "] reuse mpi4py" not in result.stderr
+        assert "link other central libraries" in result.stderr
+    else:
+        assert "] compile mpi4py" in result.stderr or "] reuse mpi4py" in result.stderr
+    assert "libmpich.so.12" in links_of(shell, name) and "libmpi.so.40" not in links_of(shell, name)
+    assert read_record(shell.root / f"envs/{name}/envmod.yaml").backend == backend
+    if backend == "uv":
+        assert "] install: envmod-mpi-user (uv)" in result.stderr
+        assert uv_cache(modules).is_dir() and not mpi4py_in_uv_cache(modules)
 
 
 def test_check_reports_the_drift_and_rebuild_repairs_it(private_site):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -119,3 +120,39 @@ def test_create_from_an_export_of_no_modules_and_no_packages(run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     shown = run("show", "copy", "--json")
     assert '"description": "plain"' in shown.stdout
+
+
+def _bare_export(run, tmp_path, backend: str) -> tuple[str, Path]:
+    """An export of an env of no modules and no packages made by ``backend``; the base Python."""
+    base = subprocess.run([sys.executable, "-c", "import sys; print(sys._base_executable)"],
+                          capture_output=True, text=True).stdout.strip()
+    prefix = run.root / "envs" / "bare"
+    prefix.mkdir(parents=True)
+    record = make_record(prefix, name="bare", packages=[], central_modules=[])
+    record.module.depends_on = []
+    record.backend = backend
+    write_record(record, prefix)
+    out = tmp_path / "bare.yaml"
+    assert run("export", "bare", "-o", str(out)).returncode == 0
+    return base, out
+
+
+def test_create_from_an_export_makes_the_env_with_its_backend(run, tmp_path):
+    """Recreating a uv env makes a uv env (not the default venv); --backend still decides."""
+    base, out = _bare_export(run, tmp_path, "uv")
+    assert yaml.safe_load(out.read_text())["backend"] == "uv"
+    proc = run("create", "same", "--from", str(out), "--python", base, "--module-type", "lmod", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "created same: uv over" in proc.stdout
+    proc = run("create", "told", "--from", str(out), "--backend", "venv", "--python", base,
+               "--module-type", "lmod", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "created told: venv over" in proc.stdout
+
+
+def test_an_export_naming_an_unknown_backend_is_one_line(run, tmp_path):
+    base, out = _bare_export(run, tmp_path, "uv")
+    out.write_text(out.read_text().replace("backend: uv", "backend: pixi"))
+    line = one_error_line(run("create", "x", "--from", str(out), "--python", base, "--module-type", "lmod"))
+    assert f"{out}: backend: unknown backend 'pixi'" in line
+    assert not (run.root / "envs" / "x").exists()

@@ -142,11 +142,17 @@ class ExportedEnv:
         self.modules = [str(m["name"]) for m in data.get("modules") or []]
         self.requirements = [str(r) for r in data.get("requirements") or []]
         self.python_version = str((data.get("python") or {}).get("version") or "")
+        #: the backend that made the env: a create from this export makes it the same way
+        #: unless told otherwise (an export without one is read as before: the default)
+        self.backend: str | None = None
+        if data.get("backend") is not None:
+            from ..build.backends import check_backend_name
+
+            self.backend = check_backend_name(data["backend"], f"{path}: backend")
         #: kind (python, mpi, hdf5) -> the Spack DAG hash of the module of that kind, where known
         self.spack_hashes = {str(m["kind"]): str(m["spack_hash"]) for m in data.get("modules") or []
                              if m.get("kind") and m.get("spack_hash")}
-        #: a conda-yaml export: the backend that made it, its conda specs and channels
-        self.backend: str | None = None
+        #: a conda-yaml export: its conda specs and channels
         self.conda_specs: list[str] = []
         self.conda_channels: list[str] = []
 
