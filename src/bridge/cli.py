@@ -607,6 +607,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("envmod: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # 'envmod show NAME | head': the reader left; what it did not read is nobody's error.
+        # stdout is pointed at /dev/null so the interpreter's flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def command_line() -> int:

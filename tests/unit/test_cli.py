@@ -394,3 +394,20 @@ def test_the_program_entry_point_passes_main_through_and_freezes_what_is_left(mo
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_reader_that_left_is_no_traceback(run):
+    """'envmod show NAME | head': output to a pipe nobody reads any more ends quietly (141, as
+    a shell reports SIGPIPE), not with a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)           # the reader is gone before envmod writes a byte
+    home = run.root.parent / "home"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "ENVMOD_ROOT": str(run.root),
+           "ENVMOD_CONFIG": str(home / "no-config.yaml"), "LANG": "C.UTF-8"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bridge", "root"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141
