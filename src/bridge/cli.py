@@ -600,7 +600,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()      # here, where a reader that left is handled, not at exit
+        return code
     except EnvmodError as exc:
         print(f"envmod: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
