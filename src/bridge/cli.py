@@ -40,7 +40,8 @@ EXAMPLES = {
     "export": """example:
   envmod export myenv -o myenv.yaml              # then, elsewhere, with the same modules loaded:
   envmod create myenv --from myenv.yaml
-  envmod export myenv --format requirements      # pinned pip requirements, modules in the header""",
+  envmod export myenv --format requirements      # pinned pip requirements, modules in the header
+  envmod export myenv --format bash -o myenv.sh  # no module system needed: . myenv.sh (also csh, fish)""",
 }
 
 
@@ -121,9 +122,11 @@ def _remove_arguments(p: argparse.ArgumentParser) -> None:
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
-    p.add_argument("--format", choices=["yaml", "requirements", "conda-yaml"], default="yaml",
+    p.add_argument("--format", choices=["yaml", "requirements", "conda-yaml", "bash", "csh", "fish"], default="yaml",
                    help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements; "
-                        "conda-yaml: conda's environment.yml of a conda or rattler env (also for 'create --from')")
+                        "conda-yaml: conda's environment.yml of a conda or rattler env (also for 'create --from'); "
+                        "bash, csh, fish: a script to source that sets what loading the env's module sets, "
+                        "its central modules included, for use without a module system")
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE instead of standard output")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
@@ -513,7 +516,13 @@ def cmd_export(args) -> int:
     from .fsutil import atomic_write_text, current_umask
 
     store = _store(args)
-    text = render_export(store.load(args.name), args.format, store.settings.templates, store.settings.cache_dir)
+    if args.format in ("bash", "csh", "fish"):
+        from .emit.script import render_script
+
+        text = render_script(store.load(args.name), args.format, store.settings.modules_dir, store.settings.templates,
+                             store.settings.cache_dir)
+    else:
+        text = render_export(store.load(args.name), args.format, store.settings.templates, store.settings.cache_dir)
     if args.output is None:
         sys.stdout.write(text)
         return 0
