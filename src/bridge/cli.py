@@ -37,6 +37,9 @@ EXAMPLES = {
               "example (your own module for a group-shared env):\n  envmod module teamenv --shared /proj/team/envmod",
     "remove": "example:\n  envmod remove myenv --yes",
     "root": "example:\n  module use $(envmod root)/modules",
+    "kernel": """example:
+  envmod kernel myenv --display-name "Python (myenv: MPI + HDF5)"   # in your Jupyter kernels
+  envmod kernel myenv --prefix /project/jupyter                      # in /project/jupyter/share/jupyter/kernels""",
     "export": """example:
   envmod export myenv -o myenv.yaml              # then, elsewhere, with the same modules loaded:
   envmod create myenv --from myenv.yaml
@@ -81,6 +84,8 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", dest="environment_file", metavar="FILE", type=Path,
                    help="conda's environment.yml: its channels and conda packages (conda, rattler backends) and "
                         "its 'pip:' section (any backend); its 'name:' is ignored, NAME wins")
+    p.add_argument("--kernel", action="store_true",
+                   help="also install a Jupyter kernel for it (as 'envmod kernel NAME' does); adds ipykernel to the packages")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
 
@@ -131,6 +136,14 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
 
+def _kernel_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--display-name", metavar="TEXT", help="the name Jupyter shows (default: 'NAME (MODULE)')")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="in your Jupyter data directory (default)")
+    where.add_argument("--prefix", metavar="DIR", type=Path, help="in DIR/share/jupyter/kernels (a shared Jupyter's prefix)")
+
+
 # Each command's one-line help and what adds its arguments, in the order 'envmod --help' lists them.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "create": ("create an environment over the loaded central Python and write its module", _create_arguments),
@@ -144,6 +157,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | No
     "remove": ("remove an environment and its modulefiles", _remove_arguments),
     "export": ("write an environment out so it can be recreated: packages pinned, central modules named",
                _export_arguments),
+    "kernel": ("install a Jupyter kernel that loads the environment's module, then starts its Python", _kernel_arguments),
     "root": ("print the envmod root (envs, modules, logs)", None),
 }
 
@@ -215,7 +229,12 @@ def cmd_create(args) -> int:
         check_backend_name(args.backend)
     settings, shared = _shared_settings(args)
     inputs = _create_inputs(args, settings.backend)
-    request = CreateRequest(name=args.name, packages=inputs.packages, requirement_files=args.requirement_files,
+    packages = inputs.packages
+    if args.kernel:
+        from .emit.kernel import with_ipykernel
+
+        packages = with_ipykernel(packages)
+    request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=args.python, description=inputs.description, module_type=args.module_type,
                             force=args.force, backend=inputs.backend, use_wheel_cache=args.use_wheel_cache,
                             keep_loaded=args.keep_loaded, from_export=inputs.exported, shared=shared,
@@ -228,6 +247,9 @@ def cmd_create(args) -> int:
             stack.enter_context(shared_umask_in_effect())
         record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     _print_created(record, settings)
+    if args.kernel:
+        args.display_name, args.prefix = None, None
+        return cmd_kernel(args)
     return 0
 
 
@@ -317,18 +339,23 @@ def cmd_list(args) -> int:
             rows.append({"name": name, "module": record.module.name, "backend": record.backend,
                          "python": record.python.version, "python_module": record.python.module,
                          "packages": len(record.packages), "created": record.created.at,
-                         "prefix": record.prefix, "description": record.description})
+                         "prefix": record.prefix, "description": record.description,
+                         "kernels": [k.get("name") for k in record.kernels]})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print(f"no environments under {store.settings.envs_dir}")
         return 0
-    header = ("NAME", "MODULE", "PYTHON", "BACKEND", "PKGS", "CREATED")
+    header: tuple[str, ...] = ("NAME", "MODULE", "PYTHON", "BACKEND", "PKGS", "CREATED")
     # a record may lack a value (an unknown Python version): shown as "?"
-    table = [header] + [tuple("?" if cell is None else str(cell) for cell in (
+    table: list[tuple[str, ...]] = [header] + [tuple("?" if cell is None else str(cell) for cell in (
         r["name"], r.get("module", "?"), r.get("python", "?"), r.get("backend", "?"), r.get("packages", "?"),
         r.get("created", r.get("error", "")))) for r in rows]
+    if any(r.get("kernels") for r in rows):       # a column only once some env has a kernel
+        table = [row + (cell,) for row, cell in zip(table, ["KERNELS"] + [",".join(r.get("kernels") or []) or "-"
+                                                                          for r in rows])]
+        header = (*header, "KERNELS")
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -457,6 +484,21 @@ def cmd_module(args) -> int:
     return 0
 
 
+def _remove_kernels(store, name: str) -> None:
+    """Remove the env's Jupyter kernels (before its modules and files: none may point at a
+    missing env); nothing when its record cannot be read."""
+    from .errors import EnvNotFound, RecordError
+
+    try:
+        record = store.load(name)
+    except (RecordError, EnvNotFound):
+        return
+    if record.kernels:
+        from .emit.kernel import remove_kernels
+
+        remove_kernels(record)
+
+
 def _remove_modulefiles(store, name: str) -> None:
     """The env's modulefiles under this root (a shared env's, seen through a member's link, are
     not under it and stay)."""
@@ -496,6 +538,8 @@ def cmd_remove(args) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing removed")
                 return 1
+        if member_of is None:                      # a member's remove leaves the maintainer's kernels
+            _remove_kernels(store, args.name)
         _remove_modulefiles(store, args.name)      # first, so no module ever points at a missing env
         store.remove_env_dir(args.name)
         if member_of is not None:
@@ -538,13 +582,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_kernel(args) -> int:
+    from .emit.kernel import install_kernel, prefix_kernels_dir, recorded_with, user_kernels_dir
+    from .store.record import write_record
+
+    with _locked(args, "installing its Jupyter kernel") as store:
+        settings = store.settings
+        record = store.load(args.name)
+        kernels_dir = prefix_kernels_dir(args.prefix) if args.prefix else user_kernels_dir()
+        entry = install_kernel(record, kernels_dir, settings.modules_dir, args.display_name, settings.templates,
+                               settings.cache_dir)
+        record.kernels = recorded_with(record, entry)
+        write_record(record)
+    print(f"installed Jupyter kernel {entry['name']} ({entry['display_name']}) in {entry['dir']}")
+    return 0
+
+
 def cmd_root(args) -> int:
     print(_settings(args).root)
     return 0
 
 
 COMMANDS = {"create": cmd_create, "list": cmd_list, "show": cmd_show, "check": cmd_check, "rebuild": cmd_rebuild, "module": cmd_module,
-            "remove": cmd_remove, "export": cmd_export, "root": cmd_root}
+            "remove": cmd_remove, "export": cmd_export, "kernel": cmd_kernel, "root": cmd_root}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
