@@ -9,7 +9,8 @@ and after. A variable the load changed is then classified by the tool's own beha
   prepended and/or appended to;
 * one that did not exist is set once more to a probe entry and the load repeated: if the probe
   survives among the entries, the module prepends/appends to it, otherwise it sets it;
-* one the load removed is unset.
+* one the load removed, or the tool's code for the load unsets (``unset NAME;``: in a clean
+  environment there is nothing to remove), is unset.
 
 The module tools' own bookkeeping (loaded modules, reference counts, families, Lmod's module
 table) and ``MODULEPATH`` are left out: a script for a shell without a module system has no use
@@ -37,6 +38,7 @@ _TOOL_STATE_PREFIXES = ("__LMOD_", "_ModuleTable", "LMOD_", "__MODULES_", "MODUL
 #: What of the user's environment the clean shell keeps: the tools' own configuration.
 _KEPT = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "LMOD_CMD", "LMOD_PKG", "LMOD_DIR",
          "MODULES_CMD", "MODULESHOME")
+_UNSET = r"(?m)^\s*unset\s+([A-Za-z_][A-Za-z0-9_]*)\s*;"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: The PATH of the clean shell: what the tools themselves need (tclsh, lua), nothing of the user's.
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -68,8 +70,10 @@ def clean_environment(environ: Mapping[str, str], modulepath: Sequence[str]) -> 
     return clean
 
 
-def _environment_after_load(system: ModuleSystem, module: str, base: Mapping[str, str]) -> tuple[dict, dict]:
-    """The environment a bash sees in ``base``, and after the tool's ``load module`` ran in it."""
+def _environment_after_load(system: ModuleSystem, module: str,
+                            base: Mapping[str, str]) -> tuple[dict, dict, list[str]]:
+    """The environment a bash sees in ``base``, after the tool's ``load module`` ran in it, and
+    the variables the tool's code for that load unsets."""
     proc = system.run(["load", module], base)
     failure = system.failure(proc)
     if failure:
@@ -82,7 +86,7 @@ def _environment_after_load(system: ModuleSystem, module: str, base: Mapping[str
         if run.returncode != 0 or not after.exists():
             raise DiscoveryError(f"applying {system.name}'s 'load {module}' in bash failed: "
                                  f"{' '.join(run.stderr.split())[:300] or f'exit status {run.returncode}'}")
-        return _read_env(before), _read_env(after)
+        return _read_env(before), _read_env(after), re.findall(_UNSET, proc.stdout)
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -104,7 +108,7 @@ def load_effect(system: ModuleSystem, module: str, modulepath: Sequence[str],
     """Every variable loading ``module`` (with what it loads in turn) sets, extends or unsets,
     as ``system`` does it in a purged environment with ``modulepath``; sorted by name."""
     base = clean_environment(os.environ if environ is None else environ, modulepath)
-    before, after = _environment_after_load(system, module, base)
+    before, after, unset = _environment_after_load(system, module, base)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and not is_tool_state(k))
     bad = [k for k in changed if not _NAME.match(k)]
     if bad:
@@ -124,9 +128,12 @@ def load_effect(system: ModuleSystem, module: str, modulepath: Sequence[str],
         # Ask the tool again, each new variable holding a probe entry: kept (among others) means
         # the module adds to a path list, gone means it sets the variable.
         probe = f"/envmod-probe-{secrets.token_hex(6)}"
-        _, probed = _environment_after_load(system, module, {**base, **{k: probe for k in new}})
+        _, probed, _ = _environment_after_load(system, module, {**base, **{k: probe for k in new}})
         for name in new:
             split = _around(probed.get(name, "").split(":"), [probe])
             changes[name] = (VariableChange(name, "path", prepend=split[0], append=split[1]) if split else
                              VariableChange(name, "set", value=after[name]))
+    for name in unset:
+        if name not in changes and name not in after and not is_tool_state(name):
+            changes[name] = VariableChange(name, "unset")
     return [changes[k] for k in sorted(changes)]

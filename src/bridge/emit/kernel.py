@@ -125,9 +125,9 @@ def install_kernel(record: EnvRecord, kernels_dir: Path, modules_dir: Path, disp
 
     environ = os.environ if environ is None else environ
     name = kernel_name(record.name)
+    _check_collision(record, kernels_dir, name)
     tool = _tool_context(environ)
     _check_module_readable(record, tool["tool"])
-    _check_collision(record, kernels_dir, name)
     _check_ipykernel(record)
     target = kernels_dir / name
     display = display_name or f"{record.name} ({record.module.name})"
