@@ -227,6 +227,9 @@ def cmd_create(args) -> int:
         from .build.backends import check_backend_name
 
         check_backend_name(args.backend)
+    if args.kernel and args.shared is not None:
+        raise UsageError("--kernel with --shared is not supported yet (a shared env's kernels are not registered)",
+                         hint="create it without --kernel; its maintainer may then run 'envmod --root DIR kernel NAME'")
     settings, shared = _shared_settings(args)
     inputs = _create_inputs(args, settings.backend)
     packages = inputs.packages
@@ -240,17 +243,45 @@ def cmd_create(args) -> int:
                             keep_loaded=args.keep_loaded, from_export=inputs.exported, shared=shared,
                             conda_specs=inputs.conda_specs + list(args.conda_specs),
                             conda_channels=inputs.conda_channels, allow_conda_mpi=args.allow_conda_mpi)
+    old_kernels = _recorded_kernels(settings, args.name) if args.force else []
     with contextlib.ExitStack() as stack:
         if shared is not None:
             from .store.shared import shared_umask_in_effect
 
             stack.enter_context(shared_umask_in_effect())
         record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
+    if old_kernels:
+        _reinstall_kernels(settings, record, old_kernels)
     _print_created(record, settings)
     if args.kernel:
         args.display_name, args.prefix = None, None
         return cmd_kernel(args)
     return 0
+
+
+def _recorded_kernels(settings, name: str) -> list[dict[str, str]]:
+    """The Jupyter kernels recorded for env ``name``; none if it has no readable record."""
+    from .store.root import Store
+
+    try:
+        return Store(settings).load(name).kernels
+    except EnvmodError:
+        return []
+
+
+def _reinstall_kernels(settings, record, kernels: list[dict[str, str]]) -> None:
+    """create --force replaced the env: its kernels follow it (bridge.emit.kernel.reinstall_kernels)."""
+    from .emit.kernel import reinstall_kernels
+    from .store.record import write_record
+    from .store.root import Store
+
+    store = Store(settings)
+    with store.lock(record.name, "updating its Jupyter kernels"):
+        notes = reinstall_kernels(record, kernels, store.settings.modules_dir, store.settings.templates,
+                                  store.settings.cache_dir)
+        write_record(record)
+    for note in notes:
+        print(note, file=sys.stderr)
 
 
 def _shared_settings(args) -> tuple[Settings, Any]:
@@ -589,6 +620,10 @@ def cmd_kernel(args) -> int:
     with _locked(args, "installing its Jupyter kernel") as store:
         settings = store.settings
         record = store.load(args.name)
+        if record.shared is not None:             # a member's link to a shared env: not theirs to record in
+            from .store.shared import refuse_unless_maintainer
+
+            refuse_unless_maintainer(record, "install Jupyter kernels for it")
         kernels_dir = prefix_kernels_dir(args.prefix) if args.prefix else user_kernels_dir()
         entry = install_kernel(record, kernels_dir, settings.modules_dir, args.display_name, settings.templates,
                                settings.cache_dir)

@@ -208,3 +208,28 @@ def with_ipykernel(packages: list[str]) -> list[str]:
             return False
 
     return packages if any(names_ipykernel(p) for p in packages) else [*packages, "ipykernel"]
+
+
+def reinstall_kernels(record: EnvRecord, kernels: list[dict[str, str]], modules_dir: Path,
+                      templates: Path | None = None, cache_dir: Path | None = None) -> list[str]:
+    """After ``create --force`` replaced an env: install each kernel the old env had again, in the
+    same place under the same display name (its launcher now names the new env's module), and
+    record it in ``record``. One that cannot be (no ipykernel in the new env, say) is removed rather
+    than left to fail; what happened to it is returned, one line each."""
+    from ..errors import EnvmodError
+
+    notes = []
+    for kernel in kernels:
+        directory = Path(kernel.get("dir", ""))
+        if made_for(directory) != record.prefix:
+            continue
+        try:
+            entry = install_kernel(record, directory.parent, modules_dir, kernel.get("display_name"), templates,
+                                   cache_dir)
+        except EnvmodError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            notes.append(f"removed the Jupyter kernel {directory}: {exc.one_line()}")
+            continue
+        record.kernels = recorded_with(record, entry)
+        notes.append(f"updated the Jupyter kernel {directory}")
+    return notes
