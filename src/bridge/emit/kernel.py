@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import __version__
+from ..discover.modsys import EnvironmentModules, ModuleSystem, detect_module_system
 from ..errors import EnvExists, UsageError
 from ..fsutil import new_dir
 from ..store.record import EnvRecord
@@ -61,14 +62,18 @@ def env_python(record: EnvRecord) -> Path:
     return Path(record.prefix) / "bin" / "python"
 
 
-def _check_ipykernel(record: EnvRecord) -> None:
-    """ipykernel must be importable by the env's Python (its own packages or the central ones)."""
+def _check_ipykernel(record: EnvRecord, system: ModuleSystem, environ: Mapping[str, str], modules_dir: Path) -> None:
+    """ipykernel must be importable by the env's Python as the kernel runs it: with the env's
+    module loaded (its own packages, or a central module's)."""
     python = env_python(record)
     probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('ipykernel') else 3)"
-    try:
-        proc = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
-    except OSError as exc:
-        raise UsageError(f"cannot run {record.name}'s Python {python}: {exc.strerror}") from None
+    env = {**environ, "MODULEPATH": ":".join(p for p in (environ.get("MODULEPATH", ""), str(modules_dir)) if p)}
+    load = system.run(["load", record.module.name], env)
+    failure = system.failure(load)
+    if failure:
+        raise UsageError(f"cannot load {record.module.name} to check {record.name}'s Python: {failure}")
+    proc = subprocess.run(["bash", "--noprofile", "--norc", "-c", 'eval "$1" >&2 && exec "$2" -c "$3"', "bash",
+                           load.stdout, str(python), probe], capture_output=True, text=True, env=env)
     if proc.returncode == 3:
         raise UsageError(f"ipykernel is not installed in {record.name}, so it cannot run a Jupyter kernel",
                          hint=f"create it with ipykernel: envmod create {record.name} --force --with ipykernel ... "
@@ -99,11 +104,8 @@ def _check_collision(record: EnvRecord, kernels_dir: Path, name: str) -> None:
                             hint="remove it with 'jupyter kernelspec remove', or install this one with --prefix DIR")
 
 
-def _tool_context(environ: Mapping[str, str]) -> dict[str, Any]:
-    """How the launcher initialises the module tool initialised in ``environ``."""
-    from ..discover.modsys import EnvironmentModules, detect_module_system
-
-    system = detect_module_system(environ)
+def _tool_context(system: ModuleSystem, environ: Mapping[str, str]) -> dict[str, Any]:
+    """How the launcher initialises ``system``, the module tool initialised in ``environ``."""
     if isinstance(system, EnvironmentModules):
         return {"tool": "envmodules", "autoinit": system.argv("bash", "autoinit"), "lmod_init": ""}
     package = environ.get("LMOD_PKG") or str(Path(system.command).resolve().parents[1])
@@ -126,9 +128,10 @@ def install_kernel(record: EnvRecord, kernels_dir: Path, modules_dir: Path, disp
     environ = os.environ if environ is None else environ
     name = kernel_name(record.name)
     _check_collision(record, kernels_dir, name)
-    tool = _tool_context(environ)
+    system = detect_module_system(environ)
+    tool = _tool_context(system, environ)
     _check_module_readable(record, tool["tool"])
-    _check_ipykernel(record)
+    _check_ipykernel(record, system, environ, modules_dir)
     target = kernels_dir / name
     display = display_name or f"{record.name} ({record.module.name})"
     context = {**tool, "kernel": name, "name": record.name, "prefix": record.prefix, "module": record.module.name,
