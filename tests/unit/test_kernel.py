@@ -102,3 +102,10 @@ def test_list_has_no_kernels_column_without_kernels(run, stored):
 ])
 def test_create_kernel_adds_ipykernel_once(packages, expected):
     assert with_ipykernel(packages) == expected
+
+
+def test_create_kernel_with_shared_is_refused_before_anything_is_made(run, tmp_path):
+    proc = run("create", "team", "--shared", str(tmp_path / "shared"), "--kernel")
+    assert proc.returncode == 2
+    assert "--kernel with --shared is not supported yet" in one_error_line(proc)
+    assert not (tmp_path / "shared").exists() and not run.root.exists()
