@@ -309,6 +309,11 @@ LONGEST_FIRST = (
     "tests/modules/test_check_drift.py",
     "tests/e2e/test_rebuild_safety.py",
     "tests/conda/test_conda_backend_e2e.py",
+    "tests/conda/test_conda_safety.py",
+    "tests/e2e/test_scripts_kernels.py",
+    "tests/e2e/test_backends_e2e.py",
+    "tests/slurm/test_stage.py",
+    "tests/conda/test_rattler_engine.py",
 )
 
 

@@ -44,10 +44,14 @@ EXAMPLES = {
   module load myenv/py3.11
   srun --mpi=pmix python app.py""",
     "unstage": "example (in the batch script, before 'module load'):\n  trap 'envmod unstage myenv' EXIT",
+    "kernel": """example:
+  envmod kernel myenv --display-name "Python (myenv: MPI + HDF5)"   # in your Jupyter kernels
+  envmod kernel myenv --prefix /project/jupyter                      # in /project/jupyter/share/jupyter/kernels""",
     "export": """example:
   envmod export myenv -o myenv.yaml              # then, elsewhere, with the same modules loaded:
   envmod create myenv --from myenv.yaml
-  envmod export myenv --format requirements      # pinned pip requirements, modules in the header""",
+  envmod export myenv --format requirements      # pinned pip requirements, modules in the header
+  envmod export myenv --format bash -o myenv.sh  # no module system needed: . myenv.sh (also csh, fish)""",
 }
 
 
@@ -87,6 +91,8 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", dest="environment_file", metavar="FILE", type=Path,
                    help="conda's environment.yml: its channels and conda packages (conda, rattler backends) and "
                         "its 'pip:' section (any backend); its 'name:' is ignored, NAME wins")
+    p.add_argument("--kernel", action="store_true",
+                   help="also install a Jupyter kernel for it (as 'envmod kernel NAME' does); adds ipykernel to the packages")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
 
@@ -128,9 +134,11 @@ def _remove_arguments(p: argparse.ArgumentParser) -> None:
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
-    p.add_argument("--format", choices=["yaml", "requirements", "conda-yaml"], default="yaml",
+    p.add_argument("--format", choices=["yaml", "requirements", "conda-yaml", "bash", "csh", "fish"], default="yaml",
                    help="yaml: for 'envmod create --from' (default); requirements: pinned pip requirements; "
-                        "conda-yaml: conda's environment.yml of a conda or rattler env (also for 'create --from')")
+                        "conda-yaml: conda's environment.yml of a conda or rattler env (also for 'create --from'); "
+                        "bash, csh, fish: a script to source that sets what loading the env's module sets, "
+                        "its central modules included, for use without a module system")
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write to FILE instead of standard output")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
@@ -151,6 +159,14 @@ def _unstage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
 
 
+def _kernel_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--display-name", metavar="TEXT", help="the name Jupyter shows (default: 'NAME (MODULE)')")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="in your Jupyter data directory (default)")
+    where.add_argument("--prefix", metavar="DIR", type=Path, help="in DIR/share/jupyter/kernels (a shared Jupyter's prefix)")
+
+
 # Each command's one-line help and what adds its arguments, in the order 'envmod --help' lists them.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "create": ("create an environment over the loaded central Python and write its module", _create_arguments),
@@ -164,6 +180,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | No
     "remove": ("remove an environment and its modulefiles", _remove_arguments),
     "export": ("write an environment out so it can be recreated: packages pinned, central modules named",
                _export_arguments),
+    "kernel": ("install a Jupyter kernel that loads the environment's module, then starts its Python", _kernel_arguments),
     "root": ("print the envmod root (envs, modules, logs)", None),
     "pack": ("pack an environment into one image (squashfs) that runs node-local in a Slurm job", _pack_arguments),
     "stage": ("in a Slurm job: put an environment's image on every node's local disk; its module then uses it",
@@ -238,22 +255,61 @@ def cmd_create(args) -> int:
         from .build.backends import check_backend_name
 
         check_backend_name(args.backend)
+    if args.kernel and args.shared is not None:
+        raise UsageError("--kernel with --shared is not supported yet (a shared env's kernels are not registered)",
+                         hint="create it without --kernel; its maintainer may then run 'envmod --root DIR kernel NAME'")
     settings, shared = _shared_settings(args)
     inputs = _create_inputs(args, settings.backend)
-    request = CreateRequest(name=args.name, packages=inputs.packages, requirement_files=args.requirement_files,
+    packages = inputs.packages
+    if args.kernel:
+        from .emit.kernel import with_ipykernel
+
+        packages = with_ipykernel(packages)
+    request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=args.python, description=inputs.description, module_type=args.module_type,
                             force=args.force, backend=inputs.backend, use_wheel_cache=args.use_wheel_cache,
                             keep_loaded=args.keep_loaded, from_export=inputs.exported, shared=shared,
                             conda_specs=inputs.conda_specs + list(args.conda_specs),
                             conda_channels=inputs.conda_channels, allow_conda_mpi=args.allow_conda_mpi)
+    old_kernels = _recorded_kernels(settings, args.name) if args.force else []
     with contextlib.ExitStack() as stack:
         if shared is not None:
             from .store.shared import shared_umask_in_effect
 
             stack.enter_context(shared_umask_in_effect())
         record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
+    if old_kernels:
+        _reinstall_kernels(settings, record, old_kernels)
     _print_created(record, settings)
+    if args.kernel:
+        args.display_name, args.prefix = None, None
+        return cmd_kernel(args)
     return 0
+
+
+def _recorded_kernels(settings, name: str) -> list[dict[str, str]]:
+    """The Jupyter kernels recorded for env ``name``; none if it has no readable record."""
+    from .store.root import Store
+
+    try:
+        return Store(settings).load(name).kernels
+    except EnvmodError:
+        return []
+
+
+def _reinstall_kernels(settings, record, kernels: list[dict[str, str]]) -> None:
+    """create --force replaced the env: its kernels follow it (bridge.emit.kernel.reinstall_kernels)."""
+    from .emit.kernel import reinstall_kernels
+    from .store.record import write_record
+    from .store.root import Store
+
+    store = Store(settings)
+    with store.lock(record.name, "updating its Jupyter kernels"):
+        notes = reinstall_kernels(record, kernels, store.settings.modules_dir, store.settings.templates,
+                                  store.settings.cache_dir)
+        write_record(record)
+    for note in notes:
+        print(note, file=sys.stderr)
 
 
 def _shared_settings(args) -> tuple[Settings, Any]:
@@ -343,11 +399,15 @@ def cmd_list(args) -> int:
     if not rows:
         print(f"no environments under {store.settings.envs_dir}")
         return 0
-    header = ("NAME", "MODULE", "PYTHON", "BACKEND", "PKGS", "CREATED")
+    header: tuple[str, ...] = ("NAME", "MODULE", "PYTHON", "BACKEND", "PKGS", "CREATED")
     # a record may lack a value (an unknown Python version): shown as "?"
-    table = [header] + [tuple("?" if cell is None else str(cell) for cell in (
+    table: list[tuple[str, ...]] = [header] + [tuple("?" if cell is None else str(cell) for cell in (
         r["name"], r.get("module", "?"), r.get("python", "?"), r.get("backend", "?"), r.get("packages", "?"),
         r.get("created", r.get("error", "")))) for r in rows]
+    if any(r.get("kernels") for r in rows):       # a column only once some env has a kernel
+        table = [row + (cell,) for row, cell in zip(table, ["KERNELS"] + [",".join(r.get("kernels") or []) or "-"
+                                                                          for r in rows])]
+        header = (*header, "KERNELS")
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -479,6 +539,21 @@ def cmd_module(args) -> int:
     return 0
 
 
+def _remove_kernels(store, name: str) -> None:
+    """Remove the env's Jupyter kernels (before its modules and files: none may point at a
+    missing env); nothing when its record cannot be read."""
+    from .errors import EnvNotFound, RecordError
+
+    try:
+        record = store.load(name)
+    except (RecordError, EnvNotFound):
+        return
+    if record.kernels:
+        from .emit.kernel import remove_kernels
+
+        remove_kernels(record)
+
+
 def _remove_modulefiles(store, name: str) -> None:
     """The env's modulefiles under this root (a shared env's, seen through a member's link, are
     not under it and stay)."""
@@ -518,6 +593,8 @@ def cmd_remove(args) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing removed")
                 return 1
+        if member_of is None:                      # a member's remove leaves the maintainer's kernels
+            _remove_kernels(store, args.name)
         _remove_modulefiles(store, args.name)      # first, so no module ever points at a missing env
         store.remove_env_dir(args.name)
         from .stage.image import remove_image
@@ -541,7 +618,13 @@ def cmd_export(args) -> int:
     from .fsutil import atomic_write_text, current_umask
 
     store = _store(args)
-    text = render_export(store.load(args.name), args.format, store.settings.templates, store.settings.cache_dir)
+    if args.format in ("bash", "csh", "fish"):
+        from .emit.script import render_script
+
+        text = render_script(store.load(args.name), args.format, store.settings.modules_dir, store.settings.templates,
+                             store.settings.cache_dir)
+    else:
+        text = render_export(store.load(args.name), args.format, store.settings.templates, store.settings.cache_dir)
     if args.output is None:
         sys.stdout.write(text)
         return 0
@@ -554,6 +637,26 @@ def cmd_export(args) -> int:
         raise UsageError(f"--output {args.output}: directory {target.parent} does not exist")
     atomic_write_text(target, text, mode=0o666 & ~current_umask())     # a file to share, not a private temp file
     print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_kernel(args) -> int:
+    from .emit.kernel import install_kernel, prefix_kernels_dir, recorded_with, user_kernels_dir
+    from .store.record import write_record
+
+    with _locked(args, "installing its Jupyter kernel") as store:
+        settings = store.settings
+        record = store.load(args.name)
+        if record.shared is not None:             # a member's link to a shared env: not theirs to record in
+            from .store.shared import refuse_unless_maintainer
+
+            refuse_unless_maintainer(record, "install Jupyter kernels for it")
+        kernels_dir = prefix_kernels_dir(args.prefix) if args.prefix else user_kernels_dir()
+        entry = install_kernel(record, kernels_dir, settings.modules_dir, args.display_name, settings.templates,
+                               settings.cache_dir)
+        record.kernels = recorded_with(record, entry)
+        write_record(record)
+    print(f"installed Jupyter kernel {entry['name']} ({entry['display_name']}) in {entry['dir']}")
     return 0
 
 
@@ -588,8 +691,9 @@ def cmd_unstage(args) -> int:
     return 0
 
 
-COMMANDS = {"pack": cmd_pack, "stage": cmd_stage, "unstage": cmd_unstage, "create": cmd_create, "list": cmd_list, "show": cmd_show, "check": cmd_check, "rebuild": cmd_rebuild, "module": cmd_module,
-            "remove": cmd_remove, "export": cmd_export, "root": cmd_root}
+COMMANDS = {"create": cmd_create, "list": cmd_list, "show": cmd_show, "check": cmd_check, "rebuild": cmd_rebuild,
+            "module": cmd_module, "remove": cmd_remove, "export": cmd_export, "kernel": cmd_kernel, "root": cmd_root,
+            "pack": cmd_pack, "stage": cmd_stage, "unstage": cmd_unstage}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -185,8 +185,9 @@ def test_quoters_accept_non_string_values(tmp_path):
 
 
 def test_quoters_table_names_each_language():
-    assert QUOTERS == {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text,
-                       "yaml": yaml_string}
+    assert {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text,
+            "yaml": yaml_string}.items() <= QUOTERS.items()
+    assert set(QUOTERS) == {"lua", "tcl", "sh", "csh", "fish", "json", "varname", "comment", "yaml"}
 
 
 @pytest.mark.parametrize("text", ['a"b\\c', "x\n- evil: 1", "]] $(id) `id`", "\u2028 \x85 ü 😀", "yes", "1.0",

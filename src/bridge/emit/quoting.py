@@ -1,4 +1,4 @@
-"""Every value that lands in Lua, Tcl or shell text is quoted here, and only here.
+"""Every value that lands in Lua, Tcl, shell (sh, csh, fish) or JSON text is quoted here, and only here.
 
 Modulefiles are code: a description or a path must never be able to end its string and run
 something. Each function returns a complete literal (quotes included) that the target language
@@ -54,6 +54,42 @@ def shell_word(value: object) -> str:
     return shlex.quote(str(value))
 
 
+def csh_word(value: object) -> str:
+    """A csh/tcsh word for ``value``: single quotes, a quote written ``'\\''``.
+
+    csh has no quoting that can hold a line break, and ``!`` starts a history substitution
+    even between single quotes in an interactive shell that sources the file: text holding
+    either (or another control character) is refused, not written wrong.
+    """
+    text = str(value)
+    bad = next((ch for ch in text if ch == "!" or ord(ch) < 0x20 or ord(ch) == 0x7F), None)
+    if bad is not None:
+        raise ValueError(f"csh cannot hold {text[:40]!r}: it contains {bad!r} (no csh quoting keeps it literal)")
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def fish_word(value: object) -> str:
+    """A fish word for ``value``: between single quotes only ``\\`` and ``\\'`` are special."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def variable_name(value: object) -> str:
+    """An environment variable's name, as every shell takes it bare: anything else is refused."""
+    import re
+
+    text = str(value)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise ValueError(f"{text[:40]!r} is not a variable name a shell can set")
+    return text
+
+
+def json_value(value: object) -> str:
+    """``value`` as a JSON literal (a kernelspec's kernel.json)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
 def comment_text(value: object) -> str:
     """``value`` for a ``#`` comment line of a line-based file (a requirements file): a line
     break in it would start a line the reader takes for data, so control characters are refused."""
@@ -82,4 +118,5 @@ def yaml_string(value: object) -> str:
     return '"' + "".join(out) + '"'
 
 
-QUOTERS = {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "comment": comment_text, "yaml": yaml_string}
+QUOTERS = {"lua": lua_string, "tcl": tcl_string, "sh": shell_word, "csh": csh_word, "fish": fish_word,
+           "json": json_value, "varname": variable_name, "comment": comment_text, "yaml": yaml_string}

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .root import Store
 
 CACHE_FILE = "list-cache.json"
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2      # 2: rows name the env's kernels
 
 
 def row_of(name: str, record: EnvRecord | EnvmodError) -> dict[str, Any]:
@@ -32,7 +32,8 @@ def row_of(name: str, record: EnvRecord | EnvmodError) -> dict[str, Any]:
     return {"name": name, "module": record.module.name, "backend": record.backend,
             "python": record.python.version, "python_module": record.python.module,
             "packages": len(record.packages), "created": record.created.at,
-            "prefix": record.prefix, "description": record.description}
+            "prefix": record.prefix, "description": record.description,
+            "kernels": [k.get("name") for k in record.kernels]}
 
 
 def _identity(path: Path) -> str | None:

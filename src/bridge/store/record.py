@@ -190,6 +190,7 @@ class EnvRecord:
     rebuilt: list[Provenance] = field(default_factory=list)
     conda: CondaRecord | None = None    # conda and rattler envs only
     shared: SharedRecord | None = None  # group-shared envs only (store/shared.py)
+    kernels: list[dict[str, str]] = field(default_factory=list)   # Jupyter kernelspecs installed: name, dir, display_name
     schema: int = SCHEMA_VERSION
 
     @property
@@ -225,6 +226,7 @@ class EnvRecord:
                 rebuilt=[_build(Provenance, e) for e in data.get("rebuilt") or []],
                 conda=_build(CondaRecord, data["conda"]) if data.get("conda") else None,
                 shared=_build(SharedRecord, data["shared"]) if data.get("shared") else None,
+                kernels=[dict(k) for k in data.get("kernels") or []],
                 schema=schema,
             )
         except (KeyError, TypeError) as exc:
