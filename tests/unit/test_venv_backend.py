@@ -124,7 +124,7 @@ def test_get_backend_by_name():
 
 
 def test_unknown_backend_is_a_usage_error_listing_the_known():
-    with pytest.raises(UsageError, match="unknown backend 'pipenv'; available: conda, uv, venv"):
+    with pytest.raises(UsageError, match="unknown backend 'pipenv'; available: conda, rattler, uv, venv"):
         get_backend("pipenv")
 
 
