@@ -1,10 +1,10 @@
 """The conda CLI as a :class:`~bridge.build.backends.conda_engine.CondaEngine`: the site's own conda.
 
 Every call passes ``--json`` and reads conda's documented output: ``create -p PREFIX`` to
-install (its ``actions.LINK``: what it linked, as ``list -p PREFIX`` would give it for the new env),
-``create --dry-run`` for a solve alone (only to explain a failed install), ``list -p PREFIX`` for
-what an existing env holds, ``config --show channels solver`` for the site's defaults, and on failure conda's JSON
-error (``exception_name``, ``message``), turned into one line. Channels are always given
+install (its ``actions.LINK``: what it linked, as ``list -p PREFIX`` gives it for a new env),
+``create --dry-run`` for a solve alone (only to explain a failed install), ``list -p PREFIX``
+for what an existing env holds, ``config --show channels solver`` for the site's defaults, and
+on failure conda's JSON error (``exception_name``, ``message``), turned into one line. Channels are always given
 explicitly with ``--override-channels``, so the user's ``~/.condarc`` never adds one.
 
 Which conda: ``conda:`` in the config, else ``CONDA_EXE`` or ``MAMBA_EXE`` (set by a loaded module,
