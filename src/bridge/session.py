@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from .build.backends import get_backend
-from .build.backends.venv import relocate
 from .cache import JsonCache
 from .config import Settings, check_module_type
 from .discover.hierarchy import load_order
@@ -455,6 +454,8 @@ class CreateSession:
                            else f"{backend.name} env with its own Python {version}")
         installed = self.install(plan, backend.python(target), backend)
         if target != final:
+            from .build.backends.venv import relocate
+
             relocate(target, target, final)
         # A conda env holds compiled files of its own (its Python, its packages' libraries) whatever pip added.
         scanned = (installed and installed.packages) or not backend.needs_central_python

@@ -1,28 +1,50 @@
-"""End to end, ``--backend conda`` with the site's real conda 26.7.1 (module conda/26.7.1), the
-central Python, OpenMPI and HDF5 modules loaded: one env with a pure conda package, the
-activate.d package and mpi4py + h5py compiled against the central OpenMPI/HDF5 (reused from the
-run's compiled_env wheel cache: the same libraries, so no second compile), made once for this
-file under real Lmod, then loaded alone in fresh shells under real Lmod and real Environment
+"""End to end, for each conda-env backend: ``--backend conda`` with the site's real conda 26.7.1
+(module conda/26.7.1 loaded), and ``--backend rattler`` with real py-rattler and no Anaconda tool
+at all (no conda module, no conda on PATH, no CONDA_EXE/MAMBA_EXE). With the central Python,
+OpenMPI and HDF5 modules loaded: one env per backend with a pure conda package, the activate.d
+package and mpi4py + h5py compiled against the central OpenMPI/HDF5 (reused from the run's
+compiled_env wheel cache: the same libraries, so no second compile), made once per backend for
+this file under real Lmod, then loaded alone in fresh shells under real Lmod and real Environment
 Modules, where 2 MPI ranks write one HDF5 file in parallel."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bridge.build.backends.rattler import rattler_version
 from bridge.store.record import EnvRecord, read_record
 from tests.conda.channel import ACTIVATE_VARIABLE, HELLO_MODULE, MPI_LABEL
 from tests.conda.conftest import CONDA_VERSION, conda_site, require_conda
-from tests.conftest import REPO, ModuleShell, ShellResult, loaded
+from tests.conftest import REPO, ModuleShell, ShellResult, loaded, skip_or_fail
 
 pytestmark = [pytest.mark.slow, pytest.mark.conda]
 
 NAME = "cenv"
 MODULE = f"{NAME}/py3.11"
 CENTRAL = ("python/3.11", "openmpi/4.1.4", "hdf5/1.10.8")
+CONDA_MODULE = f"conda/{CONDA_VERSION}"
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What differs between the backends: the modules loaded at create, and the conda module the
+    env's module depends on (None: rattler needs none)."""
+    backend: str
+    loads: tuple[str, ...]
+    conda_module: str | None
+
+    @property
+    def depends_on(self) -> list[str]:
+        return [m for m in (self.conda_module, "openmpi/4.1.4", "hdf5/1.10.8") if m]
+
+
+FLAVOURS = {"conda": Flavour("conda", (CONDA_MODULE, *CENTRAL), CONDA_MODULE),
+            "rattler": Flavour("rattler", CENTRAL, None)}
 
 
 def conda_shell(system: str, root: Path, cache: Path) -> ModuleShell:
@@ -46,34 +68,55 @@ class MadeEnv:
     record: EnvRecord
     channel: Path
     home: Path
+    flavour: Flavour
 
 
-@pytest.fixture(scope="module")
-def made(compiled_env, channel, tmp_path_factory) -> MadeEnv:
-    require_conda()
-    base = tmp_path_factory.mktemp("conda-e2e")
+@pytest.fixture(scope="module", params=sorted(FLAVOURS))
+def made(request, compiled_env, channel, tmp_path_factory) -> MadeEnv:
+    flavour = FLAVOURS[request.param]
+    require_conda()     # the conda site's modules and config, for rattler too (its conda is never run)
+    if flavour.backend == "rattler" and rattler_version() is None:
+        skip_or_fail("py-rattler is not installed (it comes with envmod's [test] extra)")
+    base = tmp_path_factory.mktemp(f"{flavour.backend}-e2e")
     home = base / "home"
     home.mkdir()
     shell = conda_shell("lmod", base / "root", base / "cache")
+    # rattler: no Anaconda tool within reach of the create (checked on the 'create' snapshot)
+    no_conda = "unset CONDA_EXE MAMBA_EXE\n" if flavour.backend == "rattler" else ""
     result = shell.run(conda_setup("lmod", channel, home) + f"""
-module load conda/{CONDA_VERSION} {' '.join(CENTRAL)}
-$ENVMOD create {NAME} --backend conda --conda envmod-hello envmod-activate --with mpi4py h5py --description "conda + MPI"
+module load {' '.join(flavour.loads)}
+{no_conda}snap create
+$ENVMOD create {NAME} --backend {flavour.backend} --conda envmod-hello envmod-activate --with mpi4py h5py --description "conda + MPI"
 $ENVMOD module {NAME} --module-type tcl
 """, timeout=1800, extra_env={"ENVMOD_WHEEL_CACHE": str(compiled_env.wheels)})
     result.check()
-    return MadeEnv(shell, result, read_record(base / "root/envs" / NAME / "envmod.yaml"), channel, home)
+    return MadeEnv(shell, result, read_record(base / "root/envs" / NAME / "envmod.yaml"), channel, home, flavour)
 
 
-def test_create_reuses_the_compiled_builds_and_names_the_conda_module(made: MadeEnv) -> None:
-    assert f"created {NAME}: conda env made with conda/{CONDA_VERSION} (Python 3.11.2)" in made.result.stdout
+def test_create_reuses_the_compiled_builds_and_names_what_made_it(made: MadeEnv) -> None:
+    via = made.flavour.conda_module or made.record.conda.engine["executable"]
+    assert f"created {NAME}: {made.flavour.backend} env made with {via} (Python 3.11.2)" in made.result.stdout
     assert "] reuse mpi4py" in made.result.stderr and "] reuse h5py" in made.result.stderr
+
+
+def test_rattler_create_had_no_anaconda_tool_within_reach(made: MadeEnv) -> None:
+    if made.flavour.backend != "rattler":
+        pytest.skip("the conda backend runs the site's conda by design")
+    env = made.result.snapshots["create"]
+    assert "CONDA_EXE" not in env and "MAMBA_EXE" not in env
+    assert all(shutil.which(tool, path=env["PATH"]) is None for tool in ("conda", "mamba", "micromamba"))
+    assert CONDA_MODULE not in loaded(env)
 
 
 def test_record_holds_the_conda_side_and_the_mpi_pin(made: MadeEnv) -> None:
     record, conda = made.record, made.record.conda
-    assert record.backend == "conda" and conda is not None
-    assert conda.engine["tool"] == "conda" and conda.engine["version"] == CONDA_VERSION
-    assert conda.engine["module"] == f"conda/{CONDA_VERSION}" and conda.engine["solver"] == "classic"
+    assert record.backend == made.flavour.backend and conda is not None
+    if made.flavour.backend == "conda":
+        assert conda.engine["tool"] == "conda" and conda.engine["version"] == CONDA_VERSION
+        assert conda.engine["module"] == CONDA_MODULE and conda.engine["solver"] == "classic"
+    else:
+        assert conda.engine["tool"] == "rattler" and conda.engine["version"] == rattler_version()
+        assert conda.engine["module"] is None and conda.engine["solver"] == "resolvo"
     label = f"file://{made.channel}/label/{MPI_LABEL}"
     assert conda.channels == [label, f"file://{made.channel}"]        # the placeholders' label first
     assert conda.mpi_pin == f"{label}::openmpi=4.1.4"
@@ -88,9 +131,9 @@ def test_record_holds_the_conda_side_and_the_mpi_pin(made: MadeEnv) -> None:
     assert compiled == {"mpi4py": ["openmpi/4.1.4"], "h5py": ["hdf5/1.10.8", "openmpi/4.1.4"]}
 
 
-def test_module_depends_on_conda_and_the_modules_the_evidence_names(made: MadeEnv) -> None:
+def test_module_depends_on_its_conda_and_the_modules_the_evidence_names(made: MadeEnv) -> None:
     record = made.record
-    assert record.module.depends_on == [f"conda/{CONDA_VERSION}", "openmpi/4.1.4", "hdf5/1.10.8"]
+    assert record.module.depends_on == made.flavour.depends_on
     libmpi = [e for e in record.links if e.needs == "libmpi.so.40" and "/mpi4py/" in e.file]
     assert libmpi and {e.provider for e in libmpi} == {"openmpi/4.1.4"}
 
@@ -118,7 +161,7 @@ module unload {MODULE}
 snap after
 """, timeout=600).check()
     during = run.snapshots["during"]
-    assert set(loaded(during)) == {f"conda/{CONDA_VERSION}", "openmpi/4.1.4", "hdf5/1.10.8", MODULE}
+    assert set(loaded(during)) == {*made.flavour.depends_on, MODULE}
     assert "2 ranks wrote" in run.stdout and "read back [0, 10]" in run.stdout and "mpi=True" in run.stdout
     assert f"hello from conda {made.record.prefix}" in run.stdout
     assert during[ACTIVATE_VARIABLE] == "yes"
@@ -132,12 +175,14 @@ snap after
 
 def test_show_check_and_export(made: MadeEnv, tmp_path: Path) -> None:
     run = made.shell.run(conda_setup("lmod", made.channel, made.home) + f"""
-module load conda/{CONDA_VERSION}
+{'module load ' + made.flavour.conda_module if made.flavour.conda_module else ''}
 $ENVMOD show {NAME}
 $ENVMOD check {NAME}
 $ENVMOD export {NAME} -o {tmp_path}/cenv.yaml
 """, timeout=600).check()
-    assert f"conda 26.7.1 from conda/{CONDA_VERSION}" in run.stdout
+    engine = made.record.conda.engine
+    assert (f"conda {CONDA_VERSION} from {CONDA_MODULE}" if made.flavour.conda_module else
+            f"rattler {engine['version']} ({engine['executable']})") in run.stdout
     assert f"pinned to the external placeholder file://{made.channel}/label/{MPI_LABEL}::openmpi=4.1.4" in run.stdout
     assert f"{NAME}: healthy" in run.stdout
     assert "h5py" in (tmp_path / "cenv.yaml").read_text()

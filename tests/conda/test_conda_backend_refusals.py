@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.build.backends.rattler import rattler_version
 from bridge.store.record import read_record
 from tests.conda.channel import CONDA_MPI, MPI_APP, MPI_LABEL, build_channel
 from tests.conda.conftest import CONDA_VERSION, conda_site, require_conda
@@ -71,6 +72,25 @@ def test_a_spec_dragging_in_a_conda_mpi_is_refused_naming_it(mpi_channel: Path, 
                            f"({CONDA_MPI[0]} {CONDA_MPI[1]} {CONDA_MPI[2]} from file://{mpi_channel})")
     assert "instead of using the central openmpi/4.1.4" in line and "--allow-conda-mpi" in line
     assert shell.nothing_left("m1")
+
+
+@pytest.mark.parametrize("backend, modules", [("conda", f"conda/{CONDA_VERSION} python/3.11"),
+                                               ("rattler", "python/3.11")])
+def test_without_an_mpi_module_a_conda_mpi_found_in_the_install_is_refused_and_the_build_discarded(
+        mpi_channel: Path, tmp_path: Path, backend: str, modules: str) -> None:
+    """No MPI module: no pin, so the one solve is the install's; the conda MPI it linked is
+    refused before the env goes live, and its build is gone."""
+    if backend == "rattler" and rattler_version() is None:
+        pytest.skip("py-rattler is not installed (it comes with envmod's [test] extra)")
+    shell = CondaShell(tmp_path, channels_of(mpi_channel))
+    run = shell.run(f"$ENVMOD create m4 --backend {backend} --conda envmod-hello {MPI_APP} -q; echo rc=$?",
+                    modules=modules)
+    assert "rc=3" in run.stdout
+    (line,) = error_lines(run.stderr)
+    assert line.startswith(f"envmod: error: conda spec '{MPI_APP}' would install conda's own MPI "
+                           f"({CONDA_MPI[0]} {CONDA_MPI[1]} {CONDA_MPI[2]} from file://{mpi_channel})"), line
+    assert "instead of using a central MPI module" in line
+    assert shell.nothing_left("m4")
 
 
 def test_allow_conda_mpi_accepts_it_and_records_so(mpi_channel: Path, tmp_path: Path) -> None:

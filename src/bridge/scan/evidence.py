@@ -22,7 +22,6 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, replace
-from email.parser import HeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -402,6 +401,8 @@ class Distribution:
 
 
 def _parse_metadata(path: str) -> tuple[str, str, list[str]] | None:
+    from email.parser import HeaderParser  # here: a scan that reads no METADATA never pays its import
+
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             msg = HeaderParser().parse(fh)

@@ -18,14 +18,14 @@ if TYPE_CHECKING:
 def pack_env(store: "Store", name: str, image_format: str | None = None) -> Manifest:
     """Pack ``name`` (the caller holds its lock), then write its modules again so that they use
     the staged copy where a job staged it. EasyBuild's modules (a registered env) are its own."""
-    from ..build.backends import BACKENDS
+    from ..build.backends import BACKENDS, get_backend
     from ..emit.modulefile import write_modulefile
 
     record = store.load(name)
     if record.backend not in BACKENDS:
         raise UsageError(f"cannot pack {name!r}: envs of the {record.backend} backend cannot be packed yet")
     settings = store.settings
-    manifest = pack(record, settings.root, BACKENDS[record.backend](settings), image_format)
+    manifest = pack(record, settings.root, get_backend(record.backend, settings), image_format)
     for module_type, path in record.module.files.items():
         if Path(path).parent.resolve().is_relative_to(settings.modules_dir.resolve()):
             write_modulefile(record, module_type, settings.modules_dir, settings.templates, settings.cache_dir,

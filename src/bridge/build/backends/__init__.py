@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from ...errors import UsageError
-from .base import Backend
-from .condaenv import CondaEnvBackend
-from .rattler import RattlerBackend
-from .uv import UvBackend
-from .venv import VenvBackend
 
 if TYPE_CHECKING:
     from ...config import Settings
+    from .base import Backend
 
-BACKENDS: dict[str, type[Backend]] = {VenvBackend.name: VenvBackend, UvBackend.name: UvBackend,
-                                      CondaEnvBackend.name: CondaEnvBackend, RattlerBackend.name: RattlerBackend}
+#: each backend's module and class, imported only when that backend is used: a create pays for
+#: the one it runs, not for the others' imports (pip's installer, conda's, ...)
+BACKENDS: dict[str, str] = {"venv": "venv:VenvBackend", "uv": "uv:UvBackend", "conda": "condaenv:CondaEnvBackend",
+                            "rattler": "rattler:RattlerBackend"}
 
 #: backends the issue plans (#12) but envmod does not have yet: refused in one line, not as unknown
 PLANNED_BACKENDS: tuple[str, ...] = ()
@@ -33,4 +32,6 @@ def check_backend_name(name: object, source: str = "--backend") -> str:
 
 def get_backend(name: str, settings: "Settings | None" = None) -> Backend:
     """The backend called ``name``, set up from ``settings`` (where to find its tools)."""
-    return BACKENDS[check_backend_name(name, "backend")](settings)
+    module, cls = BACKENDS[check_backend_name(name, "backend")].split(":")
+    backend: type[Backend] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return backend(settings)

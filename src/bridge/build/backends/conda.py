@@ -1,9 +1,10 @@
 """The conda CLI as a :class:`~bridge.build.backends.conda_engine.CondaEngine`: the site's own conda.
 
-Every call passes ``--json`` and reads conda's documented output: ``create --dry-run`` for a
-solve (``actions.LINK``), ``create -p PREFIX`` to install, ``list -p PREFIX`` for what an env
-holds, ``config --show channels solver`` for the site's defaults, and on failure conda's JSON
-error (``exception_name``, ``message``), turned into one line. Channels are always given
+Every call passes ``--json`` and reads conda's documented output: ``create -p PREFIX`` to
+install (its ``actions.LINK``: what it linked, as ``list -p PREFIX`` gives it for a new env),
+``create --dry-run`` for a solve alone (only to explain a failed install), ``list -p PREFIX``
+for what an existing env holds, ``config --show channels solver`` for the site's defaults, and
+on failure conda's JSON error (``exception_name``, ``message``), turned into one line. Channels are always given
 explicitly with ``--override-channels``, so the user's ``~/.condarc`` never adds one.
 
 Which conda: ``conda:`` in the config, else ``CONDA_EXE`` or ``MAMBA_EXE`` (set by a loaded module,
@@ -85,6 +86,7 @@ class CondaCliEngine:
         self.module = module
         self.environ = dict(os.environ if environ is None else environ)
         self._config: dict[str, Any] | None = None
+        self._described: dict[str, Any] | None = None
 
     # ---- running conda -----------------------------------------------------------------
     def _run(self, args: Sequence[str], what: str, timeout: float = 1800) -> Any:
@@ -116,10 +118,9 @@ class CondaCliEngine:
         if data.get("packages"):
             summary = (f"not available from the channels ({', '.join(map(str, data.get('channel_urls') or []))}): "
                        + ", ".join(map(str, data["packages"])))
-        text = f"conda {what} failed: {name + ': ' if name else ''}{summary}"
-        if name in _REQUEST_ERRORS:
-            return PlanError(text, hint="nothing was created")
-        return BuildError(text)
+        if name in _REQUEST_ERRORS:      # the request itself, refused by the solve of whichever command ran it
+            return PlanError(f"conda solve failed: {name}: {summary}", hint="nothing was created")
+        return BuildError(f"conda {what} failed: {name + ': ' if name else ''}{summary}")
 
     # ---- CondaEngine ---------------------------------------------------------------------
     def _site_config(self) -> dict[str, Any]:
@@ -132,6 +133,12 @@ class CondaCliEngine:
         return [str(c) for c in self._site_config().get("channels") or []]
 
     def describe(self) -> dict[str, Any]:
+        """Asked of conda once per engine (each conda run costs a second or so)."""
+        if self._described is None:
+            self._described = self._describe()
+        return dict(self._described)
+
+    def _describe(self) -> dict[str, Any]:
         proc = subprocess.run([self.exe, "--version"], capture_output=True, text=True, errors="replace",
                               env=self.environ, stdin=subprocess.DEVNULL, timeout=120)
         words = (proc.stdout.strip() or proc.stderr.strip()).split()
@@ -148,8 +155,9 @@ class CondaCliEngine:
         data = self._run(["create", "-p", prefix, "--dry-run", *_channel_args(channels), *specs, "-y"], "solve")
         return [_package(item) for item in (data.get("actions") or {}).get("LINK", [])]
 
-    def install(self, prefix: Path, specs: Sequence[str], channels: Sequence[str]) -> None:
-        self._run(["create", "-p", str(prefix), *_channel_args(channels), *specs, "-y", "--quiet"], "create")
+    def install(self, prefix: Path, specs: Sequence[str], channels: Sequence[str]) -> list[CondaPackage]:
+        data = self._run(["create", "-p", str(prefix), *_channel_args(channels), *specs, "-y", "--quiet"], "create")
+        return [_package(item) for item in (data.get("actions") or {}).get("LINK", [])]
 
     def installed(self, prefix: Path) -> list[CondaPackage]:
         """The env's conda packages; those pip installed (which conda lists as channel ``pypi``)

@@ -53,8 +53,9 @@ class CondaEngine(Protocol):
         """The packages an env of ``specs`` would hold (a dry run: nothing is written)."""
         ...
 
-    def install(self, prefix: Path, specs: Sequence[str], channels: Sequence[str]) -> None:
-        """Create the env at the absolute ``prefix`` (which does not exist yet) holding ``specs``."""
+    def install(self, prefix: Path, specs: Sequence[str], channels: Sequence[str]) -> list[CondaPackage]:
+        """Create the env at the absolute ``prefix`` (which does not exist yet) holding ``specs``
+        (solving them: a failed solve is a PlanError); the packages it linked."""
         ...
 
     def installed(self, prefix: Path) -> list[CondaPackage]:

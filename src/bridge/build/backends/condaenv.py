@@ -13,6 +13,10 @@
   spec ``<label>::<family>=<version>`` (recorded as ``mpi_pin``). A solution that would still
   install an MPI package from anywhere else (a conda MPI with libraries of its own) is refused
   in one line naming the spec that drags it in, unless ``--allow-conda-mpi``.
+- One solve per create: the engine's install solves, and what it linked is checked for a conda
+  MPI before the env goes live (a refused build is deleted with nothing visible, as any failed
+  build is). A separate dry run first would cost a second solve, conda's slowest step; only a
+  failing install is solved again, to tell a conda MPI's conflict from any other.
 - Conda writes the prefix into files, so an env is built where it will stay (``builds_in_place``:
   the store gives it its own build directory and links the env's name to it).
 - ``etc/conda/activate.d/*.sh`` never run under ``module load``: they are run once at create, in
@@ -89,6 +93,17 @@ def conda_mpi(packages: Sequence[CondaPackage]) -> CondaPackage | None:
 
 
 @dataclass
+class Asked:
+    """What the user asked and envmod added, unpinned: what a refusal of a conda MPI names, and
+    what is solved again without the pin when the pinned install does not solve."""
+
+    user: list[str] = field(default_factory=list)
+    base: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)
+    mpi: CentralModule | None = None
+
+
+@dataclass
 class CondaPlan:
     """What the engine will install: the specs and channels, the MPI pin, the solution."""
 
@@ -110,6 +125,7 @@ class CondaEnvBackend(Backend):
         self.engine = engine
         self.allow_conda_mpi = False
         self.plan: CondaPlan | None = None
+        self.asked = Asked()
         self.record: CondaRecord | None = None
         self.engine_module: str | None = None
 
@@ -133,8 +149,9 @@ class CondaEnvBackend(Backend):
     # ---- plan: specs, channels, the MPI rule, a dry run ------------------------------------
     def prepare(self, request: Any, stack: CentralStack, central_python: PythonInfo | None,
                 environ: Mapping[str, str]) -> None:
-        """Decide what to install and solve it (nothing is written): a spec that does not
-        resolve, an unreachable channel, or a conda MPI fails here, before anything is built."""
+        """Decide what to install (specs, channels, the MPI pin); the engine solves it at create,
+        where a spec that does not resolve, an unreachable channel or a conda MPI fails the build
+        before the env goes live."""
         engine = self.engine = self.engine or self.make_engine(stack, environ)
         self.engine_module = engine.describe().get("module")
         channels = list(request.conda_channels or getattr(self.settings, "conda_channels", None) or ())
@@ -165,27 +182,39 @@ class CondaEnvBackend(Backend):
 
     def _settle(self, engine: CondaEngine, user: list[str], base: list[str], channels: list[str],
                 mpi: CentralModule | None) -> CondaPlan:
+        """The specs and channels to install, pinned to the central MPI's placeholder (unsolved)."""
         specs = [*base, *user]
+        self.asked = Asked(list(user), list(base), list(channels), mpi)
         family = mpi.family.lower() if mpi else ""
         version = mpi_release(mpi.version) if mpi else None
         if mpi is None or family not in MPI_PACKAGES or not version:
-            return self._refuse_conda_mpi(engine, CondaPlan(specs, channels, None, engine.solve(specs, channels)),
-                                          user, base, mpi)
+            return CondaPlan(specs, channels, None)
         label = label_channel(channels)
         pin = f"{label}::{MPI_PACKAGES[family]}={version}"
-        pinned = CondaPlan([*specs, pin], [label, *(c for c in channels if c != label)], pin)
+        return CondaPlan([*specs, pin], [label, *(c for c in channels if c != label)], pin)
+
+    def _install_checked(self, engine: CondaEngine, plan: CondaPlan, target: Path) -> CondaPlan:
+        """Install ``plan`` at ``target`` (one solve); a conda MPI in what was linked, or behind an
+        unsatisfiable pin, is refused in one line (the caller discards the build). The plan
+        installed: ``plan``, or the unpinned one that --allow-conda-mpi accepts."""
+        asked = self.asked
         try:
-            pinned.solution = engine.solve(pinned.specs, pinned.channels)
+            plan.solution = engine.install(target, plan.specs, plan.channels)
         except PlanError as pinned_error:
+            if plan.mpi_pin is None:
+                raise
             # Unsatisfiable with the placeholder: is it a spec that needs a conda MPI?
+            specs = [*asked.base, *asked.user]
             try:
-                free = CondaPlan(specs, channels, None, engine.solve(specs, channels))
+                free = CondaPlan(specs, asked.channels, None, engine.solve(specs, asked.channels))
             except PlanError:
                 raise pinned_error from None
             if conda_mpi(free.solution) is None:
                 raise pinned_error from None
-            return self._refuse_conda_mpi(engine, free, user, base, mpi)
-        return self._refuse_conda_mpi(engine, pinned, user, base, mpi)
+            self._refuse_conda_mpi(engine, free, asked.user, asked.base, asked.mpi)    # unless allowed
+            free.solution = engine.install(target, free.specs, free.channels)
+            return free
+        return self._refuse_conda_mpi(engine, plan, asked.user, asked.base, asked.mpi)
 
     def _refuse_conda_mpi(self, engine: CondaEngine, plan: CondaPlan, user: Sequence[str], base: Sequence[str],
                           mpi: CentralModule | None) -> CondaPlan:
@@ -206,10 +235,9 @@ class CondaEnvBackend(Backend):
             raise BuildError("the conda backend was not prepared (no plan)")
         if target != final:
             raise BuildError("a conda env is built where it stays; it cannot be moved after")
-        self.engine.install(target, self.plan.specs, self.plan.channels)
-        self.record = CondaRecord(engine=self.engine.describe(), channels=list(self.plan.channels),
-                                  specs=list(self.plan.specs),
-                                  packages=[p.as_dict() for p in self.engine.installed(target)],
+        plan = self.plan = self._install_checked(self.engine, self.plan, target)
+        self.record = CondaRecord(engine=self.engine.describe(), channels=list(plan.channels),
+                                  specs=list(plan.specs), packages=[p.as_dict() for p in plan.solution],
                                   mpi_pin=self.plan.mpi_pin, conda_mpi_allowed=self.allow_conda_mpi,
                                   activate_env=activate_variables(target))
 

@@ -14,7 +14,6 @@ envmod's cache dir, in a directory of the user's own (``<cache_dir>/rattler/<use
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -46,9 +45,11 @@ def rattler_version() -> str | None:
     """py-rattler's version if it is installed beside envmod, found without importing it."""
     if importlib.util.find_spec("rattler") is None:
         return None
+    from importlib import metadata  # here: its import costs every create that never asks
+
     try:
-        return importlib.metadata.version("py-rattler")
-    except importlib.metadata.PackageNotFoundError:
+        return metadata.version("py-rattler")
+    except metadata.PackageNotFoundError:
         return "unknown"
 
 
@@ -114,7 +115,8 @@ class RattlerEngine:
     def solve(self, specs: Sequence[str], channels: Sequence[str]) -> list[CondaPackage]:
         return self._run("solve", specs, channels)
 
-    def install(self, prefix: Path, specs: Sequence[str], channels: Sequence[str]) -> None:
+    def install(self, prefix: Path, specs: Sequence[str], channels: Sequence[str]) -> list[CondaPackage]:
+        """Solve and install in one worker; the packages it linked."""
         # rattler writes the prefix into shebangs and prefix placeholders: a relative one breaks them
         target = Path(os.path.abspath(prefix))
         given_empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
@@ -122,7 +124,7 @@ class RattlerEngine:
             raise BuildError(f"rattler install: {target} exists already and is not empty (an env is made in a new "
                              "directory)")
         try:
-            self._run("install", specs, channels, prefix=str(target))
+            return self._run("install", specs, channels, prefix=str(target))
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)     # a half-linked env is of no use to anyone
             if given_empty:
