@@ -53,19 +53,19 @@ $ENVMOD module kenv --module-type tcl
     return shell, jupyter, env
 
 
-def start_kernel(kernels_dir: Path, environment: dict[str, str], **kw):
-    """A real jupyter_client KernelManager starting ``envmod-kenv`` from ``kernels_dir``."""
+def start_kernel(kernels_dir: Path, environment: dict[str, str], kernel: str = "envmod-kenv", **kw):
+    """A real jupyter_client KernelManager starting ``kernel`` from ``kernels_dir``."""
     require_module("jupyter_client", "the [test] extra")
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
-    km = KernelManager(kernel_name="envmod-kenv", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]))
+    km = KernelManager(kernel_name=kernel, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]))
     km.start_kernel(env=environment, **kw)
     return km
 
 
-def run_in_kernel(kernels_dir: Path, environment: dict[str, str], code: str) -> str:
-    km = start_kernel(kernels_dir, environment)
+def run_in_kernel(kernels_dir: Path, environment: dict[str, str], code: str, kernel: str = "envmod-kenv") -> str:
+    km = start_kernel(kernels_dir, environment, kernel)
     client = km.client()
     try:
         client.start_channels()
