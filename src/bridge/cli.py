@@ -595,6 +595,10 @@ def cmd_remove(args) -> int:
                 return 1
         if member_of is None:                      # a member's remove leaves the maintainer's kernels
             _remove_kernels(store, args.name)
+        else:
+            from .emit.member import remove_member_kernels
+
+            remove_member_kernels(member_of, args.name)
         _remove_modulefiles(store, args.name)      # first, so no module ever points at a missing env
         store.remove_env_dir(args.name)
         from .stage.image import remove_image
@@ -647,11 +651,18 @@ def cmd_kernel(args) -> int:
     with _locked(args, "installing its Jupyter kernel") as store:
         settings = store.settings
         record = store.load(args.name)
-        if record.shared is not None:             # a member's link to a shared env: not theirs to record in
-            from .store.shared import refuse_unless_maintainer
-
-            refuse_unless_maintainer(record, "install Jupyter kernels for it")
         kernels_dir = prefix_kernels_dir(args.prefix) if args.prefix else user_kernels_dir()
+        if record.shared is not None:
+            from .store.shared import member_link_root, refuse_unless_maintainer
+
+            shared_root = member_link_root(store.env_path(args.name))
+            if shared_root is not None:           # a member's own link: their kernel, in their registry entry
+                from .emit.member import install_member_kernel
+
+                entry = install_member_kernel(settings, shared_root, args.name, kernels_dir, args.display_name)
+                print(f"installed Jupyter kernel {entry['name']} ({entry['display_name']}) in {entry['dir']}")
+                return 0
+            refuse_unless_maintainer(record, "install Jupyter kernels for it")
         entry = install_kernel(record, kernels_dir, settings.modules_dir, args.display_name, settings.templates,
                                settings.cache_dir)
         record.kernels = recorded_with(record, entry)

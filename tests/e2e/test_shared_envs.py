@@ -5,7 +5,9 @@ alice (the maintainer) creates an env with ``--shared DIR --group G`` under umas
 member) loads it through ``module use DIR/modules`` and through his own module
 (``envmod module NAME --shared DIR``), in Lmod and in Environment Modules; bob cannot replace,
 rebuild or remove it (one line naming alice); his ``remove`` removes only his module; alice's
-``remove`` refuses naming bob until he has, or with ``--force``. And the bad input: a shared dir
+``remove`` refuses naming bob until he has, or with ``--force``. bob's own Jupyter kernel for
+it (``envmod kernel NAME`` on his link) starts under the real jupyter_client, run as bob, and
+goes with his ``remove``; alice's ``remove`` names it. And the bad input: a shared dir
 alice cannot write, a group she is not in, a group that does not exist: one line, nothing made.
 
 The env holds one pure package (a wheel written here): nothing compiles, so not marked slow.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.store.record import read_record
 from tests.conftest import SYSTEMS, require_site, site_dir, write_wheel
 from tests.users import AsUser, base_python, copy_modules_sh, install_for_users
 
@@ -77,9 +80,10 @@ def _python() -> str:
     return str(site_python if site_python.exists() else base_python())
 
 
-def _create_shared(runner, users, modules_sh, wheel, shared: Path, name: str, system: str, umask: int = 0o077):
+def _create_shared(runner, users, modules_sh, wheel, shared: Path, name: str, system: str, umask: int = 0o077,
+                   more: str = ""):
     module_type = "lmod" if system == "lmod" else "tcl"
-    made = runner.bash(users.alice, f"module load python/3.11\n$ENVMOD create {name} -q --with {wheel} "
+    made = runner.bash(users.alice, f"module load python/3.11\n$ENVMOD create {name} -q --with {wheel} {more} "
                        f"--module-type {module_type} --shared {shared} --group {users.group}",
                        system, modules_sh, umask=umask, extra_env=_env(users.alice))
     assert made.returncode == 0, made.stdout + made.stderr
@@ -218,6 +222,74 @@ def test_the_maintainer_removes_with_force_and_the_member_can_still_remove_their
     gone = runner.envmod(users.bob, "remove", "team", "--yes", extra_env=bob)     # his link now points at nothing
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert not os.path.lexists(bob_root / "envs/team") and not (bob_root / "modules/team").exists()
+
+
+KERNEL_DRIVER = """
+import sys
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+km = KernelManager(kernel_name=sys.argv[2], kernel_spec_manager=KernelSpecManager(kernel_dirs=[sys.argv[1]]))
+km.start_kernel()
+client = km.client()
+try:
+    client.start_channels()
+    client.wait_for_ready(timeout=120)
+    out = []
+    reply = client.execute_interactive(sys.argv[3], timeout=120, output_hook=lambda msg: out.append(
+        msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    print("".join(out), end="")
+finally:
+    client.stop_channels()
+    km.shutdown_kernel(now=True)
+"""
+
+
+def test_a_members_kernel_runs_the_shared_env_and_goes_with_their_remove(users, base):
+    """bob installs a Jupyter kernel for alice's shared env through his own module: it lands in
+    his Jupyter dir, is registered in his entry, and the real jupyter_client, run by bob, starts
+    it and prints the shared prefix; alice's remove is refused naming bob's kernel, then forced;
+    bob's remove then removes his kernel and his module."""
+    require_site()
+    tmp, runner, modules_sh, wheel = base
+    parent = tmp / "proj-kernel"
+    parent.mkdir()
+    os.chown(parent, users.alice.uid, users.alice.gid)
+    shared = parent / "envmod"
+    _create_shared(runner, users, modules_sh, wheel, shared, "team", "lmod", umask=0o022, more="ipykernel")
+    prefix = shared / "envs/team"
+    bob_root = Path(users.bob.home) / "envmod-kernel"
+    bob, alice = _env(users.bob, ENVMOD_ROOT=str(bob_root)), _env(users.alice)
+    assert runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob).returncode == 0
+    installed = runner.bash(users.bob, "$ENVMOD kernel team", "lmod", modules_sh, extra_env=bob)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    kernels = Path(users.bob.home) / ".local/share/jupyter/kernels"
+    kernel = kernels / "envmod-team"
+    assert f"in {kernel}" in installed.stdout and kernel.stat().st_uid == users.bob.uid
+    assert f"module use -a {bob_root}/modules" in (kernel / "envmod-kernel.sh").read_text()   # his own module
+    entry = shared / ".envmod/members" / users.bob.name / "team.yaml"
+    assert str(kernel) in entry.read_text()
+    assert read_record(prefix / "envmod.yaml").kernels == []      # alice's record is not bob's to write
+
+    driver = tmp / "kernel_driver.py"
+    driver.write_text(KERNEL_DRIVER)
+    driver.chmod(0o644)
+    ran = runner.run(users.bob, [str(prefix / "bin/python"), str(driver), str(kernels), "envmod-team",
+                                 f"import sys, {PKG}; print(sys.prefix, {PKG}.WHO)"], extra_env=bob)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.split() == [str(prefix), "team"]
+
+    line = one_line_error(runner.envmod(users.alice, "--root", str(shared), "remove", "team", "--yes", extra_env=alice),
+                          "is in use", f"{users.bob.name}'s module", f"kernel {kernel}", "--force")
+    assert prefix.is_dir() and kernel.is_dir(), line
+    forced = runner.envmod(users.alice, "--root", str(shared), "remove", "team", "--yes", "--force", extra_env=alice)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert kernel.is_dir()                          # bob's, not alice's to remove
+    gone = runner.envmod(users.bob, "remove", "team", "--yes", extra_env=bob)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not kernel.exists() and not (bob_root / "modules/team").exists()
+    assert not os.path.lexists(bob_root / "envs/team") and not entry.exists()
 
 
 # ---- bad input: one line, nothing made ----------------------------------------------------

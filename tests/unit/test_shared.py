@@ -104,3 +104,36 @@ def test_module_shared_of_an_env_that_is_not_shared_is_one_line(run, tmp_path):
     assert proc.returncode == 2
     assert "is not a shared environment" in one_error_line(proc)
     assert not Path(tmp_path / "root/envs/plain").exists()
+
+
+def test_a_members_remove_takes_only_kernels_envmod_made_for_that_shared_root(tmp_path):
+    """remove_member_kernels: a registered directory that is no envmod kernel of an env of this
+    shared root (a kernel the user replaced with their own, one of another env) stays."""
+    import json
+
+    from bridge.emit.member import remove_member_kernels
+    from bridge.store.shared import add_member_entry, set_member_kernels
+
+    shared = tmp_path / "shared"
+    (shared / ".envmod/members").mkdir(parents=True)
+    kernels = {}
+    for name, prefix in (("ours", shared / "envs/.builds/team@1"), ("other", tmp_path / "elsewhere/envs/team"),
+                         ("hand", None)):
+        kernels[name] = tmp_path / "k" / name
+        kernels[name].mkdir(parents=True)
+        spec = {"argv": ["x"]} if prefix is None else {"metadata": {"envmod": {"prefix": str(prefix)}}}
+        (kernels[name] / "kernel.json").write_text(json.dumps(spec))
+    add_member_entry(shared, "team", tmp_path / "mine/modules/team/py3.11.lua", tmp_path / "mine")
+    set_member_kernels(shared, "team", [str(k) for k in kernels.values()])
+    assert remove_member_kernels(shared, "team") == [str(kernels["ours"])]
+    assert not kernels["ours"].exists() and kernels["other"].is_dir() and kernels["hand"].is_dir()
+
+
+def test_a_kernel_without_a_registered_module_is_one_line_and_nothing_is_written(tmp_path):
+    from bridge.store.shared import member_entry_path, set_member_kernels
+
+    shared = tmp_path / "shared"
+    (shared / ".envmod/members").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="you have no module registered for 'team'"):
+        set_member_kernels(shared, "team", [str(tmp_path / "k")])
+    assert not member_entry_path(shared, "team", current_user()).exists()

@@ -6,16 +6,22 @@ envs' modules. There the member's root holds a link ``envs/NAME`` to the shared 
 ``list``, ``show`` and ``remove`` see it; and the shared root registers it (store/shared.py) so
 that the maintainer knows who still uses the env. The registration is made first and removed
 last: the maintainer never misses a member's module that exists.
+
+A member's Jupyter kernel for it (``envmod kernel NAME`` on that link) is theirs the same way:
+installed in their Jupyter directory, loading their own module, and registered in the same entry
+(first, and unregistered last), so that their ``remove`` removes it and the maintainer's names it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import shutil
 from pathlib import Path
 
 from ..config import Settings, check_module_type
-from ..errors import EnvExists
+from ..errors import EnvExists, UsageError
 from ..frontends import user_command
 from ..fsutil import atomic_write_text
 from ..store.root import Store
@@ -26,6 +32,7 @@ from ..store.shared import (
     member_entry_path,
     read_member_entry,
     remove_member_entry,
+    set_member_kernels,
 )
 from .modulefile import modulefile_path, render_modulefile
 
@@ -77,3 +84,43 @@ def _link(link: Path, target: Path) -> None:
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, link)
+
+
+def install_member_kernel(settings: Settings, shared_root: Path, name: str, kernels_dir: Path,
+                          display_name: str | None = None) -> dict[str, str]:
+    """Install this member's Jupyter kernel for the shared env ``name`` in ``kernels_dir``: its
+    launcher loads the member's own module (from their root); registered in their entry."""
+    from .kernel import install_kernel, kernel_name
+
+    record = Store(settings.with_root(shared_root)).load(name)
+    entry = read_member_entry(member_entry_path(shared_root, name, current_user()))
+    if entry is None or not entry.modules:
+        raise UsageError(f"you have no module of your own for the shared environment {name!r}",
+                         hint=f"'{user_command()} module {name} --shared {shared_root}' writes one; nothing was changed")
+    mine = copy.deepcopy(record)
+    mine.module.files = {("lmod" if m.endswith(".lua") else "tcl"): m for m in entry.modules if os.path.isfile(m)}
+    directory = str(kernels_dir / kernel_name(name))
+    set_member_kernels(shared_root, name, [*entry.kernels, directory])       # registered first
+    try:
+        return install_kernel(mine, kernels_dir, settings.modules_dir, display_name, settings.templates,
+                              settings.cache_dir)
+    except BaseException:
+        if directory not in entry.kernels:
+            set_member_kernels(shared_root, name, entry.kernels)
+        raise
+
+
+def remove_member_kernels(shared_root: Path, name: str) -> list[str]:
+    """Remove this member's kernels registered for the shared env ``name`` that envmod made for an
+    env of that shared root (the env itself may be gone); their paths."""
+    from .kernel import made_for
+
+    entry = read_member_entry(member_entry_path(shared_root, name, current_user()))
+    envs = shared_root / "envs"
+    removed = []
+    for kernel in entry.kernels if entry else []:
+        prefix = made_for(Path(kernel))
+        if prefix is not None and envs in Path(prefix).parents:
+            shutil.rmtree(kernel)
+            removed.append(kernel)
+    return removed

@@ -280,12 +280,30 @@ def _may_exist(path: Path) -> bool:
 
 def add_member_entry(shared_root: Path, env: str, module: Path, member_root: Path) -> Path:
     """Register this user's ``module`` for ``env`` (merged with the entry they have already)."""
-    import yaml
-
     path = member_entry_path(shared_root, env, current_user())
     old = read_member_entry(path) if path.exists() else None
     modules = sorted(set(old.modules if old else []) | {str(module)})
-    data = {"env": env, "root": str(member_root), "modules": modules, "kernels": old.kernels if old else []}
+    return _write_member_entry(shared_root, env, {"env": env, "root": str(member_root), "modules": modules,
+                                                  "kernels": old.kernels if old else []}, "module")
+
+
+def set_member_kernels(shared_root: Path, env: str, kernels: list[str]) -> None:
+    """Record ``kernels`` (directories) as this user's Jupyter kernels for ``env``, in the entry
+    their module made (``envmod module NAME --shared DIR``)."""
+    old = read_member_entry(member_entry_path(shared_root, env, current_user()))
+    if old is None:
+        raise ConfigError(f"you have no module registered for {env!r} in the shared root {shared_root}",
+                          hint=f"'{user_command()} module {env} --shared {shared_root}' makes one; {_NOTHING_CHANGED}")
+    _write_member_entry(shared_root, env, {"env": env, "root": old.root, "modules": old.modules,
+                                           "kernels": sorted(set(kernels))}, "kernel")
+
+
+def _write_member_entry(shared_root: Path, env: str, data: dict, what: str) -> Path:
+    """Write this user's entry for ``env`` (in their own directory of ``members``, which no one
+    else may write)."""
+    import yaml
+
+    path = member_entry_path(shared_root, env, current_user())
     try:
         with shared_umask_in_effect():
             path.parent.mkdir(exist_ok=True)
@@ -295,7 +313,7 @@ def add_member_entry(shared_root: Path, env: str, module: Path, member_root: Pat
             os.chmod(path.parent, stat.S_IMODE(st.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
             atomic_write_text(path, yaml.safe_dump(data, sort_keys=False), 0o644 & ~0o022)
     except OSError as exc:
-        raise ConfigError(f"cannot register your module for {env!r} in the shared root {shared_root}: "
+        raise ConfigError(f"cannot register your {what} for {env!r} in the shared root {shared_root}: "
                           f"{exc.strerror}: {exc.filename}",
                           hint=f"members of its group can; {_NOTHING_CHANGED}") from None
     return path
