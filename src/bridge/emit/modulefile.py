@@ -8,6 +8,7 @@ this module only computes what they show.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,17 +86,30 @@ def module_context(record: EnvRecord, staged_prefix: str | None = None) -> dict[
         "family": FAMILY,
         "setenv": setenv,
         "prepend_path": [("PATH", os.path.join(prefix, "bin"))],
-        "staged": staged_context(record.name, staged_prefix) if staged_prefix else None,
+        "staged": staged_context(record, staged_prefix) if staged_prefix else None,
     }
 
 
-def staged_context(name: str, staged_prefix: str) -> dict[str, Any]:
+def staged_context(record: EnvRecord, staged_prefix: str) -> dict[str, Any]:
     """The same variables for the env's node-local copy (``envmod stage``), and the file whose
     presence on a node says that copy is there (its record: a mount point is empty until mounted,
-    an unpacked copy is renamed into place whole)."""
-    return {"prefix": staged_prefix, "marker": os.path.join(staged_prefix, RECORD_FILE),
-            "setenv": module_setenv(name, staged_prefix),
-            "prepend_path": [("PATH", os.path.join(staged_prefix, "bin"))]}
+    an unpacked copy is renamed into place whole). ``prefix_var`` names the copy at load time, so
+    an unload takes the staged branch again. A conda env's activate.d values that name its
+    prefix (recorded at its build path) name the copy instead."""
+    setenv, prefix_var = module_setenv(record.name, staged_prefix), "VIRTUAL_ENV"
+    if record.conda is not None:
+        shared = {record.prefix, os.path.realpath(record.prefix)}
+        carried = {k: _repoint(v, shared, staged_prefix) for k, v in record.conda.activate_env.items()}
+        setenv, prefix_var = conda_setenv(record.name, staged_prefix, carried), "CONDA_PREFIX"
+    return {"prefix": staged_prefix, "prefix_var": prefix_var, "marker": os.path.join(staged_prefix, RECORD_FILE),
+            "setenv": setenv, "prepend_path": [("PATH", os.path.join(staged_prefix, "bin"))]}
+
+
+def _repoint(value: str, prefixes: set[str], new: str) -> str:
+    """``value`` with each of ``prefixes`` (as a whole path or a path's start) made ``new``."""
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        value = re.sub(re.escape(prefix) + r"(?=/|$|:)", lambda _: new, value)
+    return value
 
 
 def module_extensions(record: EnvRecord) -> list[str]:

@@ -19,6 +19,9 @@
   failing install is solved again, to tell a conda MPI's conflict from any other.
 - Conda writes the prefix into files, so an env is built where it will stay (``builds_in_place``:
   the store gives it its own build directory and links the env's name to it).
+- A packed copy (``envmod pack``) is relocated as conda relocates a package (``relocate_copy``):
+  text files naming the prefix rewritten, binaries padded with NULs, or refused when the
+  node-local path is longer than the env's.
 - ``etc/conda/activate.d/*.sh`` never run under ``module load``: they are run once at create, in
   a clean ``env -i bash`` with ``CONDA_PREFIX`` set as ``conda activate`` would, and the variables
   they set are recorded (``activate_env``) for the modulefile to set.
@@ -145,6 +148,13 @@ class CondaEnvBackend(Backend):
 
     def python(self, prefix: Path) -> Path:
         return prefix / "bin" / "python"
+
+    def relocate_copy(self, copy: Path, old: Path, new: Path) -> list[str]:
+        """As conda relocates at install: text files rewritten, binaries padded with NULs when
+        ``new`` is no longer than ``old`` (the files it cannot do are returned)."""
+        from ...stage.relocate import relocate_conda_tree
+
+        return relocate_conda_tree(copy, old, new)
 
     # ---- plan: specs, channels, the MPI rule, a dry run ------------------------------------
     def prepare(self, request: Any, stack: CentralStack, central_python: PythonInfo | None,
