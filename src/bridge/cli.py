@@ -62,7 +62,10 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wheel-cache", dest="use_wheel_cache", action="store_false",
                    help="compile even when a cached build links exactly the same central libraries")
     p.add_argument("--from", dest="from_export", metavar="FILE", type=Path,
-                   help="recreate an exported env (envmod export): its packages pinned, with the same central modules loaded")
+                   help="recreate an exported env (envmod export): its packages pinned, each central module it was "
+                        "built against mapped to a compatible one of this site")
+    p.add_argument("--map", dest="module_maps", action="append", default=[], metavar="KIND=MODULE",
+                   help="with --from: use MODULE of this site for the export's module of KIND (python, mpi, hdf5, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result")
 
 
@@ -191,8 +194,13 @@ def cmd_create(args) -> int:
         check_backend_name(args.backend)
     settings = _settings(args)
     exported, packages, description = None, list(args.packages), args.description
+    if args.module_maps and args.from_export is None:
+        raise UsageError("--map needs --from FILE (it maps an export's modules to this site's)")
     if args.from_export is not None:
+        from .discover.mapping import parse_maps
         from .emit.export import read_export
+
+        module_maps = parse_maps(args.module_maps)
 
         exported = read_export(args.from_export)
         packages = exported.requirements + packages
@@ -200,7 +208,8 @@ def cmd_create(args) -> int:
     request = CreateRequest(name=args.name, packages=packages, requirement_files=args.requirement_files,
                             python=args.python, description=description, module_type=args.module_type,
                             force=args.force, backend=args.backend or settings.backend or "venv", use_wheel_cache=args.use_wheel_cache,
-                            keep_loaded=args.keep_loaded, from_export=exported)
+                            keep_loaded=args.keep_loaded, from_export=exported,
+                            module_maps=module_maps if exported is not None else {})
     record = CreateSession(request, settings, Reporter(quiet=args.quiet)).run()
     via = record.python.module or record.python.executable
     print(f"created {record.name}: {record.backend} over {via} (Python {record.python.version})")

@@ -67,6 +67,8 @@ class CreateRequest:
     keep_loaded: bool = False          # depend on every loaded module, not only on the evidence
     # Recreating an export: it was built against these modules, which must be loaded now.
     from_export: "ExportedEnv | None" = None
+    # create --from on another site: KIND -> the module of this site to use (--map KIND=MODULE)
+    module_maps: Mapping[str, str] = field(default_factory=dict)
     # Which packages to compile from source against the central stack: None = every package of
     # the rule table; a list = only these (a name the table lacks compiles from source against
     # nothing in particular). EasyBuild's 'compile_against_stack' parameter.
@@ -85,6 +87,7 @@ class Plan:
     python_module: CentralModule | None
     module_type: str
     rules: Mapping = field(default_factory=dict)
+    created_from: dict | None = None       # create --from: the export and each substitution
 
 
 def microarchitecture(cache: JsonCache) -> str | None:
@@ -178,10 +181,14 @@ class CreateSession:
         request = self.request
         validate_description(request.description)
         get_backend(request.backend, self.settings).check()     # its tools, before anything is built
+        created_from = None
         if request.from_export is not None:
-            from .emit.export import check_modules_loaded
+            from .discover.mapping import map_export
 
-            check_modules_loaded(request.from_export, [m.name for m in stack.modules])
+            mapped = map_export(request.from_export, stack, self.environ, request.module_maps, self.cache,
+                                self.reporter)
+            created_from = {"export": str(request.from_export.path),
+                            "substitutions": [m.to_record() for m in mapped if m.substituted]}
         exe, module = find_central_python(stack, self.environ, request.python)
         python = interrogate(exe, self.cache)
         if python.is_venv:
@@ -203,7 +210,7 @@ class CreateSession:
             from .build.install import check_requirement_files
 
             check_requirement_files(request.requirement_files)
-        return Plan(request, stack, python, module, module_type, rules)
+        return Plan(request, stack, python, module, module_type, rules, created_from)
 
     def install(self, plan: Plan, python: Path, backend: "Backend | None" = None) -> "InstallResult | None":
         """What was installed (by the backend's installer: pip's, or uv's); None when nothing was asked for."""
@@ -274,7 +281,7 @@ class CreateSession:
                                     cached_wheel=p.cached)
                       for p in (installed.packages if installed else [])],
             requested=list(self.request.packages) + [f"-r {p}" for p in self.request.requirement_files],
-            links=list(links), requirements=list(requirements),
+            links=list(links), requirements=list(requirements), created_from=plan.created_from,
         )
 
     def provenance(self, system: ModuleSystem | None, front_end: str | None = None) -> Provenance:

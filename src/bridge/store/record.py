@@ -181,6 +181,8 @@ class EnvRecord:
     requirements: list[RequirementEvidence] = field(default_factory=list)
     rebuilt: list[Provenance] = field(default_factory=list)
     conda: CondaRecord | None = None    # conda and rattler envs only
+    # made by 'create --from': {export: its path, substitutions: [{kind, exported, used, how}]}
+    created_from: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -215,6 +217,7 @@ class EnvRecord:
                 requirements=[_build(RequirementEvidence, e) for e in data.get("requirements") or []],
                 rebuilt=[_build(Provenance, e) for e in data.get("rebuilt") or []],
                 conda=_build(CondaRecord, data["conda"]) if data.get("conda") else None,
+                created_from=dict(data["created_from"]) if data.get("created_from") else None,
                 schema=schema,
             )
         except (KeyError, TypeError) as exc:
