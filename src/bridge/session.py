@@ -186,7 +186,7 @@ class CreateSession:
             from .discover.mapping import map_export
 
             mapped = map_export(request.from_export, stack, self.environ, request.module_maps, self.cache,
-                                self.reporter)
+                                self.reporter, self.settings.spack_install_trees)
             created_from = {"export": str(request.from_export.path),
                             "substitutions": [m.to_record() for m in mapped if m.substituted]}
         exe, module = find_central_python(stack, self.environ, request.python)

@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from ..cache import JsonCache, file_stamp
 from ..errors import DiscoveryError, PlanError, UsageError
 from .modsys import LoadedModule, ModuleSystem
-from .stack import SYSTEM_PREFIXES, CentralModule, CentralStack, classify, describe_module, load_kind_table
+from .stack import (
+    SYSTEM_PREFIXES,
+    CentralModule,
+    CentralStack,
+    classify,
+    describe_module,
+    load_kind_table,
+    spack_module_root,
+)
 
 if TYPE_CHECKING:
     from ..emit.export import ExportedEnv
@@ -64,13 +72,13 @@ class Description:
         return out
 
     def label(self, table: Mapping[str, Any] | None = None) -> str:
-        """``Open MPI 4.1.4 (openmpi ABI)``, ``HDF5 1.10.8 (parallel)``, ``Python 3.11.2``."""
+        """``Open MPI 4.1.4, openmpi ABI``, ``HDF5 1.10.8, parallel``, ``Python 3.11.2``."""
         entry = (table or load_family_table()).get(self.kind, {}).get(self.family or "", {})
         text = f"{entry.get('label') or self.family or self.kind} {self.version or '(version unknown)'}"
         if self.kind == "mpi":
-            text += f" ({self.abi or 'unknown'} ABI)"
+            text += f", {self.abi or 'unknown'} ABI"
         if self.kind == "hdf5" and self.parallel is not None:
-            text += " (parallel)" if self.parallel else " (serial)"
+            text += ", parallel" if self.parallel else ", serial"
         return text
 
 
@@ -221,24 +229,29 @@ def describe_central(module: CentralModule, cache: JsonCache | None = None,
 
 # ---------------------------------------------------------------------------- compatibility
 def incompatibility(need: Description, have: Description, table: Mapping[str, dict] | None = None) -> str | None:
-    """Why the module ``have`` cannot stand in for ``need``; None when it can."""
+    """Why the module ``have`` cannot stand in for ``need`` (a phrase naming it and what it is);
+    None when it can."""
     table = table or load_family_table()
+    why = _why_not(need, have)
+    return f"{have.name} is {have.label(table)}: {why}" if why else None
+
+
+def _why_not(need: Description, have: Description) -> str | None:
     if need.kind != have.kind:
-        return f"{have.name} is a {have.kind} module, not {need.kind}"
+        return f"of kind {have.kind}, not {need.kind}"
     if not have.version and need.kind in ("python", "hdf5"):
-        return f"the version of {have.name} is unknown"
+        return "its version is unknown"
     if need.kind in ("python", "hdf5") and major_minor(need.version) != major_minor(have.version):
-        return f"{need.label(table)} is needed; {have.name} is {have.label(table)}: a different minor version"
+        return "another minor version"
     if need.kind == "hdf5" and need.parallel and not have.parallel:
-        return f"a parallel HDF5 is needed; {have.name} is {have.label(table)}"
+        return "not a parallel HDF5"
     if need.kind == "mpi":
         if not (need.abi and have.abi) or need.abi != have.abi:
-            return (f"{need.label(table)} is needed; {have.name} is {have.label(table)}: "
-                    "an incompatible MPI family")
+            return "an incompatible MPI family"
         if need.family == have.family and major_minor(need.version)[:1] != major_minor(have.version)[:1]:
-            return f"{need.label(table)} is needed; {have.name} is {have.label(table)}: another major version"
+            return "another major version"
     if need.kind not in ("python", "mpi", "hdf5") and (need.family, need.version) != (have.family, have.version):
-        return f"{need.name} is needed; {have.name} is another module"
+        return "another module"
     return None
 
 
@@ -295,20 +308,27 @@ def available_modules(system: ModuleSystem, environ: Mapping[str, str] | None = 
 
 
 def show_module(system: ModuleSystem, name: str, environ: Mapping[str, str] | None,
-                cache: JsonCache | None) -> CentralModule:
-    """A module of this site that is not loaded, described as discovery describes loaded ones."""
+                cache: JsonCache | None, spack_install_trees: Sequence[Path] = ()) -> CentralModule:
+    """A module of this site that is not loaded, described as discovery describes loaded ones
+    (with its Spack facts when Spack wrote it: its +mpi variant says whether an HDF5 is parallel)."""
     effects = system.show([name], environ)
     if len(effects) != 1:
         raise DiscoveryError(f"'module show {name}' printed no modulefile")
     modulefile, effect = next(iter(effects.items()))
-    return describe_module(LoadedModule(name, modulefile), effect, load_kind_table(cache))
+    module = describe_module(LoadedModule(name, modulefile), effect, load_kind_table(cache))
+    if spack_module_root(modulefile):
+        from ..spack.stack import describe_loaded_spack_modules
+
+        module = describe_loaded_spack_modules(CentralStack(system, (module,)), spack_install_trees).modules[0]
+    return module
 
 
 class ExportMapper:
     """Maps an export's needs to this site's modules (see the module's docstring for the rules)."""
 
     def __init__(self, exported: "ExportedEnv", stack: CentralStack, environ: Mapping[str, str] | None,
-                 maps: Mapping[str, str], cache: JsonCache | None) -> None:
+                 maps: Mapping[str, str], cache: JsonCache | None, spack_install_trees: Sequence[Path] = ()) -> None:
+        self.spack_install_trees = spack_install_trees
         self.exported = exported
         self.stack = stack
         self.system = stack.module_system
@@ -344,12 +364,12 @@ class ExportMapper:
             if self.system is None:
                 raise UsageError(f"--map {need.kind}={name}: no module system to find it with")
             try:
-                module = show_module(self.system, name, self.environ, self.cache)
+                module = show_module(self.system, name, self.environ, self.cache, self.spack_install_trees)
             except DiscoveryError as exc:
                 raise UsageError(f"--map {need.kind}={name}: no such module on this site ({exc.message})") from None
         have = self.describe(module)
         if have.kind != need.kind:
-            raise UsageError(f"--map {need.kind}={name}: {name} is a {have.kind} module, not {need.kind}")
+            raise UsageError(f"--map {need.kind}={name}: {name} is of kind {have.kind}, not {need.kind}")
         loaded = any(m.name == module.name for m in self.stack.modules)
         return Mapped(need, module.name, "--map" if loaded else "--map (not loaded)", have)
 
@@ -364,14 +384,14 @@ class ExportMapper:
                 return Mapped(need, module.name, "loaded", have)
             reasons.append(reason)
         raise PlanError(f"{self.exported.path} was built against {need.name} ({need.label(self.table)}); "
-                        f"loaded {reasons[0]}", hint=f"load a compatible {need.kind} module, or --map "
+                        f"the loaded {reasons[0]}", hint=f"load a compatible {need.kind} module, or --map "
                         f"{need.kind}=MODULE")
 
     def from_available(self, need: Description) -> Mapped:
         candidates, reasons = [], []
         for name in self.candidate_names(need):
             try:
-                module = show_module(self.system, name, self.environ, self.cache)  # type: ignore[arg-type]
+                module = show_module(self.system, name, self.environ, self.cache, self.spack_install_trees)  # type: ignore[arg-type]
             except DiscoveryError:
                 continue
             have = self.describe(module)
@@ -404,10 +424,11 @@ def _version_key(version: str | None) -> tuple[int, ...]:
 
 
 def map_export(exported: "ExportedEnv", stack: CentralStack, environ: Mapping[str, str] | None,
-               maps: Mapping[str, str], cache: JsonCache | None, reporter: "Reporter | None" = None) -> list[Mapped]:
+               maps: Mapping[str, str], cache: JsonCache | None, reporter: "Reporter | None" = None,
+               spack_install_trees: Sequence[Path] = ()) -> list[Mapped]:
     """Each need of ``exported`` mapped to a module of this site; every substitution is reported.
     A module mapped to but not loaded is refused in one line naming the ``module load`` to type."""
-    mapped = ExportMapper(exported, stack, environ, maps, cache).run()
+    mapped = ExportMapper(exported, stack, environ, maps, cache, spack_install_trees).run()
     table = load_family_table(cache)
     for m in mapped:
         if m.substituted and reporter is not None:
