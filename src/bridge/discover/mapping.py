@@ -374,8 +374,6 @@ class ExportMapper:
         return Mapped(need, module.name, "--map" if loaded else "--map (not loaded)", have)
 
     def from_loaded(self, need: Description, loaded: list[CentralModule]) -> Mapped:
-        if loaded[0].name == need.name:
-            return Mapped(need, need.name, "loaded", self.describe(loaded[0]))
         reasons = []
         for module in loaded:
             have = self.describe(module)
