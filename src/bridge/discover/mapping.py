@@ -394,7 +394,10 @@ class ExportMapper:
                 continue
             have = self.describe(module)
             reason = incompatibility(need, have, self.table)
-            (reasons.append(reason) if reason else candidates.append(have))
+            if reason:
+                reasons.append(reason)
+            else:
+                candidates.append(have)
         if not candidates:
             found = f"; {'; '.join(reasons)}" if reasons else ""
             raise PlanError(f"{self.exported.path} was built against {need.name} ({need.label(self.table)}): "
