@@ -266,6 +266,9 @@ def cmd_show(args) -> int:
                         f"(envmod {record.created.envmod_version}, {record.created.microarchitecture or 'unknown cpu'}, "
                         f"{record.created.module_system or 'no module system'})"),
             ("log", record.created.log or "-")]
+    if record.created_from:
+        subs = [f"{s['exported']} -> {s['used']}" for s in record.created_from.get("substitutions") or []]
+        rows.append(("created from", f"{record.created_from.get('export')}" + (f" ({', '.join(subs)})" if subs else "")))
     for key, value in rows:
         print(f"  {key + ':':13} {value}")
     if any(m.facts.get("spack_hash") for m in record.central_modules):

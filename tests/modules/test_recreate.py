@@ -131,8 +131,11 @@ module unuse "$ENVMOD_SITE/modules/lua"
 module use {all_modules}
 module load Python/3.11.2 OpenMPI/4.1.4 HDF5/1.10.8
 $ENVMOD create moved --from {exported}
+$ENVMOD show moved
 """).check()
     assert "map: hdf5/1.10.8 -> HDF5/1.10.8 (HDF5 1.10.8, parallel; loaded)" in run.stderr
+    assert f"created from: {exported} (python/3.11 -> Python/3.11.2, openmpi/4.1.4 -> OpenMPI/4.1.4, " \
+           "hdf5/1.10.8 -> HDF5/1.10.8)" in run.stdout
     record = read_record(shell.root / "envs/moved/envmod.yaml")
     assert [s["used"] for s in record.created_from["substitutions"]] == ["Python/3.11.2", "OpenMPI/4.1.4",
                                                                           "HDF5/1.10.8"]
