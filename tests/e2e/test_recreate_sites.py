@@ -16,7 +16,9 @@ from bridge.store.record import read_record
 from tests.conftest import REPO, ModuleShell, loaded
 from tests.easybuild.easybuild_site import site_dir as eb_site_dir
 
-pytestmark = pytest.mark.slow
+# Each test may wait for conftest's compile of mpi4py and h5py and then compiles them again
+# against the other site: two compiles, more than the default timeout on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 SPACK_SITE = Path(os.environ.get("ENVMOD_SPACK_SITE", "/opt/envmod-spack-site"))
 SPACK_CORE = SPACK_SITE / "modules/lmod/linux-debian12-x86_64/Core"
