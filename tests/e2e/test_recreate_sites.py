@@ -40,9 +40,11 @@ def _require(path: Path, what: str) -> None:
         pytest.skip(f"{what} not built ({path} missing)")
 
 
-def _run_demo(shell: ModuleShell, name: str, tmp_path: Path):
+def _run_demo(shell: ModuleShell, name: str, site_modules: Path, tmp_path: Path):
+    """In a fresh shell of the other site (its module path, not the plain site's): the env's module alone."""
     return shell.run(f"""
-module purge
+module unuse "$ENVMOD_SITE/modules/lua"
+module use {site_modules}
 module use "$ENVMOD_ROOT/modules"
 module load {name}/py3.11
 snap during
@@ -76,7 +78,7 @@ $ENVMOD create moved --from {exported}
     packages = {p.name.lower(): p for p in record.packages}
     assert packages["h5py"].install == "source" and packages["h5py"].built_against == ["HDF5/1.10.8", "OpenMPI/4.1.4"]
     assert record.module.depends_on == ["Python/3.11.2", "OpenMPI/4.1.4", "HDF5/1.10.8"]
-    run = _run_demo(shell, "moved", tmp_path)
+    run = _run_demo(shell, "moved", site / "modules/all", tmp_path)
     assert loaded(run.snapshots["during"])[-1] == "moved/py3.11"
     assert "ranks [0, 1] of 2 library Open" in run.stdout
     assert "2 ranks wrote" in run.stdout and "mpi=True" in run.stdout
@@ -99,6 +101,6 @@ $ENVMOD create moved --from {exported}
     assert {p.name.lower(): p.install for p in record.packages}["mpi4py"] == "source"
     # the Spack builds the env was made against are recorded by their DAG hashes
     assert all(m.facts.get("spack_hash") for m in record.central_modules if m.name in SPACK_NAMES)
-    run = _run_demo(shell, "moved", tmp_path)
+    run = _run_demo(shell, "moved", SPACK_CORE, tmp_path)
     assert "ranks [0, 1] of 2 library Open" in run.stdout
     assert "2 ranks wrote" in run.stdout and "mpi=True" in run.stdout
