@@ -84,7 +84,10 @@ def _create_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wheel-cache", dest="use_wheel_cache", action="store_false",
                    help="compile even when a cached build links exactly the same central libraries")
     p.add_argument("--from", dest="from_export", metavar="FILE", type=Path,
-                   help="recreate an exported env (envmod export): its packages pinned, with the same central modules loaded")
+                   help="recreate an exported env (envmod export): its packages pinned, each central module it was "
+                        "built against mapped to a compatible one of this site")
+    p.add_argument("--map", dest="module_maps", action="append", default=[], metavar="KIND=MODULE",
+                   help="with --from: use MODULE of this site for the export's module of KIND (python, mpi, hdf5, ...)")
     p.add_argument("--shared", metavar="DIR", type=Path,
                    help="make it a group-shared env in the shared root DIR (its group's, setgid; you alone may change it)")
     p.add_argument("--group", metavar="G", help="with --shared: the group to share it with (default: DIR's group, else yours)")
@@ -270,7 +273,8 @@ def cmd_create(args) -> int:
                             force=args.force, backend=inputs.backend, use_wheel_cache=args.use_wheel_cache,
                             keep_loaded=args.keep_loaded, from_export=inputs.exported, shared=shared,
                             conda_specs=inputs.conda_specs + list(args.conda_specs),
-                            conda_channels=inputs.conda_channels, allow_conda_mpi=args.allow_conda_mpi)
+                            conda_channels=inputs.conda_channels, allow_conda_mpi=args.allow_conda_mpi,
+                            module_maps=inputs.module_maps)
     old_kernels = _recorded_kernels(settings, args.name) if args.force else []
     with contextlib.ExitStack() as stack:
         if shared is not None:
@@ -334,16 +338,23 @@ class _CreateInputs:
     exported: Any = None
     conda_specs: list[str] = field(default_factory=list)
     conda_channels: list[str] = field(default_factory=list)
+    module_maps: dict[str, str] = field(default_factory=dict)   # --map KIND=MODULE, with --from
 
 
 def _create_inputs(args, configured_backend: str | None) -> _CreateInputs:
     if args.from_export is not None and args.environment_file is not None:
         raise UsageError("--from and -f cannot be combined", hint="--from recreates an export; -f reads conda's environment.yml")
+    if args.module_maps and args.from_export is None:
+        raise UsageError("--map needs --from FILE (it maps an export's modules to this site's)")
     inputs = _CreateInputs(list(args.packages), args.description, args.backend or configured_backend or "venv")
     if args.from_export is not None:
+        from .discover.mapping import parse_maps
         from .emit.export import read_export
 
+        module_maps = parse_maps(args.module_maps)
+
         exported = read_export(args.from_export)
+        inputs.module_maps = module_maps
         inputs.exported = exported
         inputs.packages = exported.requirements + inputs.packages
         inputs.description = inputs.description or exported.description

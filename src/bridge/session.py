@@ -67,6 +67,8 @@ class CreateRequest:
     keep_loaded: bool = False          # depend on every loaded module, not only on the evidence
     # Recreating an export: it was built against these modules, which must be loaded now.
     from_export: "ExportedEnv | None" = None
+    # create --from on another site: KIND -> the module of this site to use (--map KIND=MODULE)
+    module_maps: Mapping[str, str] = field(default_factory=dict)
     # Which packages to compile from source against the central stack: None = every package of
     # the rule table; a list = only these (a name the table lacks compiles from source against
     # nothing in particular). EasyBuild's 'compile_against_stack' parameter.
@@ -93,6 +95,7 @@ class Plan:
     module_type: str
     rules: Mapping = field(default_factory=dict)
     backend: "Backend | None" = None
+    created_from: dict | None = None       # create --from: the export and each substitution
 
     @property
     def interpreter(self) -> PythonInfo:
@@ -197,10 +200,9 @@ class CreateSession:
             raise UsageError(f"conda packages, channels and --allow-conda-mpi need a conda backend, not {backend.name}",
                              hint="use --backend conda")
         backend.check()     # its tools, before anything is built
+        created_from = None
         if request.from_export is not None:
-            from .emit.export import check_modules_loaded
-
-            check_modules_loaded(request.from_export, [m.name for m in stack.modules])
+            created_from = self._map_export(request.from_export, stack)
         python, module = self._central_python(stack, backend)
         module_type = check_module_type(request.module_type or self.settings.module_type
                                         or (system.module_type if system else "lmod"))
@@ -221,7 +223,16 @@ class CreateSession:
         backend.prepare(request, stack, python, self.environ)     # a conda solve: fails before anything is built
         if not backend.needs_central_python:     # a conda env runs its own Python, made at create
             python, module = None, None
-        return Plan(request, stack, python, module, module_type, rules, backend)
+        return Plan(request, stack, python, module, module_type, rules, backend, created_from)
+
+    def _map_export(self, exported: "ExportedEnv", stack: CentralStack) -> dict:
+        """Each central module the export was built against, mapped to one this site has loaded
+        (refused in one line when none fits); what was substituted, for the record."""
+        from .discover.mapping import map_export
+
+        mapped = map_export(exported, stack, self.environ, self.request.module_maps, self.cache,
+                            self.reporter, self.settings.spack_install_trees)
+        return {"export": str(exported.path), "substitutions": [m.to_record() for m in mapped if m.substituted]}
 
     def _central_python(self, stack: CentralStack, backend: "Backend") -> tuple[PythonInfo | None, CentralModule | None]:
         """The central Python and its module; a backend with a Python of its own (conda) may do
@@ -313,6 +324,7 @@ class CreateSession:
                       for p in (installed.packages if installed else [])],
             requested=list(self.request.packages) + [f"-r {p}" for p in self.request.requirement_files],
             links=list(links), requirements=list(requirements), shared=self.request.shared,
+            created_from=plan.created_from,
         )
 
     def provenance(self, system: ModuleSystem | None, front_end: str | None = None) -> Provenance:

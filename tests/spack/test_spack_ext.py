@@ -147,7 +147,8 @@ def test_export_is_the_library_export_with_dag_hashes(spack, site, tmp_path):
     spack("envmod", "create", "exp", "--module-type", "lmod", "-q").check()
     python = module_of(site, "python", "lmod")
     data = yaml.safe_load(spack("envmod", "export", "exp").check().stdout)
-    assert data["modules"] == [{"name": python["name"], "kind": "python", "spack_hash": python["hash"],
+    assert data["modules"] == [{"name": python["name"], "kind": "python", "family": "cpython",
+                                "version": data["python"]["version"], "spack_hash": python["hash"],
                                 "spack_spec": python["spec"], "spack_external": True}]
     assert data == yaml.safe_load(standalone(spack, "export", "exp").stdout)
     out = tmp_path / "exp.txt"

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import PlanError, RecordError, UsageError
+from ..errors import RecordError, UsageError
 from ..frontends import command_for, user_command
 from ..store.record import EnvRecord
 
@@ -48,11 +48,16 @@ def pinned_requirements(record: EnvRecord) -> list[str]:
 
 def export_data(record: EnvRecord) -> dict[str, Any]:
     """The ``yaml`` export of ``record``."""
+    from ..discover.mapping import describe_recorded, load_family_table
+
+    families = load_family_table()
+
     def central(name: str) -> dict[str, Any]:
         module = record.central_module(name)
         out: dict[str, Any] = {"name": name}
         if module is not None:
-            out["kind"] = module.kind
+            # What the module is, apart from its name, for another site to find its own (the name stays as a hint).
+            out.update(describe_recorded(record, module, families).to_export())
             out.update({k: module.facts[k] for k in _PORTABLE_FACTS if k in module.facts})
         return out
 
@@ -137,6 +142,8 @@ class ExportedEnv:
     """An export read back: what ``create --from`` needs."""
 
     def __init__(self, path: Path, data: Mapping[str, Any]) -> None:
+        from ..discover.mapping import describe_need
+
         self.path = path
         self.description = str(data.get("description") or "")
         self.modules = [str(m["name"]) for m in data.get("modules") or []]
@@ -149,6 +156,8 @@ class ExportedEnv:
             from ..build.backends import check_backend_name
 
             self.backend = check_backend_name(data["backend"], f"{path}: backend")
+        #: each central module as a need: kind, family, version (MPI ABI, parallel HDF5), its name a hint
+        self.needs = [describe_need(m, self.python_version or None) for m in data.get("modules") or []]
         #: kind (python, mpi, hdf5) -> the Spack DAG hash of the module of that kind, where known
         self.spack_hashes = {str(m["kind"]): str(m["spack_hash"]) for m in data.get("modules") or []
                              if m.get("kind") and m.get("spack_hash")}
@@ -167,6 +176,36 @@ class ExportedEnv:
         exported.conda_specs = list(environment.conda_specs)
         exported.conda_channels = list(environment.channels)
         return exported
+
+
+def _shape_problem(data: Mapping[str, Any]) -> str | None:
+    """What is wrong with the shape of an export (a hand edit), or None."""
+    from ..discover.mapping import known_kinds
+
+    typed: dict[str, Any] = {"name": str, "description": (str, type(None)), "python": dict, "modules": list,
+                             "requirements": list}
+    for key, types in typed.items():
+        if key in ("name", "python", "modules", "requirements") and key not in data:
+            return f"missing key {key!r}"
+        if key in data and not isinstance(data[key], types):
+            return f"{key!r} must be a {'mapping' if types is dict else getattr(types, '__name__', 'string')}"
+    if not all(isinstance(r, str) for r in data["requirements"]):
+        return "'requirements' must be a list of strings"
+    kinds = known_kinds()
+    return next((p for i, m in enumerate(data["modules"]) if (p := _module_problem(i, m, kinds))), None)
+
+
+def _module_problem(i: int, module: Any, kinds: list[str]) -> str | None:
+    if not isinstance(module, dict) or not isinstance(module.get("name"), str) or not module["name"]:
+        return f"modules[{i}] must be a mapping with a 'name'"
+    if "kind" in module and module["kind"] not in kinds:
+        return f"modules[{i}] ({module['name']}) has unknown kind {module['kind']!r} (known: {', '.join(kinds)})"
+    for key in ("family", "version", "abi"):
+        if module.get(key) is not None and not isinstance(module[key], (str, int, float)):
+            return f"modules[{i}] ({module['name']}): {key!r} must be a string"
+    if module.get("parallel") is not None and not isinstance(module["parallel"], bool):
+        return f"modules[{i}] ({module['name']}): 'parallel' must be true or false"
+    return None
 
 
 def read_export(path: Path) -> ExportedEnv:
@@ -191,13 +230,16 @@ def read_export(path: Path) -> ExportedEnv:
     if not isinstance(data, dict) or "envmod_export" not in data:
         raise UsageError(f"{path} is not an envmod export (no 'envmod_export' key)",
                          hint=f"make one with '{user_command()} export NAME -o FILE'")
-    if data["envmod_export"] != EXPORT_SCHEMA:
-        raise UsageError(f"{path}: export schema {data['envmod_export']!r} is not supported (this envmod reads "
-                         f"{EXPORT_SCHEMA})")
-    try:
-        return ExportedEnv(Path(path), data)
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise UsageError(f"{path}: malformed envmod export ({exc!r})") from exc
+    schema = data["envmod_export"]
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise UsageError(f"{path}: export schema {schema!r} is not a schema number")
+    if schema > EXPORT_SCHEMA:
+        raise UsageError(f"{path}: export schema {schema} is newer than this envmod reads (up to {EXPORT_SCHEMA})",
+                         hint="upgrade envmod")
+    problem = _shape_problem(data)
+    if problem:
+        raise UsageError(f"{path}: malformed envmod export: {problem}")
+    return ExportedEnv(Path(path), data)
 
 
 def read_conda_export(path: Path, text: str) -> ExportedEnv:
@@ -216,13 +258,3 @@ def read_conda_export(path: Path, text: str) -> ExportedEnv:
     if not all(isinstance(m, str) for m in marker.get("modules") or []):
         raise UsageError(f"{path}: the marker's modules are not a list of module names")
     return ExportedEnv.of_conda(path, marker, read_environment_file(path))
-
-
-def check_modules_loaded(exported: ExportedEnv, loaded: list[str]) -> None:
-    """Recreating against other central modules would defeat the export: refuse, naming them."""
-    missing = [m for m in exported.modules if m not in loaded]
-    if missing:
-        raise PlanError(f"{exported.path} was built against {', '.join(exported.modules)}; not loaded: "
-                          f"{', '.join(missing)}",
-                          hint=f"module load {' '.join(missing)} (or a replacement, then create with -r and "
-                          "the export's requirements)")

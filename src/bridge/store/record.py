@@ -191,6 +191,8 @@ class EnvRecord:
     conda: CondaRecord | None = None    # conda and rattler envs only
     shared: SharedRecord | None = None  # group-shared envs only (store/shared.py)
     kernels: list[dict[str, str]] = field(default_factory=list)   # Jupyter kernelspecs installed: name, dir, display_name
+    # made by 'create --from': {export: its path, substitutions: [{kind, exported, used, how}]}
+    created_from: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -227,6 +229,7 @@ class EnvRecord:
                 conda=_build(CondaRecord, data["conda"]) if data.get("conda") else None,
                 shared=_build(SharedRecord, data["shared"]) if data.get("shared") else None,
                 kernels=[dict(k) for k in data.get("kernels") or []],
+                created_from=dict(data["created_from"]) if data.get("created_from") else None,
                 schema=schema,
             )
         except (KeyError, TypeError) as exc:
