@@ -425,14 +425,8 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_show(args) -> int:
-
-    record = _store(args).load(args.name)
-    if args.json:
-        print(json.dumps(record.to_dict(), indent=2))
-        return 0
-    print(f"{record.name}: {record.backend} over {record.python.module or record.python.executable} "
-          f"(Python {record.python.version})")
+def _show_rows(record: Any) -> list[tuple[str, str]]:
+    """The (label, text) rows of 'envmod show': where the env is, what it loads, who made it, how."""
     rows = [("description", record.description or "-"), ("prefix", record.prefix),
             ("module", f"{record.module.name} ({record.module.type})"),
             ("modulefiles", ", ".join(record.module.files.values()) or "-"),
@@ -450,6 +444,21 @@ def cmd_show(args) -> int:
                  ("conda specs", " ".join(record.conda.specs) or "-"),
                  ("conda mpi", f"pinned to the external placeholder {record.conda.mpi_pin}" if record.conda.mpi_pin else
                                "a conda MPI accepted (--allow-conda-mpi)" if record.conda.conda_mpi_allowed else "none pinned")]
+    if record.created_from:
+        subs = [f"{s['exported']} -> {s['used']}" for s in record.created_from.get("substitutions") or []]
+        rows.append(("created from", f"{record.created_from.get('export')}" + (f" ({', '.join(subs)})" if subs else "")))
+    return rows
+
+
+def cmd_show(args) -> int:
+
+    record = _store(args).load(args.name)
+    if args.json:
+        print(json.dumps(record.to_dict(), indent=2))
+        return 0
+    print(f"{record.name}: {record.backend} over {record.python.module or record.python.executable} "
+          f"(Python {record.python.version})")
+    rows = _show_rows(record)
     for key, value in rows:
         print(f"  {key + ':':13} {value}")
     if any(m.facts.get("spack_hash") for m in record.central_modules):
