@@ -68,9 +68,10 @@ class EnvironmentFile:
 
 
 def spec_name(spec: str) -> str:
-    """The package name of a conda spec (``conda-forge::numpy>=1.2`` -> ``numpy``)."""
-    match = _SPEC_NAME.match(spec.strip())
-    return match.group(1).lower() if match else spec.strip()
+    """The package name of a conda match spec (``python=3.11``, ``conda-forge::numpy>=1.2`` ->
+    ``numpy``; a channel URL before ``::`` holds ``:`` too, so the name is read after the last)."""
+    match = _SPEC_NAME.match(spec.rsplit("::", 1)[-1].strip())
+    return match.group(1).lower() if match else spec.strip().lower()
 
 
 def check_conda_spec(text: Any, where: str, channels: Sequence[str] = ()) -> str:

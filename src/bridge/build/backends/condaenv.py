@@ -40,6 +40,7 @@ from ...discover.pyinfo import PythonInfo
 from ...discover.stack import CentralModule, CentralStack
 from ...errors import BuildError, ConfigError, PlanError, UsageError
 from ...store.record import CondaRecord
+from ..environment_file import spec_name
 from .base import Backend
 from .conda_engine import CondaEngine, CondaPackage
 
@@ -53,13 +54,6 @@ MPI_PACKAGES = {"openmpi": "openmpi", "mpich": "mpich", "mvapich": "mvapich", "m
 _CONDA_MPI_NAMES = frozenset(MPI_PACKAGES.values())
 # What activate.d scripts may change that a module must not set wholesale (or that bash sets itself)
 _NOT_CARRIED = frozenset({"PATH", "LD_LIBRARY_PATH", "PWD", "OLDPWD", "SHLVL", "_", "CONDA_PREFIX", "CONDA_DEFAULT_ENV"})
-_SPEC_NAME = re.compile(r"^\s*([A-Za-z0-9_.\-]+)")
-
-
-def spec_name(spec: str) -> str:
-    """The package name of a conda match spec (``python=3.11``, ``chan::pkg >=1``)."""
-    found = _SPEC_NAME.match(spec.rsplit("::", 1)[-1])
-    return found.group(1).lower() if found else spec.strip().lower()
 
 
 def check_conda_spec(spec: str, what: str = "conda spec") -> str:
