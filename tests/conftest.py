@@ -302,6 +302,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
 LONGEST_FIRST = (
     "tests/easybuild/test_userenv_eb_e2e.py",
     "tests/e2e/test_demo.py",
+    "tests/e2e/test_recreate_sites.py",
     "tests/spack/test_spack_ext.py",
     "tests/e2e/test_wheel_cache.py",
     "tests/e2e/test_uv_compile.py",
@@ -314,6 +315,7 @@ LONGEST_FIRST = (
     "tests/e2e/test_backends_e2e.py",
     "tests/slurm/test_stage.py",
     "tests/conda/test_rattler_engine.py",
+    "tests/e2e/test_kernel_backends.py",
 )
 
 
