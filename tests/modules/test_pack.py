@@ -198,3 +198,39 @@ def test_stage_outside_slurm_and_an_unpacked_env_say_so_in_one_line(tmp_path):
     assert out.stderr.strip().splitlines() == [
         "envmod: error: 'envmod stage' runs inside a Slurm job (no SLURM_JOB_ID here) "
         "(call it in a batch script (sbatch) or under salloc)"]
+
+
+def test_without_squashfs_tools_the_image_is_a_tarball_that_runs_from_its_node_local_path(lmod_shell, tmp_path,
+                                                                                         stage_base):
+    """No --format: where mksquashfs is not installed, pack falls back to a tar.gz by itself. The
+    tools are real; what is missing is mksquashfs alone, on a PATH of every other program."""
+    whl = wheel(tmp_path)
+    env = {"ENVMOD_STAGE_BASE": str(stage_base)}
+    lmod_shell.run(f"module load python/3.11\n$ENVMOD create penv -q --with {whl}", extra_env=env).check()
+    no_squashfs = tmp_path / "bin-without-mksquashfs"
+    no_squashfs.mkdir()
+    for program in Path("/usr/bin").iterdir():
+        if program.name != "mksquashfs":
+            (no_squashfs / program.name).symlink_to(program)
+    # /bin, /sbin and /usr/sbin are /usr/bin's on a merged-/usr system: leave them out too
+    result = lmod_shell.run(f"""
+module load python/3.11
+export PATH="$(printf %s "$PATH" | tr ':' '\\n' | grep -v -x -E '(/usr)?/s?bin' | paste -sd:):{no_squashfs}"
+command -v mksquashfs && exit 9
+$ENVMOD pack penv
+""", extra_env=env)
+    assert result.returncode == 0, result.stderr
+    root = lmod_shell.root
+    manifest = json.loads((root / "images/penv.json").read_text())
+    assert manifest["format"] == "tar.gz"
+    assert sorted(p.name for p in (root / "images").iterdir()) == ["penv.json", "penv.tar.gz"]
+    staged = unpack(manifest, root / "images")
+    shared = root / "envs/penv"
+    shared.rename(tmp_path / "away")
+    try:
+        where = subprocess.run([str(staged / "bin/packpkg-where")], capture_output=True, text=True,
+                               env={"PATH": "/usr/bin:/bin"})
+        assert where.returncode == 0, where.stderr
+        assert dict(line.split(" ", 1) for line in where.stdout.splitlines())["prefix"] == str(staged)
+    finally:
+        (tmp_path / "away").rename(shared)
