@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -44,3 +46,34 @@ def atomic_write_text(target: Path, text: str, mode: int | None = None) -> Path:
             os.unlink(tmp)
         raise
     return target
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's content, read in 1 MiB blocks (wheels and images are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a tree that may hold read-only directories (compileall and pip leave some, an
+    unpacked image has them): each is made writable first, then everything is removed."""
+    for dirpath, _, _ in os.walk(path):
+        try:
+            os.chmod(dirpath, 0o700)
+        except OSError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def effective_user() -> str:
+    """The name of the user this process writes as (its effective uid; the number when the
+    password database does not know it): per-user directories of caches and shared roots."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
+from bridge.fsutil import effective_user
 from bridge.store.record import SharedRecord, read_record, write_record
 from bridge.store.shared import (
     check_shared_root,
-    current_user,
     member_entries,
     read_member_entry,
     share_tree,
@@ -71,7 +71,7 @@ def test_a_shared_root_whose_directories_let_others_change_envs_is_refused(tmp_p
 
 
 def test_a_member_entry_someone_else_could_have_written_is_not_counted(tmp_path):
-    entry_dir = tmp_path / ".envmod/members" / current_user()
+    entry_dir = tmp_path / ".envmod/members" / effective_user()
     entry_dir.mkdir(parents=True)
     entry = entry_dir / "team.yaml"
     module = tmp_path / "mine/modules/team/py3.11.lua"
@@ -80,8 +80,8 @@ def test_a_member_entry_someone_else_could_have_written_is_not_counted(tmp_path)
     entry.write_text(f"user: somebody-else\nmodules: [{module}]\n")
     os.chmod(entry, 0o644)
     found = read_member_entry(entry)
-    assert found is not None and found.user == current_user()       # the owner, not what the file says
-    assert [e.user for e in member_entries(tmp_path, "team")] == [current_user()]
+    assert found is not None and found.user == effective_user()       # the owner, not what the file says
+    assert [e.user for e in member_entries(tmp_path, "team")] == [effective_user()]
     os.chmod(entry, 0o664)
     assert read_member_entry(entry) is None
     os.chmod(entry, 0o644)
@@ -136,4 +136,4 @@ def test_a_kernel_without_a_registered_module_is_one_line_and_nothing_is_written
     (shared / ".envmod/members").mkdir(parents=True)
     with pytest.raises(ConfigError, match="you have no module registered for 'team'"):
         set_member_kernels(shared, "team", [str(tmp_path / "k")])
-    assert not member_entry_path(shared, "team", current_user()).exists()
+    assert not member_entry_path(shared, "team", effective_user()).exists()

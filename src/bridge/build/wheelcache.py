@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..discover.stack import CentralModule
-from ..fsutil import new_dir
+from ..fsutil import effective_user, file_sha256, new_dir
 from ..store.record import LinkEvidence
 from .rules import SourceBuild
 
@@ -85,16 +85,6 @@ def _why(exc: BaseException) -> str:
 
 
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
-
-
-def _writer() -> str:
-    """The name of this user's part of the cache."""
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
 
 
 def _writer_dirs(base: Path, top: Path) -> None:
@@ -155,14 +145,6 @@ def _discard(entry: Path) -> None:
     except OSError:
         pass
     shutil.rmtree(entry, ignore_errors=True)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stderr_warning(message: str) -> None:
@@ -299,7 +281,7 @@ class WheelCache:
     def store(self, request: CacheRequest, wheel: Path, built: str) -> Path | None:
         """Put a freshly built wheel in the cache; never fails the create if the cache is
         unwritable (warns once and returns None)."""
-        base = self.root / _writer() / request.package / request.version / request.key()
+        base = self.root / effective_user() / request.package / request.version / request.key()
         tmp: Path | None = None
         try:
             _writer_dirs(base, self.root)

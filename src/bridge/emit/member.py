@@ -23,12 +23,11 @@ from pathlib import Path
 from ..config import Settings, check_module_type
 from ..errors import EnvExists, UsageError
 from ..frontends import user_command
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, effective_user
 from ..store.root import Store
 from ..store.shared import (
     add_member_entry,
     check_member_request,
-    current_user,
     member_entry_path,
     read_member_entry,
     remove_member_entry,
@@ -61,7 +60,7 @@ def write_member_module(settings: Settings, shared_root: Path | str, name: str, 
     own.check_writable(name)
     with own.lock(name, "writing your module for a shared environment"):
         # for the undo below: a failed rewrite keeps the entry of the module written before
-        had_entry = read_member_entry(member_entry_path(shared_root, name, current_user())) is not None
+        had_entry = read_member_entry(member_entry_path(shared_root, name, effective_user())) is not None
         add_member_entry(shared_root, name, path, own.settings.root)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +92,7 @@ def install_member_kernel(settings: Settings, shared_root: Path, name: str, kern
     from .kernel import install_kernel, kernel_name
 
     record = Store(settings.with_root(shared_root)).load(name)
-    entry = read_member_entry(member_entry_path(shared_root, name, current_user()))
+    entry = read_member_entry(member_entry_path(shared_root, name, effective_user()))
     if entry is None or not entry.modules:
         raise UsageError(f"you have no module of your own for the shared environment {name!r}",
                          hint=f"'{user_command()} module {name} --shared {shared_root}' writes one; nothing was changed")
@@ -115,7 +114,7 @@ def remove_member_kernels(shared_root: Path, name: str) -> list[str]:
     env of that shared root (the env itself may be gone); their paths."""
     from .kernel import made_for
 
-    entry = read_member_entry(member_entry_path(shared_root, name, current_user()))
+    entry = read_member_entry(member_entry_path(shared_root, name, effective_user()))
     envs = shared_root / "envs"
     removed = []
     for kernel in entry.kernels if entry else []:

@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BuildError, ConfigError, RecordError, UsageError
-from ..fsutil import atomic_write_text, current_umask, new_dir
+from ..fsutil import atomic_write_text, current_umask, file_sha256, new_dir, remove_tree
 from ..store.record import RECORD_FILE, EnvRecord
 
 MANIFEST_SCHEMA = 1
@@ -179,7 +179,7 @@ def pack(record: EnvRecord, root: Path, backend: Any, image_format: str | None =
         os.chmod(image, 0o666 & ~current_umask())
         manifest = Manifest(
             name=record.name, format=image_format, image=f"{record.name}{SUFFIXES[image_format]}",
-            sha256=_sha256(image), size=image.stat().st_size, files=files, env_bytes=env_bytes,
+            sha256=file_sha256(image), size=image.stat().st_size, files=files, env_bytes=env_bytes,
             image_id=image_id, staged_prefix=staged, stage_base=base, user=user, shared_prefix=str(prefix),
             fingerprint=print_, modules=list(record.module.depends_on), python=record.python.version,
             backend=record.backend, packed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -192,7 +192,7 @@ def pack(record: EnvRecord, root: Path, backend: Any, image_format: str | None =
                           0o666 & ~current_umask())
         return manifest
     finally:
-        _remove_tree(work)
+        remove_tree(work)
 
 
 def remove_image(root: Path, name: str) -> None:
@@ -206,17 +206,7 @@ def remove_image(root: Path, name: str) -> None:
 def sweep_leftovers(out_dir: Path, name: str) -> None:
     """Drop what an interrupted pack of ``name`` left (its work directory); the env's lock is held."""
     for leftover in out_dir.glob(f".tmp-{name}-*"):
-        _remove_tree(leftover)
-
-
-def _remove_tree(path: Path) -> None:
-    # compileall and pip may leave read-only directories: make them writable before deleting
-    for dirpath, _, _ in os.walk(path):
-        try:
-            os.chmod(dirpath, 0o700)
-        except OSError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
+        remove_tree(leftover)
 
 
 def _check_staged_path(staged: str) -> None:
@@ -263,9 +253,3 @@ def _tarball(copy: Path, image: Path) -> None:
         tar.add(copy, arcname=".")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..fsutil import remove_tree
+
 MOUNTED, UNPACKED, PRESENT = "mounted", "unpacked", "already staged"
 RECORD_FILE = "envmod.yaml"     # as store.record's: this module runs on nodes, importing little
 
@@ -207,7 +209,7 @@ def _release_if_unused(staged: Path, running: Callable[[str], bool]) -> bool:
     if os.path.ismount(staged):
         raise NodeError(f"cannot unmount {staged}: it is busy")
     if staged.is_dir():
-        _remove_tree(staged)
+        remove_tree(staged)
     _image_copy(staged).unlink(missing_ok=True)
     if jobs.is_dir():
         jobs.rmdir()
@@ -221,15 +223,6 @@ def _unmount(staged: Path) -> None:
                        timeout=60)
     if os.path.ismount(staged) and os.geteuid() == 0:
         subprocess.run(["umount", str(staged)], capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
-
-
-def _remove_tree(path: Path) -> None:
-    for dirpath, _, _ in os.walk(path):
-        try:
-            os.chmod(dirpath, 0o700)
-        except OSError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

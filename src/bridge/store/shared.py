@@ -37,7 +37,7 @@ from typing import Iterator
 from ..config import Settings, check_root
 from ..errors import ConfigError, SharedEnvRefused, UsageError
 from ..frontends import user_command
-from ..fsutil import atomic_write_text, current_umask
+from ..fsutil import atomic_write_text, current_umask, effective_user
 from .record import EnvRecord, SharedRecord
 
 # Directories of a shared root every member may add to (sticky: none may remove another's).
@@ -46,13 +46,6 @@ GROUP_DIRS = ("envs", "modules", "logs", ".envmod/locks", ".envmod/staging", ".e
 READ_DIRS = (".", ".envmod")
 MEMBERS = ".envmod/members"
 _NOTHING_CHANGED = "nothing was changed"
-
-
-def current_user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
 
 
 def _user_of(uid: int) -> str:
@@ -151,7 +144,7 @@ def sharing_group(root: Path, group: str | None) -> int:
                               hint=f"a shared root serves one group: choose another --shared directory; "
                               f"{_NOTHING_CHANGED}")
     if gid not in _my_gids():
-        raise ConfigError(f"you ({current_user()}) are not a member of group {_group_name(gid)}, "
+        raise ConfigError(f"you ({effective_user()}) are not a member of group {_group_name(gid)}, "
                           f"so you cannot share {root} with it",
                           hint=f"'id -Gn' lists your groups; {_NOTHING_CHANGED}")
     return gid
@@ -198,7 +191,7 @@ def open_shared_root(settings: Settings, root: Path | str, group: str | None) ->
         directory.mkdir(parents=True, exist_ok=True)
         os.chown(directory, -1, gid)
         os.chmod(directory, _dir_mode(rel in GROUP_DIRS, umask))
-    return settings.with_root(root), SharedRecord(group=_group_name(gid), maintainer=current_user())
+    return settings.with_root(root), SharedRecord(group=_group_name(gid), maintainer=effective_user())
 
 
 # ---- who may change a shared env ----------------------------------------------------------
@@ -206,7 +199,7 @@ def open_shared_root(settings: Settings, root: Path | str, group: str | None) ->
 def refuse_unless_maintainer(record: EnvRecord, doing: str) -> None:
     """A shared env is changed by its maintainer alone: anyone else gets one line naming them."""
     shared = record.shared
-    if shared is None or shared.maintainer == current_user():
+    if shared is None or shared.maintainer == effective_user():
         return
     raise SharedEnvRefused(
         f"environment {record.name!r} is shared by {shared.maintainer} (group {shared.group}): "
@@ -280,7 +273,7 @@ def _may_exist(path: Path) -> bool:
 
 def add_member_entry(shared_root: Path, env: str, module: Path, member_root: Path) -> Path:
     """Register this user's ``module`` for ``env`` (merged with the entry they have already)."""
-    path = member_entry_path(shared_root, env, current_user())
+    path = member_entry_path(shared_root, env, effective_user())
     old = read_member_entry(path) if path.exists() else None
     modules = sorted(set(old.modules if old else []) | {str(module)})
     return _write_member_entry(shared_root, env, {"env": env, "root": str(member_root), "modules": modules,
@@ -290,7 +283,7 @@ def add_member_entry(shared_root: Path, env: str, module: Path, member_root: Pat
 def set_member_kernels(shared_root: Path, env: str, kernels: list[str]) -> None:
     """Record ``kernels`` (directories) as this user's Jupyter kernels for ``env``, in the entry
     their module made (``envmod module NAME --shared DIR``)."""
-    old = read_member_entry(member_entry_path(shared_root, env, current_user()))
+    old = read_member_entry(member_entry_path(shared_root, env, effective_user()))
     if old is None:
         raise ConfigError(f"you have no module registered for {env!r} in the shared root {shared_root}",
                           hint=f"'{user_command()} module {env} --shared {shared_root}' makes one; {_NOTHING_CHANGED}")
@@ -303,7 +296,7 @@ def _write_member_entry(shared_root: Path, env: str, data: dict, what: str) -> P
     else may write)."""
     import yaml
 
-    path = member_entry_path(shared_root, env, current_user())
+    path = member_entry_path(shared_root, env, effective_user())
     try:
         with shared_umask_in_effect():
             path.parent.mkdir(exist_ok=True)
@@ -321,7 +314,7 @@ def _write_member_entry(shared_root: Path, env: str, data: dict, what: str) -> P
 
 def remove_member_entry(shared_root: Path, env: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        member_entry_path(shared_root, env, current_user()).unlink()
+        member_entry_path(shared_root, env, effective_user()).unlink()
 
 
 def member_link_root(link: Path) -> Path | None:
@@ -333,7 +326,7 @@ def member_link_root(link: Path) -> Path | None:
     if not target.is_absolute() or target.parent.name != "envs":
         return None
     shared_root = target.parent.parent
-    return shared_root if member_entry_path(shared_root, link.name, current_user()).is_file() else None
+    return shared_root if member_entry_path(shared_root, link.name, effective_user()).is_file() else None
 
 
 def refuse_if_members(shared_root: Path, record: EnvRecord, force: bool) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...errors import BuildError, ConfigError, PlanError, UsageError
+from ...fsutil import effective_user
 from .conda_engine import CondaPackage
 from .condaenv import CondaEnvBackend
 
@@ -51,15 +52,6 @@ def rattler_version() -> str | None:
         return metadata.version("py-rattler")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _user() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
 
 
 def _one_line(message: str) -> str:
@@ -109,8 +101,8 @@ class RattlerEngine:
     @property
     def cache_dir(self) -> Path:
         """This user's rattler package and repodata cache under envmod's cache dir."""
-        base = getattr(self.settings, "cache_dir", None) or Path(tempfile.gettempdir()) / f"envmod-{_user()}"
-        return Path(base) / "rattler" / _user()
+        base = getattr(self.settings, "cache_dir", None) or Path(tempfile.gettempdir()) / f"envmod-{effective_user()}"
+        return Path(base) / "rattler" / effective_user()
 
     def solve(self, specs: Sequence[str], channels: Sequence[str]) -> list[CondaPackage]:
         return self._run("solve", specs, channels)
