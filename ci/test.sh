@@ -80,7 +80,7 @@ rm -f "${TMPDIR:-/tmp}/envmod-slurm-env.$$"
 cd "$REPO"
 # Lint before the tests: a finding fails CI (config in pyproject.toml: ruff's pyflakes, import order
 # and complexity; mypy).
-step "lint (ruff check src)" "$REPO/.venv/bin/ruff" check src
+step "lint (ruff check src tests)" "$REPO/.venv/bin/ruff" check src tests
 step "types (mypy)" "$REPO/.venv/bin/mypy"
 step "tests (pytest -n $(nproc))" "$REPO/.venv/bin/python" -m pytest -ra -n "$(nproc)" --dist loadfile \
     --durations=20 "$@"

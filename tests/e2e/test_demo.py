@@ -5,9 +5,9 @@ write one HDF5 file in parallel, read it back."""
 from __future__ import annotations
 
 import pytest
+from tests.conftest import REPO, ModuleShell, loaded, require_site, user_visible
 
 from bridge.store.record import read_record
-from tests.conftest import REPO, ModuleShell, loaded, require_site, user_visible
 
 pytestmark = pytest.mark.slow
 

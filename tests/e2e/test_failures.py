@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import ModuleShell, require_site
 
 SLOWPKG = Path(__file__).with_name("pkgs") / "slowpkg"

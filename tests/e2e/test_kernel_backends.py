@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from bridge.store.record import read_record
 from tests.conda.channel import ACTIVATE_VARIABLE, MPI_LABEL
 from tests.conda.conftest import CONDA_VERSION, conda_site, require_conda
 from tests.conftest import ModuleShell, require_site
 from tests.e2e.test_scripts_kernels import run_in_kernel
+
+from bridge.store.record import read_record
 
 pytestmark = pytest.mark.slow
 

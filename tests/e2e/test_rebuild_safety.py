@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO, ModuleShell, require_site, site_dir
 
 from bridge.store.record import read_record
-from tests.conftest import REPO, ModuleShell, require_site, site_dir
 
 pytestmark = pytest.mark.slow
 

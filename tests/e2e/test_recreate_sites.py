@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
-
-from bridge.store.record import read_record
 from tests.conftest import REPO, ModuleShell, loaded
 from tests.easybuild.easybuild_site import site_dir as eb_site_dir
+
+from bridge.store.record import read_record
 
 # Each test may wait for conftest's compile of mpi4py and h5py and then compiles them again
 # against the other site: two compiles, more than the default timeout on a busy 2-core machine.

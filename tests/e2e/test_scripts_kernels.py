@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from bridge.store.record import read_record
 from tests.conftest import REPO, ModuleShell, require_module
 from tests.modules.test_export_script import SHELLS, source_in
+
+from bridge.store.record import read_record
 
 pytestmark = pytest.mark.slow
 

@@ -24,10 +24,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from bridge.store.record import read_record
 from tests.conftest import SYSTEMS, require_site, site_dir, write_wheel
 from tests.users import AsUser, base_python, copy_modules_sh, install_for_users
+
+from bridge.store.record import read_record
 
 PKG = "teampkg"
 

@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import SYSTEMS, require_site, site_dir
 from tests.users import AsUser, base_python, copy_modules_sh, install_for_users
 

@@ -6,9 +6,9 @@ compile of the uv backend's tests; uv's own cache is the test's, and must never 
 from __future__ import annotations
 
 import pytest
+from tests.conftest import REPO, ModuleShell, require_site
 
 from bridge.store.record import read_record
-from tests.conftest import REPO, ModuleShell, require_site
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import missing_reason
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,13 +12,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from bridge.store.record import read_record
 from tests.conda.channel import HELLO_MODULE
 from tests.conda.conftest import CONDA_VERSION, conda_prefix, require_conda
-from tests.easybuild.test_userenv_easyblock import EbRun
-from tests.easybuild.test_userenv_easyblock import easybuild  # noqa: F401  (a fixture)
+from tests.easybuild.test_userenv_easyblock import (
+    EbRun,
+    easybuild,  # noqa: F401  (a fixture)
+)
 from tests.spack.spack_helpers import fresh_shell
+
+from bridge.store.record import read_record
 
 pytestmark = [pytest.mark.easybuild, pytest.mark.conda]
 

@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tests.easybuild.easybuild_site import EASYBLOCK, EXAMPLES, REPO, EasyBuild, Result, find_easybuild, run
 
 from bridge.store.record import (
     CentralModuleRecord,
@@ -31,7 +32,6 @@ from bridge.store.record import (
     read_record,
     write_record,
 )
-from tests.easybuild.easybuild_site import EASYBLOCK, EXAMPLES, REPO, EasyBuild, Result, find_easybuild, run
 
 pytestmark = pytest.mark.easybuild
 
@@ -493,6 +493,7 @@ def test_library_without_its_dependencies_is_a_clear_error_naming_the_pip_instal
 
 def test_the_easyblocks_list_of_library_dependencies_is_pyprojects():
     import ast
+
     import tomllib
 
     tree = ast.parse(EASYBLOCK.read_text())

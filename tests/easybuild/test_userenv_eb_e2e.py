@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from bridge.store.record import read_record
 from tests.easybuild.easybuild_site import (
     UserShell,
     copy_for_user,
@@ -28,6 +26,8 @@ from tests.easybuild.easybuild_site import (
     unprivileged_user,
     user_workdir,
 )
+
+from bridge.store.record import read_record
 
 pytestmark = [pytest.mark.easybuild, pytest.mark.slow]
 

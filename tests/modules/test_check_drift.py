@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.conftest import ModuleShell, require_site, site_dir
 
 from bridge.check import CheckReport, check_env, format_report
-from bridge.scan.evidence import format_evidence, required_modules
 from bridge.discover.modsys import detect_module_system
+from bridge.scan.evidence import format_evidence, required_modules
 from bridge.store.record import EnvRecord, read_record
-from tests.conftest import ModuleShell, require_site, site_dir
 
 pytestmark = [pytest.mark.modules, pytest.mark.slow]
 

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.conftest import ModuleShell, loaded, site_dir, write_wheel
 
 from bridge.store.record import read_record
-from tests.conftest import ModuleShell, loaded, site_dir, write_wheel
 
 pytestmark = pytest.mark.modules
 

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import ModuleShell, require_tool
+from tests.unit.test_cli import one_error_line
+from tests.unit.test_record import make_record
 
 from bridge.discover.loadeffect import is_tool_state
 from bridge.emit.quoting import lua_string, tcl_string
 from bridge.store.record import ModuleRecord, write_record
-from tests.conftest import ModuleShell, require_tool
-from tests.unit.test_cli import one_error_line
-from tests.unit.test_record import make_record
 
 pytestmark = pytest.mark.modules
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from bridge.store.record import read_record
 from tests.conftest import ModuleShell
 from tests.modules.test_export_script import hostile_env
+
+from bridge.store.record import read_record
 
 pytestmark = pytest.mark.modules
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import ModuleShell
 
 from bridge.emit.modulefile import write_modulefile
 from bridge.store.record import EnvRecord, ModuleRecord, PackageRecord, Provenance, PythonRecord, write_record
-from tests.conftest import ModuleShell
 
 pytestmark = pytest.mark.modules
 

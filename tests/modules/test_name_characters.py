@@ -5,7 +5,6 @@ Environment Modules 5, whose module specification reads ``+ ~ @ =`` as variants 
 from __future__ import annotations
 
 import pytest
-
 from tests.conftest import ModuleShell, loaded
 
 pytestmark = pytest.mark.modules

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.conftest import ModuleShell, require_site
 
 from bridge.store.record import read_record
-from tests.conftest import ModuleShell, require_site
 
 pytestmark = pytest.mark.modules
 

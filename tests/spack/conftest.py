@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from lmod_hierarchy import build_hierarchy
 from spack_helpers import Spack, require_spack, site_facts
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from spack_helpers import Spack
 from tests.conftest import write_wheel
 

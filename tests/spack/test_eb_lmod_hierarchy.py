@@ -19,8 +19,6 @@ import shutil
 import time
 
 import pytest
-
-from bridge.store.record import read_record
 from spack_helpers import fresh_shell
 from tests.easybuild.easybuild_site import (
     UserShell,
@@ -30,6 +28,8 @@ from tests.easybuild.easybuild_site import (
     unprivileged_user,
     user_workdir,
 )
+
+from bridge.store.record import read_record
 
 pytestmark = [pytest.mark.easybuild, pytest.mark.spack, pytest.mark.modules]
 

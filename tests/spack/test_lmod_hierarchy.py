@@ -15,7 +15,6 @@ import shlex
 
 import pytest
 import yaml
-
 from spack_helpers import Spack, fresh_shell
 from tests.conftest import ModuleShell, require_site
 

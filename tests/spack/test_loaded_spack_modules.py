@@ -14,15 +14,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.conftest import ModuleShell, require_site
+from tests.recorded_spack_tree import HDF5, OPENMPI, PYTHON, copy_recorded_site
+from tests.spack.tree_stack import stack_from_tree
 
-from bridge.spack import stack as ss
 from bridge.check import check_env
 from bridge.config import load_settings
-from bridge.store.record import read_record
 from bridge.discover.stack import CentralModule, CentralStack
-from tests.recorded_spack_tree import HDF5, OPENMPI, PYTHON, copy_recorded_site
-from tests.conftest import ModuleShell, require_site
-from tests.spack.tree_stack import stack_from_tree
+from bridge.spack import stack as ss
+from bridge.store.record import read_record
 
 CORE = "modules/lmod/linux-debian12-x86_64/Core"
 TCL = "modules/tcl/linux-debian12-x86_64"
@@ -95,7 +95,7 @@ def test_site_config_names_install_trees(tmp_path):
 
 
 def test_no_install_tree_means_builds_are_not_judged_installed_or_not(site, tmp_path):
-    from bridge.store.record import EnvRecord, ModuleRecord, Provenance, PythonRecord, CentralModuleRecord
+    from bridge.store.record import CentralModuleRecord, EnvRecord, ModuleRecord, Provenance, PythonRecord
 
     shutil.rmtree(site / "opt")
     stack = ss.describe_loaded_spack_modules(loaded(site))

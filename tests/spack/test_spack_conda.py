@@ -9,7 +9,6 @@ import shlex
 
 import pytest
 import yaml
-
 from spack_helpers import Spack, fresh_shell
 from tests.conda.channel import HELLO_MODULE
 from tests.conda.conftest import CONDA_VERSION, conda_site, require_conda

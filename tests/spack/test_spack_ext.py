@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from spack_helpers import EXTENSION, HERE, Result, Spack, envmod_argv, fresh_shell, require_spack, site_facts
 
 pytestmark = pytest.mark.spack
@@ -97,8 +96,9 @@ def test_create_records_spack_modules_and_hashes(spack, site):
 
 def test_both_front_ends_build_the_same_stack(spack, site):
     """spack envmod (Spack's API) and the standalone library (the files, no Spack) agree."""
-    from bridge.spack.tree import ModuleIndex, SpackTree
     from tree_stack import stack_from_tree
+
+    from bridge.spack.tree import ModuleIndex, SpackTree
 
     tree = SpackTree.open(site["install_root"])
     indexes = {t: ModuleIndex.open(root) for t, root in site["roots"].items()}

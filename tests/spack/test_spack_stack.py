@@ -13,18 +13,18 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from bridge.spack import stack as ss
-from bridge.config import load_settings
-from bridge.emit.export import read_export, render_export
-from bridge.errors import DiscoveryError, PlanError, UsageError
-from bridge.store.record import LinkEvidence, read_record, write_record
-from bridge.build.rules import load_rules, resolve_rule
-from bridge.session import CreateRequest, CreateSession
-from bridge.spack.tree import ModuleIndex, SpackTree
-from bridge.discover.stack import CentralModule, CentralStack
 from tests.recorded_spack_tree import ARCH, HDF5, OPENMPI, PYTHON, copy_recorded_site
 from tests.spack.tree_stack import matches_selector, stack_from_tree
+
+from bridge.build.rules import load_rules, resolve_rule
+from bridge.config import load_settings
+from bridge.discover.stack import CentralModule, CentralStack
+from bridge.emit.export import read_export, render_export
+from bridge.errors import DiscoveryError, PlanError, UsageError
+from bridge.session import CreateRequest, CreateSession
+from bridge.spack import stack as ss
+from bridge.spack.tree import ModuleIndex, SpackTree
+from bridge.store.record import LinkEvidence, read_record, write_record
 
 TRIPLET = "usr/lib/x86_64-linux-gnu"
 
@@ -543,8 +543,9 @@ def test_show_prints_the_spack_builds(tmp_path):
 
 
 def read_record_with_spack_facts(tmp_path):
-    from bridge.store.record import CentralModuleRecord
     from tests.unit.test_record import make_record
+
+    from bridge.store.record import CentralModuleRecord
 
     record = make_record(tmp_path, central_modules=[
         CentralModuleRecord(name="python/3.11.2-aaaaaaa", kind="python",

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from spack_helpers import require_spack, spack_environ
 
 from bridge.spack.tree import ModuleIndex, SpackTree
-from spack_helpers import require_spack, spack_environ
 
 pytestmark = pytest.mark.spack
 

@@ -25,11 +25,18 @@ from bridge.check import (
     format_report,
     query_module,
 )
-from bridge.scan.evidence import scan_links, scan_requirements
 from bridge.discover.modsys import EnvironmentModules, Lmod, ModuleSystem
 from bridge.discover.pyinfo import interrogate
-from bridge.store.record import (CentralModuleRecord, EnvRecord, ModuleRecord, Provenance, PythonRecord,
-                           read_record, write_record)
+from bridge.scan.evidence import scan_links, scan_requirements
+from bridge.store.record import (
+    CentralModuleRecord,
+    EnvRecord,
+    ModuleRecord,
+    Provenance,
+    PythonRecord,
+    read_record,
+    write_record,
+)
 
 pytestmark = pytest.mark.skipif(not (GCC and IS_LINUX_X86_64), reason="needs gcc on x86_64 Linux")
 

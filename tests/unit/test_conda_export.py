@@ -9,14 +9,13 @@ import sys
 
 import pytest
 import yaml
+from tests.unit.test_cli import one_error_line
+from tests.unit.test_record import make_record
 
 from bridge.build.backends.conda_engine import CondaPackage
 from bridge.emit.export import CONDA_EXPORT_MARKER, read_export, render_export
 from bridge.errors import UsageError
 from bridge.store.record import CondaRecord, PackageRecord, write_record
-from tests.unit.test_cli import one_error_line
-from tests.unit.test_cli import run  # noqa: F401  (a fixture: pytest finds it by name)
-from tests.unit.test_record import make_record
 
 CHANNEL = "file:///srv/conda/channel"
 LABEL = f"{CHANNEL}/label/mpi-external"

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import write_wheel
+from tests.unit.test_cli import one_error_line
 
 from bridge.build.environment_file import check_conda_spec, read_environment_file, spec_name
 from bridge.errors import EnvmodError, UsageError
-from tests.conftest import write_wheel
-from tests.unit.test_cli import one_error_line
-from tests.unit.test_cli import run  # noqa: F401  (a fixture: pytest finds it by name)
 
 GOOD = """\
 name: analysis

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.discover.pyinfo import PythonInfo
+from bridge.discover.stack import CentralModule
 from bridge.scan.evidence import (
     Attributor,
     attribute_install_trees,
@@ -36,10 +38,15 @@ from bridge.scan.evidence import (
     scan_requirements,
     tree_module,
 )
-from bridge.discover.pyinfo import PythonInfo
-from bridge.store.record import (EnvRecord, LinkEvidence, ModuleRecord, PackageRecord, Provenance, PythonRecord,
-                           RequirementEvidence)
-from bridge.discover.stack import CentralModule
+from bridge.store.record import (
+    EnvRecord,
+    LinkEvidence,
+    ModuleRecord,
+    PackageRecord,
+    Provenance,
+    PythonRecord,
+    RequirementEvidence,
+)
 
 GCC = shutil.which("gcc")
 IS_LINUX_X86_64 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"

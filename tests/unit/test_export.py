@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.unit.test_cli import one_error_line
+from tests.unit.test_record import make_record
 
 from bridge.emit.export import export_data, pinned_requirements, read_export, render_export
 from bridge.errors import RecordError, UsageError
 from bridge.store.record import write_record
-from tests.unit.test_cli import one_error_line
-from tests.unit.test_cli import run  # noqa: F401  (a fixture: pytest finds it by name)
-from tests.unit.test_record import make_record
 
 
 @pytest.fixture

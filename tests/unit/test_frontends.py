@@ -8,13 +8,13 @@ import dataclasses
 
 import pytest
 import yaml
+from tests.unit.test_record import make_record
 
 from bridge import frontends
 from bridge.emit.export import read_export, render_export
 from bridge.emit.modulefile import render_modulefile
 from bridge.errors import UsageError
 from bridge.store.record import EnvRecord, read_record, write_record
-from tests.unit.test_record import make_record
 
 
 def spack_made(prefix) -> EnvRecord:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.unit.test_cli import one_error_line
+from tests.unit.test_record import make_record
 
 from bridge.emit.kernel import kernel_name, prefix_kernels_dir, remove_kernels, user_kernels_dir, with_ipykernel
 from bridge.store.record import EnvRecord, read_record, write_record
-from tests.unit.test_cli import one_error_line
-from tests.unit.test_cli import run  # noqa: F401  (a fixture: pytest finds it by name)
-from tests.unit.test_record import make_record
 
 
 @pytest.fixture

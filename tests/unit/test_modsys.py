@@ -13,10 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from bridge.errors import DiscoveryError, NoModuleSystem
-from bridge.discover.modsys import EnvironmentModules, Lmod, LoadedModule, ModuleEffect, detect_module_system, tcl_words
 from tests.conftest import require_tool, site_dir
+
+from bridge.discover.modsys import EnvironmentModules, Lmod, LoadedModule, ModuleEffect, detect_module_system, tcl_words
+from bridge.errors import DiscoveryError, NoModuleSystem
 
 LMOD_DEFAULT = "/usr/share/lmod/lmod/libexec/lmod"
 

@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import REPO
 
 TEMPLATES = [p.relative_to(REPO).as_posix() for p in sorted((REPO / "templates").rglob("*.j2"))]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge.cache import JsonCache
-from bridge.errors import NoPython
 from bridge.discover.pyinfo import interrogate
+from bridge.errors import NoPython
 
 
 def base_python() -> str:

@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.conftest import require_tool, skip_or_fail
 
 from bridge.emit.quoting import QUOTERS, comment_text, lua_string, shell_word, tcl_string, yaml_string
-from tests.conftest import require_tool, skip_or_fail
 
 try:
     from hypothesis import HealthCheck, given, settings

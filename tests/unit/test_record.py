@@ -306,7 +306,8 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path, yaml_emitter)
 
 
 try:
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 except ImportError:  # pragma: no cover
     given = None
 

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 import yaml
+from tests.unit.test_cli import one_error_line
+from tests.unit.test_record import make_record
 
 from bridge.discover.mapping import (
     Description,
@@ -24,9 +26,6 @@ from bridge.discover.stack import CentralModule
 from bridge.emit.export import EXPORT_SCHEMA, export_data, read_export
 from bridge.errors import UsageError
 from bridge.store.record import CentralModuleRecord, write_record
-from tests.unit.test_cli import one_error_line
-from tests.unit.test_cli import run  # noqa: F401  (a fixture: pytest finds it by name)
-from tests.unit.test_record import make_record
 
 OPEN_MPI = Description("mpi", "openmpi", "4.1.4", abi="openmpi", name="openmpi/4.1.4")
 PARALLEL_HDF5 = Description("hdf5", "hdf5", "1.10.8", parallel=True, name="hdf5/1.10.8")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ConfigError, PlanError, UsageError
 from bridge.build.rules import BuildRule, canonical_name, load_rules, resolve_rule, select_rules
 from bridge.discover.stack import CentralModule, CentralStack
+from bridge.errors import ConfigError, PlanError, UsageError
 
 
 def mpi(mpicc: str | None = "/sw/openmpi/bin/mpicc") -> CentralModule:

@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from tests.unit.test_cli import one_error_line
+from tests.unit.test_record import make_record
 
 from bridge.errors import ConfigError
 from bridge.fsutil import effective_user
@@ -20,9 +22,6 @@ from bridge.store.shared import (
     share_tree,
     shared_umask,
 )
-from tests.unit.test_cli import one_error_line
-from tests.unit.test_cli import run  # noqa: F401  (a fixture: pytest finds it by name)
-from tests.unit.test_record import make_record
 
 
 @pytest.mark.parametrize(("umask", "expected"), [(0o077, 0o027), (0o022, 0o022), (0o002, 0o022), (0o000, 0o022),

@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from bridge.emit.quoting import csh_word, fish_word, json_value, variable_name
 from tests.conftest import require_tool
 from tests.unit.test_quoting import HOSTILE, _split
+
+from bridge.emit.quoting import csh_word, fish_word, json_value, variable_name
 
 try:
     from hypothesis import HealthCheck, given, settings

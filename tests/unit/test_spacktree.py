@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.recorded_spack_tree import ARCH, DATA, HDF5, OPENMPI, PYTHON, copy_recorded_site
+from tests.unit.spacktree_helpers import modulefile, modulepath_dirs, use_name
 
 from bridge.spack.tree import (
     KNOWN_PROVIDERS,
@@ -23,8 +25,7 @@ from bridge.spack.tree import (
     SpackTreeError,
     UnsupportedDatabaseVersion,
 )
-from tests.recorded_spack_tree import ARCH, DATA, HDF5, OPENMPI, PYTHON, copy_recorded_site
-from tests.unit.spacktree_helpers import modulefile, modulepath_dirs, use_name
+
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import EnvmodError, PlanError, UsageError
 from bridge.build.install import check_requirement_files, check_requirements
+from bridge.errors import EnvmodError, PlanError, UsageError
 
 
 @pytest.mark.parametrize("spec", ["--index-url=http://example.invalid/simple", "--pre", "-i", "-e", "--no-index",

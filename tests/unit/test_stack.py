@@ -15,7 +15,6 @@ import pytest
 from test_modsys import lmod_command, modulecmd_tcl, tool_env, write
 
 from bridge.cache import JsonCache
-from bridge.errors import NoPython
 from bridge.discover.modsys import EnvironmentModules, Lmod, LoadedModule, ModuleEffect
 from bridge.discover.stack import (
     CentralModule,
@@ -26,6 +25,7 @@ from bridge.discover.stack import (
     find_central_python,
     load_kind_table,
 )
+from bridge.errors import NoPython
 
 PARALLEL_H = "/* H5pubconf.h */\n#define H5_HAVE_PARALLEL 1\n#define H5_VERSION \"1.10.8\"\n"
 SERIAL_H = "/* H5pubconf.h */\n/* #undef H5_HAVE_PARALLEL */\n#define H5_VERSION \"1.10.8\"\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from test_record import make_record
+from tests.conftest import require_tool
 
 from bridge.cli import COMMANDS
 from bridge.emit.export import render_export
@@ -32,7 +33,6 @@ from bridge.emit.modulefile import (
 from bridge.emit.templating import make_environment
 from bridge.errors import ConfigError
 from bridge.store.record import PackageRecord
-from tests.conftest import require_tool
 
 HOSTILE_DESCRIPTION = ("it's \"quoted\" ]] ]==] $(touch /tmp/envmod-pwned) `id` [exec id] ${HOME} $HOME "
                        "{unbalanced \\ back\\slash\n second line\ttab \x01\x1b[0m ü ☃ 😀 -- comment # hash ; done")

@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from test_cli import one_error_line, run  # noqa: F401  (run is a fixture)
+from test_cli import one_error_line
 from test_config import env_for, home, site_config, write_user_config  # noqa: F401  (fixtures)
 from test_pyinfo import base_python
 
-from bridge.build.backends import BACKENDS, check_backend_name, get_backend
+from bridge.build.backends import BACKENDS, get_backend
 from bridge.build.backends.uv import UvBackend, find_uv, uv_spec
 from bridge.config import load_settings
 from bridge.discover.pyinfo import interrogate

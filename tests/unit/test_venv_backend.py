@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 from test_pyinfo import base_python
-
 from tests.conftest import require_tool
 
 from bridge.build.backends import BACKENDS, get_backend
 from bridge.build.backends.venv import VenvBackend, relocate, script_shebang
-from bridge.errors import ConfigError, UsageError
 from bridge.discover.pyinfo import interrogate
+from bridge.errors import ConfigError, UsageError
 
 PROBE = "import json, sys, sysconfig; print(json.dumps({'prefix': sys.prefix, 'base': sys.base_prefix, " \
         "'purelib': sysconfig.get_paths()['purelib'], 'path': sys.path}))"

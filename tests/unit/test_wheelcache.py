@@ -11,10 +11,10 @@ gcc it holds only Python files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
-import hashlib
 import shutil
 import stat
 import subprocess
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 from test_evidence import GCC, IS_LINUX_X86_64, PYTHON, ext, lib
-
 from tests.users import AsUser, User, base_python, install_for_users
 
 EXT = "envmodtest_ext/_core.cpython-311-x86_64-linux-gnu.so"
