@@ -240,20 +240,20 @@ def describe_key(exe: str, environ: Mapping[str, str]) -> list | None:
         return None
     real = os.path.realpath(exe)
     interpreter = _interpreter_of(real)
-    # conda's CONDA_ROOT is its interpreter's sys.prefix unless set; with CONDA_PREFIX unset (see
-    # _conda_environ) $CONDA_PREFIX stands for its root prefix: the same directory.
+    # conda's CONDA_ROOT, unless set, is its interpreter's sys.prefix (a venv's own directory: the
+    # #! path unresolved); with CONDA_PREFIX unset (see _conda_environ) $CONDA_PREFIX stands for
+    # its root prefix, the same directory.
     roots = sorted({os.path.dirname(os.path.dirname(p)) for p in (interpreter, real) if p})
-    files = [file_stamp(exe), file_stamp(real), file_stamp(interpreter) if interpreter else None,
+    files = [file_stamp(exe), file_stamp(real),
+             *([file_stamp(interpreter), file_stamp(os.path.realpath(interpreter))] if interpreter else []),
              *(file_stamp(os.path.join(root, "conda-meta", "history")) for root in roots)]
-    configs: list = []
-    mentioned: set[str] = {"HOME", "XDG_CONFIG_HOME"}
+    paths: dict[str, None] = {}       # in order, once each
     for root in roots:
         mapping = {**environ, "CONDA_PREFIX": root}
         mapping.setdefault("CONDA_ROOT", root)
-        for entry in CONDARC_SEARCH_PATH:
-            for path in _config_files(_expand(entry, mapping)):
-                configs.append(file_stamp(path))
-                mentioned.update(_variables_named_in(path))
+        paths.update((path, None) for entry in CONDARC_SEARCH_PATH for path in _config_files(_expand(entry, mapping)))
+    configs = [file_stamp(path) for path in paths]
+    mentioned = {"HOME", "XDG_CONFIG_HOME"}.union(*(_variables_named_in(path) for path in paths))
     variables = sorted((k, v) for k, v in environ.items()
                        if k.startswith(("CONDA_", "MAMBA_", "_CONDA_")) or k in mentioned)
     return ["conda-describe-1", exe, files, configs, variables]
@@ -269,8 +269,9 @@ def _interpreter_of(exe: str) -> str | None:
     if not first.startswith(b"#!"):
         return None
     words = first[2:].decode(errors="replace").split()
-    return os.path.realpath(words[0]) if words and os.path.isabs(words[0]) and "env" != os.path.basename(words[0]) \
-        else None
+    if not words or not os.path.isabs(words[0]) or os.path.basename(words[0]) == "env":
+        return None     # '/usr/bin/env python': the installation is then known by the script's own place
+    return words[0]
 
 
 def _expand(entry: str, mapping: Mapping[str, str]) -> str:
