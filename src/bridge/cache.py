@@ -46,7 +46,8 @@ class JsonCache:
         if path is not None:
             try:
                 with open(path, encoding="utf-8") as fh:
-                    entry = json.load(fh)
+                    # only the user's own entries: in a cache_dir others can write, theirs could lie
+                    entry: Any = json.load(fh) if os.fstat(fh.fileno()).st_uid == os.geteuid() else {}
                 if entry.get("key") == json.loads(json.dumps(key)) and (valid is None or valid(entry["value"])):
                     return entry["value"]
             except (OSError, ValueError, AttributeError, KeyError, TypeError):

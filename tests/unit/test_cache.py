@@ -148,3 +148,19 @@ def test_a_value_json_cannot_hold_is_returned_uncached_leaving_no_temp_file(tmp_
     cache = JsonCache(tmp_path)
     assert cache.get_or_compute("kind", ["k"], Counter({1, 2})) == {1, 2}      # a set: json.dump fails half-way
     assert list((tmp_path / "kind").iterdir()) == []
+
+
+def test_an_entry_another_user_wrote_is_a_miss(tmp_path):
+    """In a cache_dir others can write, an entry of theirs could say anything (as root: chown)."""
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give an entry to another user")
+    cache = JsonCache(tmp_path)
+    cache.get_or_compute("kind", ["k"], Counter("mine"))
+    (entry,) = (tmp_path / "kind").iterdir()
+    entry.write_text(json.dumps({"key": ["k"], "value": "planted"}))
+    os.chown(entry, 4321, -1)
+    assert cache.get_or_compute("kind", ["k"], Counter("mine")) == "mine"
