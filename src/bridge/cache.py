@@ -7,6 +7,7 @@ A stale or corrupt entry is simply recomputed; the cache never decides correctne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -37,13 +38,17 @@ class JsonCache:
         digest = f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
         return self.directory / kind / f"{digest}.json"
 
-    def get_or_compute(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+    def get_or_compute(self, kind: str, key: Any, compute: Callable[[], Any],
+                       valid: Callable[[Any], bool] | None = None) -> Any:
+        """The value stored under ``key``, else ``compute()`` (stored); an entry that ``valid``
+        refuses (the wrong shape) is a miss like a corrupt one."""
         path = self._path(kind, key)
         if path is not None:
             try:
                 with open(path, encoding="utf-8") as fh:
-                    entry = json.load(fh)
-                if entry.get("key") == json.loads(json.dumps(key)):
+                    # only the user's own entries: in a cache_dir others can write, theirs could lie
+                    entry: Any = json.load(fh) if os.fstat(fh.fileno()).st_uid == os.geteuid() else {}
+                if entry.get("key") == json.loads(json.dumps(key)) and (valid is None or valid(entry["value"])):
                     return entry["value"]
             except (OSError, ValueError, AttributeError, KeyError, TypeError):
                 pass
@@ -57,8 +62,12 @@ class JsonCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except OSError:
+            return  # an unwritable cache only costs speed
+        try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(entry, fh)
             os.replace(tmp, path)
-        except OSError:
-            pass  # an unwritable cache only costs speed
+        except (OSError, TypeError, ValueError):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)      # a full disk, or a directory where the entry goes: leave nothing

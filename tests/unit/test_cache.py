@@ -122,3 +122,45 @@ def test_file_stamp_is_stable_for_an_unchanged_file(tmp_path):
     path = tmp_path / "f"
     path.write_text("same")
     assert file_stamp(str(path)) == file_stamp(str(path))
+
+
+def test_an_entry_of_the_wrong_shape_is_a_miss_and_is_replaced(tmp_path):
+    cache = JsonCache(tmp_path)
+    cache.get_or_compute("kind", ["k"], Counter([1, 2]))
+    is_dict = lambda value: isinstance(value, dict)      # noqa: E731
+    compute = Counter({"a": 1})
+    assert cache.get_or_compute("kind", ["k"], compute, valid=is_dict) == {"a": 1}
+    assert cache.get_or_compute("kind", ["k"], compute, valid=is_dict) == {"a": 1}
+    assert compute.calls == 1
+
+
+def test_a_store_that_fails_leaves_no_temp_file(tmp_path):
+    cache = JsonCache(tmp_path)
+    cache.get_or_compute("kind", ["k"], Counter(1))
+    (entry,) = (tmp_path / "kind").iterdir()
+    entry.unlink()
+    entry.mkdir()                      # os.replace onto a directory fails: nothing may be left
+    assert cache.get_or_compute("kind", ["k"], Counter(2)) == 2
+    assert sorted(p.name for p in (tmp_path / "kind").iterdir()) == [entry.name]
+
+
+def test_a_value_json_cannot_hold_is_returned_uncached_leaving_no_temp_file(tmp_path):
+    cache = JsonCache(tmp_path)
+    assert cache.get_or_compute("kind", ["k"], Counter({1, 2})) == {1, 2}      # a set: json.dump fails half-way
+    assert list((tmp_path / "kind").iterdir()) == []
+
+
+def test_an_entry_another_user_wrote_is_a_miss(tmp_path):
+    """In a cache_dir others can write, an entry of theirs could say anything (as root: chown)."""
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give an entry to another user")
+    cache = JsonCache(tmp_path)
+    cache.get_or_compute("kind", ["k"], Counter("mine"))
+    (entry,) = (tmp_path / "kind").iterdir()
+    entry.write_text(json.dumps({"key": ["k"], "value": "planted"}))
+    os.chown(entry, 4321, -1)
+    assert cache.get_or_compute("kind", ["k"], Counter("mine")) == "mine"

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ...cache import JsonCache
 from ...discover.pyinfo import PythonInfo
 from ...discover.stack import CentralModule, CentralStack
 from ...errors import BuildError, ConfigError, PlanError, UsageError
@@ -132,7 +133,8 @@ class CondaEnvBackend(Backend):
         from .conda import CondaCliEngine, find_conda, providing_module
 
         exe = find_conda(getattr(self.settings, "conda", None), environ)
-        return CondaCliEngine(exe, providing_module(stack, exe), environ)
+        cache_dir = getattr(self.settings, "cache_dir", None)     # where conda's facts are kept
+        return CondaCliEngine(exe, providing_module(stack, exe), environ, JsonCache(cache_dir) if cache_dir else None)
 
     def check(self) -> None:
         from .conda import find_conda
