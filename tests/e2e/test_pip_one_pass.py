@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.conftest import ModuleShell, require_site, write_wheel
 from tests.e2e.test_failures import SLOWPKG, _argv, assert_nothing_left, wait_for_step
 
