@@ -171,3 +171,12 @@ def test_an_indirect_rule_package_takes_the_full_path_and_is_built_against_the_c
     named = create(env, "named", "--with", "mpi4py", "onepass-a")
     assert named.returncode == 0, named.stderr
     assert "--constraint" not in log_of(named.stderr, root, "named")
+
+
+def test_the_uv_backend_keeps_the_dry_run_whose_plan_it_installs(tmp_path, wheels):
+    root, env = user_env(tmp_path, "python/3.11", wheels, UV_CACHE_DIR=str(tmp_path / "uv-cache"))
+    proc = create(env, "viauv", "--backend", "uv", "--with", "onepass-b")
+    assert proc.returncode == 0, proc.stderr
+    log = log_of(proc.stderr, root, "viauv")
+    assert len(PIP_RUN.findall(log)) == 1 and "--dry-run" in log and "--constraint" not in log
+    assert "(uv)" in proc.stderr and "one pass" not in proc.stderr
