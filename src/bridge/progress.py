@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Callable, Mapping, Sequence
 
 from .errors import BuildError
 
@@ -49,6 +49,10 @@ class Reporter:
             self.log.write(text if text.endswith("\n") else text + "\n")
             self.log.flush()
 
+    def note(self, text: str) -> None:
+        """A line for the log only."""
+        self._to_log(text)
+
     def step(self, label: str, detail: str = "") -> None:
         line = f"[{self.elapsed:6.1f}s] {label}" + (f": {detail}" if detail else "")
         self._to_log(line)
@@ -61,15 +65,19 @@ class Reporter:
         return str(self.log_path) if self.log_path else None
 
     def run(self, argv: Sequence[str], *, label: str, env: Mapping[str, str] | None = None,
-            cwd: str | None = None) -> None:
-        """Run a command with its output in the log; raise :class:`BuildError` if it fails."""
+            cwd: str | None = None, silent_until: Callable[[str], bool] | None = None) -> None:
+        """Run a command with its output in the log; raise :class:`BuildError` if it fails.
+
+        ``silent_until``: an attempt that may fail unseen. Nothing of the run shows on the stream
+        (no status line, no heartbeat) until this returns True for a line of its output; it is
+        called with each line until then, and may announce the run with a :meth:`step`."""
         self._to_log(f"$ {' '.join(argv)}")
         if env:
             self._to_log("  with " + " ".join(f"{k}={v}" for k, v in sorted(env.items())
                                               if k not in os.environ or os.environ[k] != v))
         tail: list[str] = []
         proc, mask = self._start(argv, label=label, env=env, cwd=cwd)
-        self._follow(proc, mask, label, tail)
+        self._follow(proc, mask, label, tail, silent_until)
         if proc.returncode != 0:
             reason = _failure_reason(tail)
             raise BuildError(f"{label} failed (exit {proc.returncode}): {reason.strip()[:200]}", log=self.log_name)
@@ -97,10 +105,13 @@ class Reporter:
             raise BuildError(f"{label} could not start {argv[0]}: {exc.strerror}", log=self.log_name) from exc
         return proc, mask
 
-    def _follow(self, proc: subprocess.Popen, mask: set[int], label: str, tail: list[str]) -> None:
+    def _follow(self, proc: subprocess.Popen, mask: set[int], label: str, tail: list[str],
+                silent_until: Callable[[str], bool] | None = None) -> None:
         """Copy the command's output to the log (its last lines to ``tail``) until it ends, with
         its last line on a terminal, or a heartbeat otherwise; stop it if we are interrupted."""
         import threading
+
+        silent = [silent_until is not None]
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -108,6 +119,8 @@ class Reporter:
                 self._to_log(line.rstrip("\n"))
                 tail.append(line.rstrip())
                 del tail[:-40]
+                if silent[0] and silent_until is not None and silent_until(line.rstrip()):
+                    silent[0] = False
 
         started = time.monotonic()
         tty = not self.quiet and self.stream.isatty()
@@ -115,22 +128,26 @@ class Reporter:
         reader.start()
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            self._watch(reader, label, started, tty, tail)
+            self._watch(reader, label, started, tty, tail, silent)
             proc.wait()
         except BaseException:
             _stop_group(proc)
             raise
         finally:
-            if tty:
+            if tty and not silent[0]:
                 self.stream.write("\r\033[K")
                 self.stream.flush()
 
-    def _watch(self, reader: threading.Thread, label: str, started: float, tty: bool, tail: list[str]) -> None:
-        """Until the output ends: the last line on a terminal, else a line every heartbeat."""
+    def _watch(self, reader: threading.Thread, label: str, started: float, tty: bool, tail: list[str],
+               silent: list[bool]) -> None:
+        """Until the output ends: the last line on a terminal, else a line every heartbeat
+        (neither while ``silent[0]``)."""
         next_beat = started + self.heartbeat
         while reader.is_alive():
             reader.join(0.5)
             now = time.monotonic()
+            if silent[0]:
+                continue
             if tty and tail:
                 status = f"  {label} {now - started:5.0f}s  {tail[-1][:60]}"
                 self.stream.write("\r\033[K" + status)

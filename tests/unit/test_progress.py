@@ -139,3 +139,39 @@ def test_close_log_twice_is_harmless(tmp_path):
     r, _ = reporter(tmp_path)
     r.close_log()
     r.close_log()
+
+
+class TtyStream(io.StringIO):
+    """A stream that says it is a terminal, so that the status line is drawn."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream", [io.StringIO(), TtyStream()], ids=["heartbeat", "terminal"])
+def test_a_silent_attempt_that_fails_shows_nothing_but_is_in_the_log(tmp_path, stream):
+    r = Reporter(stream=stream, heartbeat=0.1)
+    r.open_log(tmp_path / "create.log")
+    with pytest.raises(BuildError):
+        r.run(py("import time\nfor i in range(6): print('working', i, flush=True); time.sleep(0.2)\nraise SystemExit(1)"),
+              label="install", silent_until=lambda line: line.startswith("resolved"))
+    assert stream.getvalue() == ""
+    assert "working 5" in log_text(r)
+
+
+def test_a_silent_attempt_shows_itself_once_its_marker_line_comes(tmp_path):
+    stream, seen = io.StringIO(), []
+    r = Reporter(stream=stream, heartbeat=0.1)
+
+    def announce(line: str) -> bool:
+        seen.append(line)
+        if line == "resolved":
+            r.step("install", "announced")
+            return True
+        return False
+
+    r.run(py("import time\nprint('before', flush=True); time.sleep(0.8); print('resolved', flush=True)\n"
+             "time.sleep(0.8); print('after', flush=True)"), label="install", silent_until=announce)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("] install: announced") and "install: still running" in lines[-1]
+    assert seen == ["before", "resolved"]       # asked until it said yes, then no more

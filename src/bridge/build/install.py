@@ -1,7 +1,9 @@
 """Install packages into a new environment with pip, compiling what the rule table names
 against the central stack.
 
-Order of work:
+In the common case nothing of the rule table is involved, and one pip run does it all (see
+:meth:`PipInstaller._install_in_one_pass`); otherwise, or if that attempt fails in any way before
+pip has resolved, the order of work is:
 1. resolve: ``pip install --dry-run --report`` says exactly which distributions pip would add
    (direct and indirect), so indirect rule packages are caught too;
 2. compile each rule package alone, from its sdist (``--no-binary``), with its rule's build
@@ -21,11 +23,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from ..discover.pyinfo import PythonInfo
 from ..discover.stack import CentralStack
-from ..errors import BuildError, PlanError, UsageError
+from ..errors import BuildError, EnvmodError, PlanError, UsageError
 from ..progress import Reporter
 from .rules import BuildRule, SourceBuild, canonical_name, resolve_rule
 from .wheelcache import CacheRequest, WheelCache
@@ -60,7 +62,18 @@ def pip_environment(extra: Mapping[str, str] | None = None, find_links: str | No
     return env
 
 
+#: The version a constraint pins every rule package to in the one-pass attempt: no release has it,
+#: so pip finds no candidate and no installed copy satisfies it.
+UNRESOLVABLE = "0+envmod.compiled.separately"
+#: pip's first lines once it has resolved everything (its wheel builds and installs follow).
+_RESOLVED = ("Building wheels for collected packages:", "Installing collected packages:")
+
+
 class PipInstaller:
+    #: Install in one pip run when no rule package is involved. An installer that installs pip's
+    #: plan with another tool (uv) needs the dry run's plan first, and says False.
+    one_pass = True
+
     def __init__(self, python: Path, reporter: Reporter, rules: Mapping[str, BuildRule],
                  stack: CentralStack, python_info: PythonInfo, wheel_cache: WheelCache | None = None) -> None:
         self.python = str(python)
@@ -98,11 +111,12 @@ class PipInstaller:
             env.update(TMPDIR=tmp, TEMP=tmp, TMP=tmp)
         return env
 
-    def _pip(self, args: Sequence[str], label: str, env: Mapping[str, str] | None = None) -> list[dict]:
+    def _pip(self, args: Sequence[str], label: str, env: Mapping[str, str] | None = None,
+             silent_until: Callable[[str], bool] | None = None) -> list[dict]:
         with self._temporary_dir("envmod-pip-") as tmp:
             report = os.path.join(tmp, "report.json")
             self.reporter.run([self.python, "-m", "pip", "install", "--report", report, *args],
-                              label=label, env=self._env(env))
+                              label=label, env=self._env(env), silent_until=silent_until)
             try:
                 with open(report, encoding="utf-8") as fh:
                     return json.load(fh).get("install", [])
@@ -119,6 +133,9 @@ class PipInstaller:
             reqs += ["-r", str(path)]
         if not reqs:
             return InstallResult()
+        one_pass = self._install_in_one_pass(reqs, requirements)
+        if one_pass is not None:
+            return one_pass
         plan = self._pip(["--dry-run", "--quiet", *reqs], label="resolve")
         wanted = {canonical_name(item["metadata"]["name"]): item for item in plan}
         requested = {canonical_name(item["metadata"]["name"]) for item in plan if item.get("requested")}
@@ -139,6 +156,53 @@ class PipInstaller:
         result = InstallResult(builds=builds)
         result.packages += [self._installed(name, item, requested, built, cached) for name, item in wanted.items()]
         return result
+
+    def _install_in_one_pass(self, reqs: Sequence[str], requirements: Sequence[str]) -> InstallResult | None:
+        """Resolve and install in one pip run, with a constraint no rule package can meet: it
+        succeeds only when no rule package is needed, directly or not, and its report is then
+        the plan the dry run would have given. None when it is not tried, or failed while pip
+        was still resolving (pip installs nothing before it has resolved everything): the caller
+        then takes the full path, which gives today's behaviour and messages. Silent on the
+        terminal until pip has resolved; a failure after that is the install's own, and raised."""
+        if not self.one_pass or any(requirement_name(text) in self.rules for text in requirements):
+            return None
+        resolved: list[str] = []
+
+        def announce(line: str) -> bool:
+            if not line.startswith(_RESOLVED):
+                return False
+            resolved.append(line)
+            self.reporter.step("install", line.split(":", 1)[1].strip() + " (one pass: nothing to compile)")
+            return True
+
+        before = self._installed_files()
+        with self._temporary_dir("envmod-constraints-") as tmp:
+            constraints = os.path.join(tmp, "rule-packages.txt")
+            with open(constraints, "w", encoding="utf-8") as fh:
+                fh.writelines(f"{name}=={UNRESOLVABLE}\n" for name in sorted(self.rules))
+            try:
+                plan = self._pip(["--no-binary", ",".join(sorted(self.rules)), "--constraint", constraints, *reqs],
+                                 label="install", silent_until=announce)
+            except EnvmodError:
+                if resolved or self._installed_files() != before:
+                    raise
+                self.reporter.note("(the one-pass install stopped before installing anything: "
+                                   "a rule package is needed, or pip failed; resolving on its own)")
+                return None
+        if not resolved:
+            self.reporter.step("resolve", "everything requested is already provided")
+        requested = {canonical_name(item["metadata"]["name"]) for item in plan if item.get("requested")}
+        result = InstallResult()
+        result.packages += [self._installed(canonical_name(item["metadata"]["name"]), item, requested, {}, {})
+                            for item in plan]
+        return result
+
+    def _installed_files(self) -> set[str]:
+        """What the env holds where pip installs (its site-packages, scripts): a failed attempt
+        that changed it must not be taken for one that installed nothing."""
+        prefix = Path(self.python).parent.parent
+        places = [prefix / "bin", *prefix.glob("lib*/python*/site-packages")]
+        return {str(entry) for place in places if place.is_dir() for entry in place.iterdir()}
 
     def _planned_builds(self, wanted: dict[str, dict]) -> list[SourceBuild]:
         """The source builds of the rule packages in ``wanted`` (pip's plan, by canonical name), plus

@@ -98,6 +98,8 @@ class UvBackend(Backend):
 class UvInstaller(PipInstaller):
     """PipInstaller whose ordinary packages are installed by ``uv pip install``."""
 
+    one_pass = False        # uv installs exactly the dry run's plan
+
     def __init__(self, uv: str, python: Path, *args: Any, **kwargs: Any) -> None:
         super().__init__(python, *args, **kwargs)
         self.uv = uv
