@@ -720,9 +720,11 @@ def _shown_effect(system: ModuleSystem, name: str, path: str,
     complaint. The file is shown from a copy alone on ``MODULEPATH`` (Lmod shows no full path,
     and the Lua and Tcl files of an env may share one directory, where the tool picks one)."""
     import shutil
-    import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="envmod-check-") as tree:
+    from .fsutil import scratch_dir
+
+    with scratch_dir("check") as scratch:
+        tree = str(scratch)
         copy = os.path.join(tree, name + (".lua" if path.endswith(".lua") else ""))
         os.makedirs(os.path.dirname(copy), exist_ok=True)
         shutil.copyfile(path, copy)

@@ -1,14 +1,19 @@
-"""Writing files so that a reader sees the old content or the new, never half of either."""
+"""Writing files so that a reader sees the old content or the new, never half of either; scratch
+directories that never outlive their run, even a killed one."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def current_umask() -> int:
@@ -77,3 +82,49 @@ def effective_user() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
+
+
+#: envmod-KIND.PID.HOST.RANDOM: whose a scratch directory is, so that a later run can tell one a
+#: killed process left behind.
+_SCRATCH = re.compile(r"envmod-[a-z]+\.(\d+)\.(.+)\.[^.]+")
+_swept = False
+
+
+@contextmanager
+def scratch_dir(kind: str) -> Iterator[Path]:
+    """A private temporary directory (``$TMPDIR``) for one piece of work, removed on any exit.
+    A process killed with SIGKILL cannot remove its own, so the first scratch directory a run
+    makes removes first those of this user and host whose process is gone."""
+    base = Path(tempfile.gettempdir())
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_orphaned_scratch(base)
+    path = Path(tempfile.mkdtemp(prefix=f"envmod-{kind}.{os.getpid()}.{socket.gethostname()}.", dir=base))
+    try:
+        yield path
+    finally:
+        remove_tree(path)
+
+
+def sweep_orphaned_scratch(base: Path) -> None:
+    """Remove the scratch directories in ``base`` that a process of this user on this host left
+    behind when it was killed (its pid is gone). Another node's (a shared ``$TMPDIR``) and a
+    running process's are left alone."""
+    host, uid = socket.gethostname(), os.geteuid()
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return
+    for entry in entries:
+        match = _SCRATCH.fullmatch(entry.name)
+        if not match or match.group(2) != host:
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            remove_tree(Path(entry.path))
+        except OSError:
+            continue

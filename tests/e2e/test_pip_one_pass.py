@@ -126,7 +126,7 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def test_sigkill_during_the_one_pass_install_leaves_nothing_visible_and_the_next_create_works(tmp_path, wheels):
+def test_sigkill_during_the_one_pass_install_leaves_nothing_visible_and_the_next_create_cleans_up(tmp_path, wheels):
     root, env = user_env(tmp_path, "python/3.11", wheels)
     proc = subprocess.Popen([*_argv(), "create", "killed", "--with", str(SLOWPKG)], env={**env, "SLOWPKG_SLEEP": "120"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -137,9 +137,12 @@ def test_sigkill_during_the_one_pass_install_leaves_nothing_visible_and_the_next
             os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert not (root / "envs/killed").exists() and not (root / "modules/killed").exists()
+    tmpdir = Path(env["TMPDIR"])
+    assert [p.name for p in tmpdir.iterdir() if p.name.startswith("envmod-install.")], "pip's scratch was killed too"
     again = create(env, "killed", "--with", "onepass-a")
     assert again.returncode == 0, again.stderr
     assert_nothing_left_but(root, "killed")
+    assert list(tmpdir.iterdir()) == []         # the next run removed the killed one's scratch
 
 
 def assert_nothing_left_but(root: Path, name: str) -> None:

@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 from ..discover.pyinfo import PythonInfo
 from ..discover.stack import CentralStack
 from ..errors import BuildError, EnvmodError, PlanError, UsageError
+from ..fsutil import scratch_dir
 from ..progress import Reporter
 from .rules import BuildRule, SourceBuild, canonical_name, resolve_rule
 from .wheelcache import CacheRequest, WheelCache
@@ -90,15 +91,15 @@ class PipInstaller:
         """One directory for everything temporary, pip's and its builds' own (``TMPDIR``) too:
         a pip stopped mid-build cannot clean up after itself, so envmod removes the whole
         directory on any exit, failure or interruption alike."""
-        scratch = tempfile.mkdtemp(prefix="envmod-install-")
-        try:
-            os.mkdir(os.path.join(scratch, "tmp"))
-            os.mkdir(os.path.join(scratch, "wheels"))
-            self.scratch, self.local_wheels = scratch, os.path.join(scratch, "wheels")
-            yield
-        finally:
-            self.scratch = self.local_wheels = None
-            shutil.rmtree(scratch, ignore_errors=True)
+        with scratch_dir("install") as path:
+            scratch = str(path)
+            try:
+                os.mkdir(os.path.join(scratch, "tmp"))
+                os.mkdir(os.path.join(scratch, "wheels"))
+                self.scratch, self.local_wheels = scratch, os.path.join(scratch, "wheels")
+                yield
+            finally:
+                self.scratch = self.local_wheels = None
 
     def _temporary_dir(self, prefix: str) -> tempfile.TemporaryDirectory:
         return tempfile.TemporaryDirectory(prefix=prefix, dir=self.scratch)

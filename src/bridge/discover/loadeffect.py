@@ -24,12 +24,12 @@ import os
 import re
 import secrets
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import DiscoveryError
+from ..fsutil import scratch_dir
 from .modsys import ModuleSystem
 
 #: Variables (exact names or prefixes ending in ``_``/``*``) that are the module tools' own state.
@@ -78,7 +78,7 @@ def _environment_after_load(system: ModuleSystem, module: str,
     failure = system.failure(proc)
     if failure:
         raise DiscoveryError(f"'module load {module}' failed with {system.name}: {failure}")
-    with tempfile.TemporaryDirectory(prefix="envmod-load-") as tmp:
+    with scratch_dir("load") as tmp:
         before, after = Path(tmp, "before"), Path(tmp, "after")
         script = 'env -0 > "$2"; eval "$1" 1>&2; env -0 > "$3"'
         run = subprocess.run(["bash", "--noprofile", "--norc", "-c", script, "bash", proc.stdout, before, after],
