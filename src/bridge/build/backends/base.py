@@ -29,6 +29,13 @@ class Backend(ABC):
     def check(self) -> None:
         """Fail early, before anything is built, when this backend's tools are missing."""
 
+    def start_early(self) -> None:
+        """Start, before the create plans, what is slow to start and needed later (rattler's
+        worker), so that its start overlaps the planning; :meth:`close` stops what went unused."""
+
+    def close(self) -> None:
+        """Stop what :meth:`start_early` started and the create did not use."""
+
     def prepare(self, request: Any, stack: "CentralStack", central_python: PythonInfo | None,
                 environ: Mapping[str, str]) -> None:
         """Plan what the backend itself installs, before anything is built (a conda solve)."""

@@ -14,6 +14,7 @@ envmod's cache dir, in a directory of the user's own (``<cache_dir>/rattler/<use
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -42,8 +43,10 @@ NO_CHANNELS_HINT = "rattler reads no .condarc: name the channels in the config, 
 TIMEOUT = {"solve": 600, "install": 3600}
 
 
+@functools.lru_cache(maxsize=None)
 def rattler_version() -> str | None:
-    """py-rattler's version if it is installed beside envmod, found without importing it."""
+    """py-rattler's version if it is installed beside envmod, found without importing it (once
+    per process: a create asks at check, plan and record)."""
     if importlib.util.find_spec("rattler") is None:
         return None
     from importlib import metadata  # here: its import costs every create that never asks
@@ -78,6 +81,36 @@ class RattlerEngine:
         self.settings = settings
         #: the command of the worker (a test names a fake one here); the request goes on its stdin
         self.worker = list(worker) if worker else [sys.executable, "-I", str(WORKER)]
+        self._started: subprocess.Popen | None = None
+
+    # -- a worker started ahead of its request ---------------------------------------------------
+
+    def start(self) -> None:
+        """Start a worker now, before there is work for it: its Python start and rattler import
+        (most of a small env's time) overlap envmod's own planning. The next solve or install
+        hands it its request; :meth:`close` stops it if none comes."""
+        if self._started is None:
+            self._started = self._launch()
+
+    def close(self) -> None:
+        """Stop a worker started ahead that got no request (it has written nothing: killing it is
+        harmless), and reap it."""
+        proc, self._started = self._started, None
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
+
+    def _launch(self) -> subprocess.Popen:
+        """A worker, given its set-up line (our pid, to die with us; our ``sys.path``)."""
+        proc = subprocess.Popen(self.worker, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace")
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(json.dumps({"parent_pid": os.getpid(), "sys_path": sys.path}) + "\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass            # it died already: its missing result says so
+        return proc
 
     # -- what the backend asks -------------------------------------------------------------------
 
@@ -138,7 +171,7 @@ class RattlerEngine:
 
     def _run(self, op: str, specs: Sequence[str], channels: Sequence[str], prefix: str | None = None) -> list[CondaPackage]:
         request = {"op": op, "specs": list(specs), "channels": self.channels(channels), "prefix": prefix,
-                   "cache_dir": str(self.cache_dir), "parent_pid": os.getpid(), "sys_path": sys.path}
+                   "cache_dir": str(self.cache_dir)}
         self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.TemporaryDirectory(prefix="envmod-rattler-") as result_dir:
             request["result_dir"] = result_dir
@@ -147,11 +180,17 @@ class RattlerEngine:
         return self._packages(op, request, result)
 
     def _spawn(self, op: str, request: dict[str, Any]) -> subprocess.CompletedProcess:
+        """The worker started ahead (else a new one) given ``request``, waited for."""
+        proc, self._started = self._started or self._launch(), None
         try:
-            return subprocess.run(self.worker, input=json.dumps(request), capture_output=True, text=True,
-                                  errors="replace", timeout=TIMEOUT[op])
+            stdout, stderr = proc.communicate(json.dumps(request) + "\n", timeout=TIMEOUT[op])
         except subprocess.TimeoutExpired as exc:
             raise BuildError(f"rattler {op} took longer than {exc.timeout:.0f}s and was stopped") from exc
+        finally:
+            if proc.returncode is None:      # timed out, or we were interrupted: it stops with us
+                proc.kill()
+                proc.communicate()
+        return subprocess.CompletedProcess(self.worker, proc.returncode, stdout, stderr)
 
     @staticmethod
     def _read_result(result_dir: Path, op: str, proc: subprocess.CompletedProcess) -> dict[str, Any]:
@@ -192,3 +231,15 @@ class RattlerBackend(CondaEnvBackend):
     def check(self) -> None:
         if self.engine is None:
             RattlerEngine(self.settings).check()
+
+    def start_early(self) -> None:
+        """The engine's worker, started before the create plans (without py-rattler, nothing:
+        :meth:`check` says so in one line)."""
+        if self.engine is None and rattler_version() is not None:
+            engine = RattlerEngine(self.settings)
+            engine.start()
+            self.engine = engine
+
+    def close(self) -> None:
+        if isinstance(self.engine, RattlerEngine):
+            self.engine.close()
