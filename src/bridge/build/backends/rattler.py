@@ -14,6 +14,7 @@ envmod's cache dir, in a directory of the user's own (``<cache_dir>/rattler/<use
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from ...errors import BuildError, ConfigError, PlanError, UsageError
 from ...fsutil import effective_user
@@ -57,6 +58,64 @@ def rattler_version() -> str | None:
         return "unknown"
 
 
+def default_worker() -> list[str]:
+    """The worker's command: envmod's own Python, isolated, running rattler_worker.py by its path."""
+    return [sys.executable, "-I", str(WORKER)]
+
+
+# -- a worker started ahead of its request ---------------------------------------------------------
+# A worker spends most of a small env's time starting Python and importing rattler, none of which
+# depends on the request: started early, that overlaps envmod's own start and planning. It imports
+# rattler, then waits on stdin for the request (rattler_worker.py).
+
+#: one worker started by :func:`worker_started_early` that no engine has taken yet
+_spare: subprocess.Popen | None = None
+
+
+def _launch(worker: Sequence[str]) -> subprocess.Popen:
+    """A worker, given its set-up line (our pid, to die with us; our ``sys.path``). Started from
+    the main thread: the worker dies with the thread that started it (PR_SET_PDEATHSIG)."""
+    proc = subprocess.Popen(list(worker), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, errors="replace")
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps({"parent_pid": os.getpid(), "sys_path": sys.path}) + "\n")
+        proc.stdin.flush()
+    except BrokenPipeError:
+        pass            # it died already: its missing result says so
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a worker that was given no request (it has written nothing: killing it is harmless)."""
+    proc.kill()
+    proc.communicate()
+
+
+@contextlib.contextmanager
+def worker_started_early() -> Iterator[None]:
+    """A worker started now, before envmod knows what it will ask (the CLI, as soon as it reads
+    ``--backend rattler``); the first engine that needs one takes it (:meth:`RattlerEngine.start`),
+    else it is stopped on leaving. Without py-rattler, nothing (the backend's check says so)."""
+    global _spare
+    if _spare is None and importlib.util.find_spec("rattler") is not None:
+        _spare = _launch(default_worker())
+    try:
+        yield
+    finally:
+        proc, _spare = _spare, None
+        if proc is not None:
+            _stop(proc)
+
+
+def _take_spare(worker: Sequence[str]) -> subprocess.Popen | None:
+    global _spare
+    if _spare is None or _spare.args != list(worker):
+        return None
+    proc, _spare = _spare, None
+    return proc
+
+
 def _one_line(message: str) -> str:
     """rattler's message (a chain of 'Caused by:' lines, or a solver's tree of conflicts) in one line."""
     parts = [line.strip(" │├└─") for line in message.splitlines()]
@@ -80,37 +139,21 @@ class RattlerEngine:
     def __init__(self, settings: "Settings | None" = None, worker: Sequence[str] | None = None) -> None:
         self.settings = settings
         #: the command of the worker (a test names a fake one here); the request goes on its stdin
-        self.worker = list(worker) if worker else [sys.executable, "-I", str(WORKER)]
+        self.worker = list(worker) if worker else default_worker()
         self._started: subprocess.Popen | None = None
 
-    # -- a worker started ahead of its request ---------------------------------------------------
-
     def start(self) -> None:
-        """Start a worker now, before there is work for it: its Python start and rattler import
-        (most of a small env's time) overlap envmod's own planning. The next solve or install
-        hands it its request; :meth:`close` stops it if none comes."""
+        """Have a worker ready before there is work for it (the one :func:`worker_started_early`
+        started, else a new one); the next solve or install hands it its request, :meth:`close`
+        stops it if none comes."""
         if self._started is None:
-            self._started = self._launch()
+            self._started = _take_spare(self.worker) or _launch(self.worker)
 
     def close(self) -> None:
-        """Stop a worker started ahead that got no request (it has written nothing: killing it is
-        harmless), and reap it."""
+        """Stop the worker :meth:`start` readied, if it got no request."""
         proc, self._started = self._started, None
         if proc is not None:
-            proc.kill()
-            proc.communicate()
-
-    def _launch(self) -> subprocess.Popen:
-        """A worker, given its set-up line (our pid, to die with us; our ``sys.path``)."""
-        proc = subprocess.Popen(self.worker, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, errors="replace")
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(json.dumps({"parent_pid": os.getpid(), "sys_path": sys.path}) + "\n")
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass            # it died already: its missing result says so
-        return proc
+            _stop(proc)
 
     # -- what the backend asks -------------------------------------------------------------------
 
@@ -181,15 +224,14 @@ class RattlerEngine:
 
     def _spawn(self, op: str, request: dict[str, Any]) -> subprocess.CompletedProcess:
         """The worker started ahead (else a new one) given ``request``, waited for."""
-        proc, self._started = self._started or self._launch(), None
+        proc, self._started = self._started or _launch(self.worker), None
         try:
             stdout, stderr = proc.communicate(json.dumps(request) + "\n", timeout=TIMEOUT[op])
         except subprocess.TimeoutExpired as exc:
             raise BuildError(f"rattler {op} took longer than {exc.timeout:.0f}s and was stopped") from exc
         finally:
             if proc.returncode is None:      # timed out, or we were interrupted: it stops with us
-                proc.kill()
-                proc.communicate()
+                _stop(proc)
         return subprocess.CompletedProcess(self.worker, proc.returncode, stdout, stderr)
 
     @staticmethod
