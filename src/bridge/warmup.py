@@ -3,7 +3,7 @@ background thread while the main thread waits on them (pip, uv, conda, rattler's
 is free while it waits on a child).
 
 It only fills caches that the main thread would fill anyway: modules imported (Jinja2, the
-scan's), the loader's facts and the ld.so cache read (both cached per process), the modulefile
+scan's, the email parser that reads METADATA), the loader's facts and the ld.so cache read (both cached per process), the modulefile
 templates loaded through Jinja2's bytecode cache. So a failure in it is harmless: it is noted in
 the create's log and dropped, and the main thread meets the same problem where it always did,
 with its own one-line error (a broken site template: the render's `ConfigError`).
@@ -60,6 +60,8 @@ def create_warm_up(module_types: Sequence[str], site_templates: Path | None, cac
 
 
 def _warm_scan() -> None:
+    import email.parser  # noqa: F401 -- the requirement scan reads each METADATA with it
+
     from .scan.evidence import host_config
     from .scan.ldcache import host_ldcache
 
