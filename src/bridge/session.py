@@ -474,14 +474,19 @@ class CreateSession:
         No lock, no rename, no modulefile: :meth:`run` adds those; EasyBuild builds in place.
         """
         backend = plan.backend or get_backend(self.request.backend, self.settings)
-        backend.create(plan.python, target, final, self.request.name)   # type: ignore[arg-type]
-        if plan.python is None:      # a conda env: its own Python is the one packages are built for
-            plan = replace(plan, python=interrogate(str(backend.python(target)), self.cache))
-        version = env_python_version(backend.python(target), plan.interpreter)
-        base = plan.python_module.name if plan.python_module else plan.interpreter.executable
-        self.reporter.step("create", f"{backend.name} over {base}" if backend.needs_central_python
-                           else f"{backend.name} env with its own Python {version}")
-        installed = self.install(plan, backend.python(target), backend)
+        backend.start_create(plan.python, target, final, self.request.name)   # type: ignore[arg-type]
+        try:
+            if plan.python is None:      # a conda env: its own Python is the one packages are built for
+                plan = replace(plan, python=interrogate(str(backend.python(target)), self.cache))
+            version = env_python_version(backend.python(target), plan.interpreter)
+            base = plan.python_module.name if plan.python_module else plan.interpreter.executable
+            self.reporter.step("create", f"{backend.name} over {base}" if backend.needs_central_python
+                               else f"{backend.name} env with its own Python {version}")
+            installed = self.install(plan, backend.python(target), backend)
+        except BaseException:
+            backend.close()          # nothing of the create runs on in an env about to be discarded
+            raise
+        backend.finish_create()      # (venv's activate scripts, written while pip installed)
         if target != final:
             from .build.backends.venv import relocate
 
