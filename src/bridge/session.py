@@ -491,8 +491,8 @@ class CreateSession:
             from .build.backends.venv import relocate
 
             relocate(target, target, final)
-        # A conda env holds compiled files of its own (its Python, its packages' libraries) whatever pip added.
         self._join_warm_up()
+        # A conda env holds compiled files of its own (its Python, its packages' libraries) whatever pip added.
         scanned = (installed and installed.packages) or not backend.needs_central_python
         links, requirements = self.scan(plan, target, final) if scanned else ([], [])
         deps = self.dependencies(plan, links, requirements, backend.extra_dependencies(plan.stack))
