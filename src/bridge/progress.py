@@ -59,6 +59,10 @@ class Reporter:
         if not self.quiet:
             print(line, file=self.stream, flush=True)
 
+    def note(self, text: str) -> None:
+        """A line for the log alone (nothing the user needs to see)."""
+        self._to_log(text)
+
     @property
     def log_name(self) -> str | None:
         """The log's path as an error names it (None: no log is kept)."""

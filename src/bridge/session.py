@@ -42,6 +42,7 @@ from .store.record import (
     write_record,
 )
 from .store.root import Store
+from .warmup import WarmUp, create_warm_up
 
 if TYPE_CHECKING:
     from .build.backends.base import Backend
@@ -173,6 +174,8 @@ class CreateSession:
         self.reporter = reporter or Reporter()
         self.environ = dict(os.environ if environ is None else environ)
         self.cache = JsonCache(settings.cache_dir)
+        self._warm_up: WarmUp | None = None
+        self._backend: Backend | None = None      # made before plan when the create starts it early
 
     # ---- stages ------------------------------------------------------------------------
     def discover(self) -> tuple[ModuleSystem | None, CentralStack]:
@@ -195,7 +198,7 @@ class CreateSession:
     def plan(self, system: ModuleSystem | None, stack: CentralStack) -> Plan:
         request = self.request
         validate_description(request.description)
-        backend = get_backend(request.backend, self.settings)
+        backend = self._backend or get_backend(request.backend, self.settings)
         if (request.conda_specs or request.conda_channels or request.allow_conda_mpi) and backend.needs_central_python:
             raise UsageError(f"conda packages, channels and --allow-conda-mpi need a conda backend, not {backend.name}",
                              hint="use --backend conda")
@@ -370,11 +373,25 @@ class CreateSession:
             refuse_unless_maintainer(record, "replace it")
 
     def _create(self, name: str) -> EnvRecord:
-        system, stack = self.discover()
-        plan = self.plan(system, stack)
-        self.report_plan(system, plan)
-        return self.stage_and_place(name, "create", lambda staging, final: self.build(plan, staging, final, system),
-                                    in_place=plan.backend is not None and plan.backend.builds_in_place)
+        backend = self._backend = get_backend(self.request.backend, self.settings)
+        backend.start_early()       # rattler's worker starts while we plan
+        try:
+            system, stack = self.discover()
+            plan = self.plan(system, stack)
+            self.report_plan(system, plan)
+            self._warm_up = create_warm_up([plan.module_type], self.settings.templates, self.settings.cache_dir).start()
+            return self.stage_and_place(name, "create", lambda staging, final: self.build(plan, staging, final, system),
+                                        in_place=plan.backend is not None and plan.backend.builds_in_place)
+        finally:
+            self._join_warm_up()
+            backend.close()
+
+    def _join_warm_up(self) -> None:
+        """Wait for the warm-up (bridge.warmup) if one runs; what failed in it goes to the log only."""
+        if self._warm_up is not None:
+            for failure in self._warm_up.join():
+                self.reporter.note(f"warm-up (harmless, done again in its place): {failure}")
+            self._warm_up = None
 
     def report_plan(self, system: ModuleSystem | None, plan: Plan) -> None:
         mods = ", ".join(f"{m.name} ({m.kind})" for m in plan.stack.modules) or "no modules loaded"
@@ -457,18 +474,24 @@ class CreateSession:
         No lock, no rename, no modulefile: :meth:`run` adds those; EasyBuild builds in place.
         """
         backend = plan.backend or get_backend(self.request.backend, self.settings)
-        backend.create(plan.python, target, final, self.request.name)   # type: ignore[arg-type]
-        if plan.python is None:      # a conda env: its own Python is the one packages are built for
-            plan = replace(plan, python=interrogate(str(backend.python(target)), self.cache))
-        version = env_python_version(backend.python(target), plan.interpreter)
-        base = plan.python_module.name if plan.python_module else plan.interpreter.executable
-        self.reporter.step("create", f"{backend.name} over {base}" if backend.needs_central_python
-                           else f"{backend.name} env with its own Python {version}")
-        installed = self.install(plan, backend.python(target), backend)
+        backend.start_create(plan.python, target, final, self.request.name)   # type: ignore[arg-type]
+        try:
+            if plan.python is None:      # a conda env: its own Python is the one packages are built for
+                plan = replace(plan, python=interrogate(str(backend.python(target)), self.cache))
+            version = env_python_version(backend.python(target), plan.interpreter)
+            base = plan.python_module.name if plan.python_module else plan.interpreter.executable
+            self.reporter.step("create", f"{backend.name} over {base}" if backend.needs_central_python
+                               else f"{backend.name} env with its own Python {version}")
+            installed = self.install(plan, backend.python(target), backend)
+        except BaseException:
+            backend.close()          # nothing of the create runs on in an env about to be discarded
+            raise
+        backend.finish_create()      # (venv's activate scripts, written while pip installed)
         if target != final:
             from .build.backends.venv import relocate
 
             relocate(target, target, final)
+        self._join_warm_up()
         # A conda env holds compiled files of its own (its Python, its packages' libraries) whatever pip added.
         scanned = (installed and installed.packages) or not backend.needs_central_python
         links, requirements = self.scan(plan, target, final) if scanned else ([], [])

@@ -3,9 +3,11 @@ network), in child processes; its exit crash never fails a create, over many run
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +234,110 @@ def test_a_worker_dying_before_its_result_is_a_one_line_failure(engine: RattlerE
     line = assert_one_line(info.value)
     assert line.startswith("rattler install failed: its worker ended (SIGABRT) before giving a result"), line
     assert not (tmp_path / "env").exists()
+
+
+# -- the worker started ahead (RattlerEngine.start: its start overlaps envmod's planning) --------
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
+
+
+def _children() -> set[int]:
+    """This process's child processes, from /proc."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid():
+            out.add(int(stat.parent.name))
+    return out
+
+
+def test_a_worker_started_ahead_imports_rattler_before_its_request_then_does_it(engine: RattlerEngine, channels,
+                                                                                 channel: Path, tmp_path: Path) -> None:
+    engine.start()
+    started = engine._started
+    assert started is not None
+    deadline = time.monotonic() + 60
+    while "rattler" not in _maps(started.pid) and time.monotonic() < deadline:   # its import, with no request yet
+        time.sleep(0.01)
+    assert "rattler" in _maps(started.pid) and started.poll() is None
+    engine.install(tmp_path / "env", SPECS, channels)           # handed to the worker started ahead
+    assert engine._started is None and started.returncode is not None
+    assert_complete_env(engine, tmp_path / "env", channel)
+    assert started.pid not in _children()
+
+
+def test_a_worker_started_ahead_and_never_asked_is_stopped_and_reaped(engine: RattlerEngine) -> None:
+    engine.start()
+    started = engine._started
+    assert started is not None and started.pid in _children()
+    engine.close()
+    assert started.returncode is not None and started.pid not in _children()
+    engine.close()                                              # nothing left to stop
+
+
+def test_a_worker_whose_stdin_ends_before_a_request_exits_doing_nothing(tmp_path: Path) -> None:
+    """The parent died or closed it (its create needed no rattler work): no result, exit 0."""
+    proc = subprocess.run(RattlerEngine().worker, input=json.dumps({"parent_pid": os.getpid(), "sys_path": sys.path})
+                          + "\n", capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_create_refused_in_plan_stops_the_worker_it_started_early(engine: RattlerEngine, channels,
+                                                                    tmp_path: Path) -> None:
+    """The session starts rattler's worker before it plans; a spec refused while planning ends
+    the create with the worker stopped, nothing left running."""
+    from bridge.discover.stack import CentralStack
+    from bridge.progress import Reporter
+    from bridge.session import CreateRequest, CreateSession
+
+    before = _children()
+    request = CreateRequest(name="early", backend="rattler", conda_specs=["-c", "python"],
+                            conda_channels=channels, module_type="lmod")
+    session = CreateSession(request, engine.settings, Reporter(quiet=True), environ={"PATH": "/usr/bin:/bin"},
+                            stack=CentralStack(None, ()))
+    with pytest.raises(UsageError):
+        session.run()
+    assert _children() == before
+    assert isinstance(session._backend.engine, RattlerEngine) and session._backend.engine._started is None
+
+
+def test_the_worker_the_cli_starts_early_is_the_engines_or_is_stopped(engine: RattlerEngine, channels) -> None:
+    """`envmod create --backend rattler` starts a worker before it reads its config
+    (worker_started_early): the first engine takes that one; one nobody took is stopped on leaving."""
+    from bridge.build.backends import rattler
+
+    before = _children()
+    with rattler.worker_started_early():
+        spare = rattler._spare
+        assert spare is not None and spare.pid in _children()
+        engine.start()
+        assert engine._started is spare and rattler._spare is None
+        assert {p.name for p in engine.solve(["python"], channels)} >= {"python"}
+    with rattler.worker_started_early():
+        unused = rattler._spare
+        assert unused is not None
+    assert rattler._spare is None and unused.returncode is not None
+    assert _children() == before
+
+
+def test_a_cli_create_refused_before_its_session_stops_the_early_worker(tmp_path: Path, monkeypatch) -> None:
+    """The CLI's early worker, for a create refused before any engine took it (a bad description):
+    stopped, nothing left running."""
+    from bridge.cli import main
+
+    if rattler_version() is None:
+        skip_or_fail("py-rattler is not installed (it comes with envmod's [test] extra)")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ENVMOD_ROOT", str(tmp_path / "root"))
+    before = _children()
+    assert main(["create", "early", "--backend", "rattler", "--conda", "python", "--kernel",
+                 "--shared", str(tmp_path / "shared")]) == 2          # refused in the CLI itself
+    assert _children() == before

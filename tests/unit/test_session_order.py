@@ -140,6 +140,18 @@ def test_broken_site_template_fails_envmod_module_and_keeps_the_modulefile(envmo
     assert f"cannot write the {module_type} modulefile of 'kept'" in line and says in line
     assert snapshot(modules) == before
 
+def test_a_broken_site_template_met_first_by_the_warm_up_is_still_the_renders_one_line(envmod, tmp_path):
+    """The background warm-up (bridge.warmup) loads the site template first and fails on it: that
+    is only a line in the create's log; the user sees the render's one-line error, as before."""
+    module_type, config, says = broken_site_config(tmp_path, "syntax-error")
+    proc = create(envmod, "warmed", module_type, site_config=config)
+    assert proc.returncode == 2, proc.stderr
+    assert says in one_error_line(proc) and "warm-up" not in proc.stderr
+    [log] = (envmod.root).rglob("create-*.log")
+    assert "warm-up (harmless, done again in its place): templates: TemplateSyntaxError" in log.read_text()
+    assert_no_leftovers(envmod.root)
+
+
 def test_a_good_site_template_is_still_written_after_the_env_is_in_place(envmod, tmp_path):
     templates = tmp_path / "site templates"
     (templates / "modulefiles").mkdir(parents=True)

@@ -389,3 +389,45 @@ def test_script_shebang_runs_the_python_through_sh_only_when_it_must(tmp_path, p
     ns: dict = {}
     exec(compile(line + "\nx = 1\n", "launcher", "exec"), ns)
     assert ns["x"] == 1
+
+
+# -- the activate scripts, written while pip installs (start_create / finish_create) ----------------
+
+def test_start_create_leaves_only_the_activate_scripts_for_finish_create(tmp_path, base_info):
+    """What pip needs is there at once; the scripts (a Python start and venv's import) are
+    written meanwhile, for the final path, and finish_create waits for them."""
+    staging, final = tmp_path / "staging", tmp_path / "envs" / "myenv"
+    backend = VenvBackend()
+    backend.start_create(base_info, staging, final, "myenv")
+    writer = backend._scripts
+    assert writer is not None
+    assert probe(staging / "bin" / "python")["prefix"] == str(staging)      # usable before the scripts
+    backend.finish_create()
+    assert backend._scripts is None and writer.returncode == 0
+    assert str(final) in (staging / "bin" / "activate").read_text()
+    backend.close()                                                       # nothing left to stop
+
+
+def test_a_create_that_fails_first_stops_the_writer_and_reaps_it(tmp_path, base_info):
+    backend = VenvBackend()
+    backend.start_create(base_info, tmp_path / "staging", tmp_path / "envs" / "myenv", "myenv")
+    writer = backend._scripts
+    assert writer is not None
+    backend.close()
+    assert backend._scripts is None and writer.returncode is not None
+
+
+def test_a_writer_that_dies_fails_the_create_in_one_line_at_finish_create(tmp_path, base_info):
+    """The writer killed (for real, SIGKILL) before it is done: finish_create says so in one line."""
+    import signal
+
+    from bridge.errors import DiscoveryError
+
+    backend = VenvBackend()
+    backend.start_create(base_info, tmp_path / "staging", tmp_path / "envs" / "myenv", "myenv")
+    assert backend._scripts is not None
+    os.kill(backend._scripts.pid, signal.SIGKILL)
+    with pytest.raises(DiscoveryError) as info:
+        backend.finish_create()
+    assert "could not write the env's activate scripts with its venv module" in info.value.one_line()
+    assert "\n" not in info.value.one_line() and backend._scripts is None

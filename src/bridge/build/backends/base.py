@@ -29,6 +29,14 @@ class Backend(ABC):
     def check(self) -> None:
         """Fail early, before anything is built, when this backend's tools are missing."""
 
+    def start_early(self) -> None:
+        """Start, before the create plans, what is slow to start and needed later (rattler's
+        worker), so that its start overlaps the planning; :meth:`close` stops what went unused."""
+
+    def close(self) -> None:
+        """Stop what :meth:`start_early` or :meth:`start_create` started and the create did not
+        wait for (it failed first)."""
+
     def prepare(self, request: Any, stack: "CentralStack", central_python: PythonInfo | None,
                 environ: Mapping[str, str]) -> None:
         """Plan what the backend itself installs, before anything is built (a conda solve)."""
@@ -43,6 +51,15 @@ class Backend(ABC):
     @abstractmethod
     def create(self, python: PythonInfo, target: Path, final: Path, env_name: str) -> None:
         """Create the environment at ``target``; ``final`` is where it will live once renamed."""
+
+    def start_create(self, python: PythonInfo, target: Path, final: Path, env_name: str) -> None:
+        """:meth:`create`, leaving what packages do not need running in the background (venv's
+        activate scripts) while the caller installs; :meth:`finish_create` waits for it, and
+        :meth:`close` stops it if the create fails first."""
+        self.create(python, target, final, env_name)
+
+    def finish_create(self) -> None:
+        """Wait for what :meth:`start_create` left running; its failure is the create's."""
 
     @abstractmethod
     def python(self, prefix: Path) -> Path:

@@ -14,6 +14,8 @@ envmod's cache dir, in a directory of the user's own (``<cache_dir>/rattler/<use
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from ...errors import BuildError, ConfigError, PlanError, UsageError
 from ...fsutil import effective_user
@@ -42,8 +44,10 @@ NO_CHANNELS_HINT = "rattler reads no .condarc: name the channels in the config, 
 TIMEOUT = {"solve": 600, "install": 3600}
 
 
+@functools.lru_cache(maxsize=None)
 def rattler_version() -> str | None:
-    """py-rattler's version if it is installed beside envmod, found without importing it."""
+    """py-rattler's version if it is installed beside envmod, found without importing it (once
+    per process: a create asks at check, plan and record)."""
     if importlib.util.find_spec("rattler") is None:
         return None
     from importlib import metadata  # here: its import costs every create that never asks
@@ -52,6 +56,64 @@ def rattler_version() -> str | None:
         return metadata.version("py-rattler")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def default_worker() -> list[str]:
+    """The worker's command: envmod's own Python, isolated, running rattler_worker.py by its path."""
+    return [sys.executable, "-I", str(WORKER)]
+
+
+# -- a worker started ahead of its request ---------------------------------------------------------
+# A worker spends most of a small env's time starting Python and importing rattler, none of which
+# depends on the request: started early, that overlaps envmod's own start and planning. It imports
+# rattler, then waits on stdin for the request (rattler_worker.py).
+
+#: one worker started by :func:`worker_started_early` that no engine has taken yet
+_spare: subprocess.Popen | None = None
+
+
+def _launch(worker: Sequence[str]) -> subprocess.Popen:
+    """A worker, given its set-up line (our pid, to die with us; our ``sys.path``). Started from
+    the main thread: the worker dies with the thread that started it (PR_SET_PDEATHSIG)."""
+    proc = subprocess.Popen(list(worker), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, errors="replace")
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps({"parent_pid": os.getpid(), "sys_path": sys.path}) + "\n")
+        proc.stdin.flush()
+    except BrokenPipeError:
+        pass            # it died already: its missing result says so
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a worker that was given no request (it has written nothing: killing it is harmless)."""
+    proc.kill()
+    proc.communicate()
+
+
+@contextlib.contextmanager
+def worker_started_early() -> Iterator[None]:
+    """A worker started now, before envmod knows what it will ask (the CLI, as soon as it reads
+    ``--backend rattler``); the first engine that needs one takes it (:meth:`RattlerEngine.start`),
+    else it is stopped on leaving. Without py-rattler, nothing (the backend's check says so)."""
+    global _spare
+    if _spare is None and importlib.util.find_spec("rattler") is not None:
+        _spare = _launch(default_worker())
+    try:
+        yield
+    finally:
+        proc, _spare = _spare, None
+        if proc is not None:
+            _stop(proc)
+
+
+def _take_spare(worker: Sequence[str]) -> subprocess.Popen | None:
+    global _spare
+    if _spare is None or _spare.args != list(worker):
+        return None
+    proc, _spare = _spare, None
+    return proc
 
 
 def _one_line(message: str) -> str:
@@ -77,7 +139,21 @@ class RattlerEngine:
     def __init__(self, settings: "Settings | None" = None, worker: Sequence[str] | None = None) -> None:
         self.settings = settings
         #: the command of the worker (a test names a fake one here); the request goes on its stdin
-        self.worker = list(worker) if worker else [sys.executable, "-I", str(WORKER)]
+        self.worker = list(worker) if worker else default_worker()
+        self._started: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Have a worker ready before there is work for it (the one :func:`worker_started_early`
+        started, else a new one); the next solve or install hands it its request, :meth:`close`
+        stops it if none comes."""
+        if self._started is None:
+            self._started = _take_spare(self.worker) or _launch(self.worker)
+
+    def close(self) -> None:
+        """Stop the worker :meth:`start` readied, if it got no request."""
+        proc, self._started = self._started, None
+        if proc is not None:
+            _stop(proc)
 
     # -- what the backend asks -------------------------------------------------------------------
 
@@ -138,7 +214,7 @@ class RattlerEngine:
 
     def _run(self, op: str, specs: Sequence[str], channels: Sequence[str], prefix: str | None = None) -> list[CondaPackage]:
         request = {"op": op, "specs": list(specs), "channels": self.channels(channels), "prefix": prefix,
-                   "cache_dir": str(self.cache_dir), "parent_pid": os.getpid(), "sys_path": sys.path}
+                   "cache_dir": str(self.cache_dir)}
         self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.TemporaryDirectory(prefix="envmod-rattler-") as result_dir:
             request["result_dir"] = result_dir
@@ -147,11 +223,16 @@ class RattlerEngine:
         return self._packages(op, request, result)
 
     def _spawn(self, op: str, request: dict[str, Any]) -> subprocess.CompletedProcess:
+        """The worker started ahead (else a new one) given ``request``, waited for."""
+        proc, self._started = self._started or _launch(self.worker), None
         try:
-            return subprocess.run(self.worker, input=json.dumps(request), capture_output=True, text=True,
-                                  errors="replace", timeout=TIMEOUT[op])
+            stdout, stderr = proc.communicate(json.dumps(request) + "\n", timeout=TIMEOUT[op])
         except subprocess.TimeoutExpired as exc:
             raise BuildError(f"rattler {op} took longer than {exc.timeout:.0f}s and was stopped") from exc
+        finally:
+            if proc.returncode is None:      # timed out, or we were interrupted: it stops with us
+                _stop(proc)
+        return subprocess.CompletedProcess(self.worker, proc.returncode, stdout, stderr)
 
     @staticmethod
     def _read_result(result_dir: Path, op: str, proc: subprocess.CompletedProcess) -> dict[str, Any]:
@@ -192,3 +273,15 @@ class RattlerBackend(CondaEnvBackend):
     def check(self) -> None:
         if self.engine is None:
             RattlerEngine(self.settings).check()
+
+    def start_early(self) -> None:
+        """The engine's worker, started before the create plans (without py-rattler, nothing:
+        :meth:`check` says so in one line)."""
+        if self.engine is None and rattler_version() is not None:
+            engine = RattlerEngine(self.settings)
+            engine.start()
+            self.engine = engine
+
+    def close(self) -> None:
+        if isinstance(self.engine, RattlerEngine):
+            self.engine.close()

@@ -2,13 +2,16 @@
 
 py-rattler 0.27/0.28 crashes at interpreter exit in 10-30 % of short runs, after its work is done.
 So envmod never imports rattler itself: each solve or install runs here, in a process of its own,
-which writes its result to a file (written aside, flushed, fsynced, then renamed into place) and
+which writes its result to a file (written aside, then renamed into place) and
 only then leaves with ``os._exit``. The parent believes that file and nothing else: a crash after
 it was written cannot fail a create, and a crash before it cannot pass for a success.
 
-Run as ``python rattler_worker.py`` with one JSON request on stdin (see :func:`handle`). Only the
-standard library and rattler are imported: the file is run by its path, whatever the parent's
-import set-up (the parent passes its ``sys.path``).
+Run as ``python rattler_worker.py`` with two JSON lines on stdin: the set-up (the parent's pid
+and ``sys.path``), then the request (see :func:`handle`). Between the two it imports rattler, so
+a parent that starts the worker early (:meth:`RattlerEngine.start`) has that import done by the
+time it sends the request; a worker whose stdin ends before a request exits doing nothing. Only
+the standard library and rattler are imported: the file is run by its path, whatever the
+parent's import set-up (the parent passes its ``sys.path``).
 """
 
 from __future__ import annotations
@@ -84,24 +87,33 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_result(directory: str, result: dict[str, Any]) -> None:
-    """Put ``result`` in ``directory`` as RESULT_NAME, all or nothing, durably."""
+    """Put ``result`` in ``directory`` as RESULT_NAME, all or nothing. Not fsynced (it cost 7 ms
+    of every create): what is closed is the kernel's, which a crash of this process cannot take
+    back, and a crash of the machine ends the create that would read it anyway."""
     partial = os.path.join(directory, RESULT_NAME + ".part")
     with open(partial, "w", encoding="utf-8") as fh:
         json.dump(result, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(partial, os.path.join(directory, RESULT_NAME))
-    fd = os.open(directory, os.O_RDONLY)
+
+
+def _import_rattler() -> None:
+    """rattler imported ahead of the request (most of a worker's start); a failure is left for
+    :func:`handle` to report."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        import rattler  # noqa: F401
+    except ImportError:
+        pass
 
 
 def main() -> None:
-    request = json.load(sys.stdin)
-    _die_with_parent(request["parent_pid"])
-    sys.path[:0] = [p for p in request.get("sys_path", []) if p not in sys.path]
+    setup = json.loads(sys.stdin.readline())
+    _die_with_parent(setup["parent_pid"])
+    sys.path[:0] = [p for p in setup.get("sys_path", []) if p not in sys.path]
+    _import_rattler()
+    line = sys.stdin.readline()
+    if not line.strip():
+        return              # started early for a create that needed no rattler work after all
+    request = json.loads(line)
     write_result(request["result_dir"], handle(request))
 
 
