@@ -49,10 +49,6 @@ class Reporter:
             self.log.write(text if text.endswith("\n") else text + "\n")
             self.log.flush()
 
-    def note(self, text: str) -> None:
-        """A line for the log only."""
-        self._to_log(text)
-
     def step(self, label: str, detail: str = "") -> None:
         line = f"[{self.elapsed:6.1f}s] {label}" + (f": {detail}" if detail else "")
         self._to_log(line)
