@@ -251,15 +251,6 @@ def _locked(args, doing: str) -> Iterator[Any]:
 
 
 def cmd_create(args) -> int:
-    if args.backend == "rattler":      # its worker's start overlaps ours (bridge.build.backends.rattler)
-        from .build.backends.rattler import worker_started_early
-
-        with worker_started_early():
-            return _create_env(args)
-    return _create_env(args)
-
-
-def _create_env(args) -> int:
     from .progress import Reporter
     from .session import CreateRequest, CreateSession
 

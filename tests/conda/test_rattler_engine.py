@@ -307,37 +307,3 @@ def test_a_create_refused_in_plan_stops_the_worker_it_started_early(engine: Ratt
         session.run()
     assert _children() == before
     assert isinstance(session._backend.engine, RattlerEngine) and session._backend.engine._started is None
-
-
-def test_the_worker_the_cli_starts_early_is_the_engines_or_is_stopped(engine: RattlerEngine, channels) -> None:
-    """`envmod create --backend rattler` starts a worker before it reads its config
-    (worker_started_early): the first engine takes that one; one nobody took is stopped on leaving."""
-    from bridge.build.backends import rattler
-
-    before = _children()
-    with rattler.worker_started_early():
-        spare = rattler._spare
-        assert spare is not None and spare.pid in _children()
-        engine.start()
-        assert engine._started is spare and rattler._spare is None
-        assert {p.name for p in engine.solve(["python"], channels)} >= {"python"}
-    with rattler.worker_started_early():
-        unused = rattler._spare
-        assert unused is not None
-    assert rattler._spare is None and unused.returncode is not None
-    assert _children() == before
-
-
-def test_a_cli_create_refused_before_its_session_stops_the_early_worker(tmp_path: Path, monkeypatch) -> None:
-    """The CLI's early worker, for a create refused before any engine took it (a bad description):
-    stopped, nothing left running."""
-    from bridge.cli import main
-
-    if rattler_version() is None:
-        skip_or_fail("py-rattler is not installed (it comes with envmod's [test] extra)")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("ENVMOD_ROOT", str(tmp_path / "root"))
-    before = _children()
-    assert main(["create", "early", "--backend", "rattler", "--conda", "python", "--kernel",
-                 "--shared", str(tmp_path / "shared")]) == 2          # refused in the CLI itself
-    assert _children() == before

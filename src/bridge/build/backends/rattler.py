@@ -14,7 +14,6 @@ envmod's cache dir, in a directory of the user's own (``<cache_dir>/rattler/<use
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import json
@@ -25,10 +24,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...errors import BuildError, ConfigError, PlanError, UsageError
-from ...fsutil import effective_user
+from ...fsutil import effective_user, scratch_dir
 from .conda_engine import CondaPackage
 from .condaenv import CondaEnvBackend
 
@@ -68,10 +67,6 @@ def default_worker() -> list[str]:
 # depends on the request: started early, that overlaps envmod's own start and planning. It imports
 # rattler, then waits on stdin for the request (rattler_worker.py).
 
-#: one worker started by :func:`worker_started_early` that no engine has taken yet
-_spare: subprocess.Popen | None = None
-
-
 def _launch(worker: Sequence[str]) -> subprocess.Popen:
     """A worker, given its set-up line (our pid, to die with us; our ``sys.path``). Started from
     the main thread: the worker dies with the thread that started it (PR_SET_PDEATHSIG)."""
@@ -90,30 +85,6 @@ def _stop(proc: subprocess.Popen) -> None:
     """Stop a worker that was given no request (it has written nothing: killing it is harmless)."""
     proc.kill()
     proc.communicate()
-
-
-@contextlib.contextmanager
-def worker_started_early() -> Iterator[None]:
-    """A worker started now, before envmod knows what it will ask (the CLI, as soon as it reads
-    ``--backend rattler``); the first engine that needs one takes it (:meth:`RattlerEngine.start`),
-    else it is stopped on leaving. Without py-rattler, nothing (the backend's check says so)."""
-    global _spare
-    if _spare is None and importlib.util.find_spec("rattler") is not None:
-        _spare = _launch(default_worker())
-    try:
-        yield
-    finally:
-        proc, _spare = _spare, None
-        if proc is not None:
-            _stop(proc)
-
-
-def _take_spare(worker: Sequence[str]) -> subprocess.Popen | None:
-    global _spare
-    if _spare is None or _spare.args != list(worker):
-        return None
-    proc, _spare = _spare, None
-    return proc
 
 
 def _one_line(message: str) -> str:
@@ -143,11 +114,10 @@ class RattlerEngine:
         self._started: subprocess.Popen | None = None
 
     def start(self) -> None:
-        """Have a worker ready before there is work for it (the one :func:`worker_started_early`
-        started, else a new one); the next solve or install hands it its request, :meth:`close`
-        stops it if none comes."""
+        """Have a worker ready before there is work for it; the next solve or install hands it
+        its request, :meth:`close` stops it if none comes."""
         if self._started is None:
-            self._started = _take_spare(self.worker) or _launch(self.worker)
+            self._started = _launch(self.worker)
 
     def close(self) -> None:
         """Stop the worker :meth:`start` readied, if it got no request."""
@@ -216,10 +186,10 @@ class RattlerEngine:
         request = {"op": op, "specs": list(specs), "channels": self.channels(channels), "prefix": prefix,
                    "cache_dir": str(self.cache_dir)}
         self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.TemporaryDirectory(prefix="envmod-rattler-") as result_dir:
-            request["result_dir"] = result_dir
+        with scratch_dir("rattler") as result_dir:
+            request["result_dir"] = str(result_dir)
             proc = self._spawn(op, request)
-            result = self._read_result(Path(result_dir), op, proc)
+            result = self._read_result(result_dir, op, proc)
         return self._packages(op, request, result)
 
     def _spawn(self, op: str, request: dict[str, Any]) -> subprocess.CompletedProcess:
