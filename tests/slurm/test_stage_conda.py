@@ -1,12 +1,13 @@
-"""``envmod stage`` of a conda-format env in a real Slurm job (issues #12 and #14): a rattler env
-(real py-rattler, no Anaconda tool) made from the test channel with a pure conda package, the
-activate.d package and a pip wheel, plus mpi4py compiled against the central OpenMPI (reused from
-the run's compiled_env wheel cache: no compile here), is packed (its prefix rewritten for the
-node-local path), staged by a batch script with sbcast and squashfuse, and run from the node-local
-copy: the env's module (real Lmod) points CONDA_PREFIX and PATH at the copy and sets the activate.d
-variable there, and 2 ranks under ``srun --mpi=pmix`` import nothing from the shared env. The
-one-line refusals a job meets (unstage before stage, stage of a stale image) and the release
-after the job are checked too."""
+"""``envmod stage`` of conda-format envs in a real Slurm job (issues #12 and #14), for each backend:
+``--backend rattler`` (real py-rattler, no Anaconda tool) and ``--backend conda`` (the conda site's
+real conda 26.7.1). Each env, made from the test channel with a pure conda package, the activate.d
+package and a pip wheel, plus mpi4py compiled against the central OpenMPI (reused from the run's
+compiled_env wheel cache: no compile here), is packed (its prefix rewritten for the node-local
+path), staged by a batch script with sbcast and squashfuse, and run from the node-local copy: the
+env's module (real Lmod, and real Environment Modules) points CONDA_PREFIX and PATH at the copy
+and sets the activate.d variable there, and 2 ranks under ``srun --mpi=pmix`` import nothing from
+the shared env. The one-line refusals a job meets (unstage before stage, stage of a stale image),
+a repack inside the job, and the release by the job's EXIT trap are checked too."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 
 from bridge.build.backends.rattler import rattler_version
 from tests.conda.channel import ACTIVATE_VARIABLE, HELLO_MODULE, MPI_LABEL, build_channel
+from tests.conda.conftest import CONDA_VERSION, conda_site, require_conda
 from tests.conftest import ModuleShell, require_site, site_dir, skip_or_fail
 from tests.slurm.test_stage import job_preamble, pure_wheel
 
@@ -49,20 +51,36 @@ print("HELLO rank", comm.rank, "of", comm.size)
 
 
 @dataclass
-class PackedRattler:
+class Packed:
+    backend: str
     root: Path
     base: Path               # the node-local stage base
     build: Path              # the env's build directory (envs/NAME links to it)
     manifest: dict
     create_output: str
+    module_use: str          # shell lines: what else the env's module needs on MODULEPATH (tool: lmod or tcl)
+
+    def setup(self, system: str) -> str:
+        return self.module_use.replace("@TREE@", "lua" if system == "lmod" else "tcl")
 
 
-@pytest.fixture(scope="module")
-def packed_rattler(compiled_env, tmp_path_factory) -> PackedRattler:
+@pytest.fixture(scope="module", params=["rattler", "conda"])
+def packed(request, compiled_env, tmp_path_factory) -> Packed:
+    """The env made with real py-rattler (no Anaconda tool within reach) or with the conda
+    site's real conda 26.7.1 (its module loaded, so a dependency of the env's), then packed."""
+    backend = request.param
     require_site()
-    if rattler_version() is None:
-        skip_or_fail("py-rattler is not installed (it comes with envmod's [test] extra)")
-    work = tmp_path_factory.mktemp("rattler-stage")
+    module_use, loads = "", "python/3.11 openmpi/4.1.4"
+    if backend == "rattler":
+        if rattler_version() is None:
+            skip_or_fail("py-rattler is not installed (it comes with envmod's [test] extra)")
+        tools = "unset CONDA_EXE MAMBA_EXE\n"
+    else:
+        require_conda()
+        module_use = f'module use {shlex.quote(str(conda_site()))}/modules/@TREE@\n'
+        loads = f"conda/{CONDA_VERSION} {loads}"
+        tools = ""
+    work = tmp_path_factory.mktemp(f"{backend}-stage")
     root, base, home = work / "root", work / "node-local", work / "home"
     for directory in (root, base, home):
         directory.mkdir()
@@ -70,26 +88,24 @@ def packed_rattler(compiled_env, tmp_path_factory) -> PackedRattler:
     config = home / "config.yaml"
     config.write_text(f"conda_channels: [file://{channel}, file://{channel}/label/{MPI_LABEL}]\n")
     shell = ModuleShell("lmod", root, work / "cache")
-    # no Anaconda tool within reach: rattler needs none
     made = shell.run(f"""
-export ENVMOD_CONFIG={shlex.quote(str(config))} HOME={shlex.quote(str(home))}
-unset CONDA_EXE MAMBA_EXE
-module load python/3.11 openmpi/4.1.4
-$ENVMOD create {NAME} --backend rattler --conda envmod-hello envmod-activate --with mpi4py {pure_wheel(work)}
+export ENVMOD_CONFIG={shlex.quote(str(config))} HOME={shlex.quote(str(home))} CONDA_PKGS_DIRS={shlex.quote(str(home / "pkgs"))}
+{tools}{module_use.replace("@TREE@", "lua")}module load {loads}
+$ENVMOD create {NAME} --backend {backend} --conda envmod-hello envmod-activate --with mpi4py {pure_wheel(work)}
+$ENVMOD module {NAME} --module-type tcl
 $ENVMOD pack {NAME}
 """, timeout=1800, extra_env={"ENVMOD_WHEEL_CACHE": str(compiled_env.wheels), "ENVMOD_STAGE_BASE": str(base)})
     made.check()
     build = Path(os.path.realpath(root / "envs" / NAME))
     assert build.parent.name == ".builds", build
     manifest = json.loads((root / "images" / f"{NAME}.json").read_text())
-    return PackedRattler(root, base, build, manifest, made.stdout + made.stderr)
+    return Packed(backend, root, base, build, manifest, made.stdout + made.stderr, module_use)
 
 
-def test_staged_rattler_env_runs_mpi_from_the_node_local_copy(slurm, packed_rattler, tmp_path):
-    packed = packed_rattler
+def test_staged_conda_env_runs_mpi_from_the_node_local_copy(slurm, packed: Packed, tmp_path):
     # the run's compiled mpi4py was reused: nothing compiled for this env
     assert "reuse mpi4py" in packed.create_output, packed.create_output
-    assert packed.manifest["backend"] == "rattler" and packed.manifest["format"] == "squashfs"
+    assert packed.manifest["backend"] == packed.backend and packed.manifest["format"] == "squashfs"
     staged = packed.manifest["staged_prefix"]
     (tmp_path / "probe.py").write_text(RANK_PROBE)
     out = tmp_path / "out"
@@ -99,7 +115,12 @@ echo "EARLY rc=$rc lines=$(wc -l < err.txt) $(cat err.txt)"
 $ENVMOD stage {NAME}
 trap '$ENVMOD unstage {NAME}' EXIT
 echo "MOUNT=$(findmnt -n -o FSTYPE {shlex.quote(staged)} || echo none)"
-module use "$ENVMOD_ROOT/modules"
+# Environment Modules on the node too (a subshell: the Lmod load below is the job's)
+(use_envmodules
+{packed.setup("tcl")}module use "$ENVMOD_ROOT/modules"
+module load {MODULE}
+echo "TCL $CONDA_PREFIX ${{{ACTIVATE_VARIABLE}:-unset}} $(python -c 'import sys; print(sys.prefix)')")
+{packed.setup("lmod")}module use "$ENVMOD_ROOT/modules"
 module load {MODULE}
 echo "CONDA_PREFIX=$CONDA_PREFIX"
 echo "CONDA_DEFAULT_ENV=$CONDA_DEFAULT_ENV"
@@ -117,6 +138,7 @@ srun --mpi=pmix -n 2 python {tmp_path / 'probe.py'} {out} "$ENVMOD_ROOT/envs/{NA
     for line in (f"CONDA_PREFIX={staged}", f"CONDA_DEFAULT_ENV={staged}", f"PATH0={staged}/bin",
                  "ACTIVATED=yes", f"PYTHON={staged}/bin/python"):
         assert line in text.splitlines(), f"{line!r} not in\n{text}"
+    assert f"TCL {staged} yes {staged}" in text.splitlines(), text
     assert "HELLO rank 0 of 2" in text and "HELLO rank 1 of 2" in text, text
     ranks = sorted((json.loads(p.read_text()) for p in tmp_path.glob("out.rank*.json")), key=lambda p: p["rank"])
     assert [p["rank"] for p in ranks] == [0, 1], text
@@ -142,11 +164,10 @@ srun --mpi=pmix -n 2 python {tmp_path / 'probe.py'} {out} "$ENVMOD_ROOT/envs/{NA
     assert (packed.build / "bin/python").is_file()
 
 
-def test_stale_rattler_image_is_refused_in_one_line_and_repacked_in_the_job(slurm, packed_rattler, tmp_path):
+def test_stale_conda_image_is_refused_in_one_line_and_repacked_in_the_job(slurm, packed: Packed, tmp_path):
     """Runs after the test above (same env): a wheel pip-installed into the conda env makes its
     image stale; 'stage' refuses it in one line, 'stage --repack' packs and relocates it again
     inside the job, to a new node-local path the module then uses."""
-    packed = packed_rattler
     other = pure_wheel(tmp_path, "otherpkg")
     pip = packed.root / "envs" / NAME / "bin/pip"
     installed = ModuleShell("lmod", packed.root, tmp_path / "cache").run(
@@ -158,7 +179,7 @@ rc=0; $ENVMOD stage {NAME} 2>err.txt || rc=$?
 echo "REFUSED rc=$rc lines=$(wc -l < err.txt) $(cat err.txt)"
 ENVMOD_STAGE_BASE={shlex.quote(str(packed.base))} $ENVMOD stage {NAME} --repack
 trap '$ENVMOD unstage {NAME}' EXIT
-module use "$ENVMOD_ROOT/modules"
+{packed.setup("lmod")}module use "$ENVMOD_ROOT/modules"
 module load {MODULE}
 echo "ACTIVATED=${{{ACTIVATE_VARIABLE}:-unset}}"
 python -c 'import sys, otherpkg, {HELLO_MODULE}; print("PREFIX", sys.prefix, otherpkg.__file__)'
