@@ -314,6 +314,7 @@ LONGEST_FIRST = (
     "tests/e2e/test_scripts_kernels.py",
     "tests/e2e/test_backends_e2e.py",
     "tests/slurm/test_stage.py",
+    "tests/slurm/test_stage_conda.py",
     "tests/conda/test_rattler_engine.py",
     "tests/e2e/test_kernel_backends.py",
 )
