@@ -126,7 +126,8 @@ class UvInstaller(PipInstaller):
             return None
         planned = self._uv_plan(requirements, files)
         if isinstance(planned, str):
-            return self._pip_resolves(planned)
+            self._pip_resolves(planned)
+            return None
         plan, flags, env = planned
         if not plan:
             self.reporter.step("resolve", "everything requested is already provided")
@@ -179,12 +180,12 @@ class UvInstaller(PipInstaller):
         except EnvmodError:
             if announced and self._installed_files() != before:
                 raise
-            return self._pip_resolves("uv could not install every package of its plan from a wheel")
+            self._pip_resolves("uv could not install every package of its plan from a wheel")
+            return None
         return InstallResult(packages=self._installed_by_uv(plan))
 
     def _pip_resolves(self, why: str) -> None:
         self.reporter.note(f"(uv does not resolve this install: {why}; pip resolves)")
-        return None
 
     def _uv_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         """uv's environment for its own resolution: pip's (temporary files in the scratch
