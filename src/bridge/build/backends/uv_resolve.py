@@ -55,7 +55,7 @@ def outside_distributions(python: str, env: Mapping[str, str]) -> dict[str, str]
 #: Keys of pip's configuration that do not change what ``pip install`` resolves or from where.
 _HARMLESS = {"disable-pip-version-check", "no-input", "no-color", "progress-bar", "quiet", "verbose",
              "root-user-action", "require-virtualenv", "no-python-version-warning", "log", "cache-dir",
-             "no-cache-dir"}
+             "no-cache-dir", "config-file"}
 #: pip's sections that apply to ``pip install``, in pip's order of precedence (later wins).
 _SECTIONS = ("global", "install", ":env:")
 _TRUE, _FALSE = {"1", "true", "yes", "y", "on"}, {"0", "false", "no", "n", "off"}
@@ -169,7 +169,9 @@ def pip_uv_options(python: str, env: Mapping[str, str], cache: JsonCache,
     options = effective_install_options(config)
     translated = uv_options(options)
     if translated is None:
-        return f"pip's configuration has a setting uv cannot take: {', '.join(sorted(options))}"
+        cwd = os.getcwd()
+        refused = sorted(n for n, v in options.items() if n not in _HARMLESS and _uv_option(n, v, cwd) is None)
+        return f"pip's configuration has a setting uv cannot take: {', '.join(refused)}"
     return translated
 
 
