@@ -141,13 +141,14 @@ class UvInstaller(PipInstaller):
         if not named_only(requirements, files):
             return "a package is a path, a URL, an editable or hashed"
         pip_env = self._env(find_links=False)
-        translated = pip_uv_options(self.python, pip_env, self.config_cache, Path(self.python).parent.parent)
+        outside = outside_distributions(self.python, pip_env, self.config_cache)
+        if outside is None:
+            return "the env's Python could not list the packages it sees"
+        translated = pip_uv_options(self.python, pip_env, self.config_cache, Path(self.python).parent.parent,
+                                    outside.get("pip", ""))
         if isinstance(translated, str):
             return translated
         flags, extra = translated
-        outside = outside_distributions(self.python, pip_env)
-        if outside is None:
-            return "the env's Python could not list the packages it sees"
         env = self._uv_env(extra)
         pins = self._uv_compile(requirements, files, flags, outside, env)
         if pins is None:

@@ -24,7 +24,8 @@ from typing import Mapping, Sequence
 from ...cache import JsonCache, file_stamp
 
 #: Runs in the env's Python: the distributions it sees outside its own site-packages, name ->
-#: version, the first of a name on sys.path winning (the one imported, the one pip sees).
+#: version, the first of a name on sys.path winning (the one imported, the one pip sees), and the
+#: directories it looked in.
 _OUTSIDE_PROBE = r"""
 import importlib.metadata, json, os, re, sys, sysconfig
 own = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib")}
@@ -34,20 +35,33 @@ for dist in importlib.metadata.distributions(path=paths):
     name = dist.metadata["Name"]
     if name:
         seen.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
-print(json.dumps(seen))
+print(json.dumps({"paths": [os.path.abspath(p or ".") for p in paths], "dists": seen}))
 """
 
 
-def outside_distributions(python: str, env: Mapping[str, str]) -> dict[str, str] | None:
+def outside_distributions(python: str, env: Mapping[str, str], cache: JsonCache) -> dict[str, str] | None:
     """What the env's Python (run with pip's environment ``env``) sees installed outside the env,
-    by canonical name; None when it cannot say."""
-    try:
-        proc = subprocess.run([python, "-c", _OUTSIDE_PROBE], capture_output=True, text=True, env=dict(env),
-                              stdin=subprocess.DEVNULL, timeout=120)
-        found = json.loads(proc.stdout) if proc.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
+    by canonical name; None when it cannot say. Kept in envmod's cache, keyed by the interpreter,
+    ``PYTHONPATH`` and where it runs, and valid while every directory it looked in is unchanged
+    (installing or removing a distribution, or a ``.pth`` file, changes its directory)."""
+    key = ["outside-1", file_stamp(os.path.realpath(python)), env.get("PYTHONPATH"), os.getcwd()]
+
+    def probe() -> dict | None:
+        try:
+            proc = subprocess.run([python, "-c", _OUTSIDE_PROBE], capture_output=True, text=True, env=dict(env),
+                                  stdin=subprocess.DEVNULL, timeout=120)
+            found = json.loads(proc.stdout) if proc.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            return None
+        if not (isinstance(found, dict) and isinstance(found.get("dists"), dict)):
+            return None
+        return {"dists": found["dists"], "stamps": [file_stamp(path) for path in found.get("paths", [])]}
+
+    def fresh(value: object) -> bool:
+        return isinstance(value, dict) and all(file_stamp(stamp[0]) == stamp for stamp in value["stamps"])
+
+    value = cache.get_or_compute("outside-python", key, probe, valid=fresh)
+    return value["dists"] if isinstance(value, dict) else None
 
 
 # --- pip's configuration ------------------------------------------------------------------
@@ -74,12 +88,13 @@ def pip_config_files(environ: Mapping[str, str]) -> list[str]:
     return files
 
 
-def pip_config(python: str, env: Mapping[str, str], cache: JsonCache) -> dict[str, str] | None:
+def pip_config(python: str, env: Mapping[str, str], cache: JsonCache, pip_version: str = "") -> dict[str, str] | None:
     """pip's configuration as pip itself lists it (``pip config list``: its files and ``PIP_*``),
     ``section.key -> value``; None when pip cannot say. Kept in envmod's cache, keyed by the
-    interpreter, every file pip would read (present or not) and every ``PIP_*`` variable, so a
-    change to any is seen by the next create."""
-    key = ["pip-config-1", file_stamp(python), file_stamp(os.path.realpath(python)),
+    interpreter (not the env's path: a new env's each time) and pip's version, every file pip
+    would read (present or not) and every ``PIP_*`` variable, so a change to any is seen by the
+    next create."""
+    key = ["pip-config-1", file_stamp(os.path.realpath(python)), pip_version,
            [file_stamp(path) for path in pip_config_files(env)],
            sorted((k, v) for k, v in env.items() if k.startswith("PIP_"))]
 
@@ -158,12 +173,12 @@ def _uv_option(name: str, value: str, cwd: str) -> tuple[list[str], dict[str, st
     return None
 
 
-def pip_uv_options(python: str, env: Mapping[str, str], cache: JsonCache,
-                   prefix: Path) -> tuple[list[str], dict[str, str]] | str:
+def pip_uv_options(python: str, env: Mapping[str, str], cache: JsonCache, prefix: Path,
+                   pip_version: str = "") -> tuple[list[str], dict[str, str]] | str:
     """uv's flags and environment for pip's configuration, or why uv may not resolve."""
     if (prefix / "pip.conf").exists():
         return f"{prefix / 'pip.conf'} configures pip in this env"
-    config = pip_config(python, env, cache)
+    config = pip_config(python, env, cache, pip_version)
     if config is None:
         return "pip could not list its configuration"
     options = effective_install_options(config)
