@@ -177,7 +177,10 @@ def test_an_indirect_rule_package_takes_the_full_path_and_is_built_against_the_c
 
 
 def test_the_uv_backend_keeps_the_dry_run_whose_plan_it_installs(tmp_path, wheels):
-    root, env = user_env(tmp_path, "python/3.11", wheels, UV_CACHE_DIR=str(tmp_path / "uv-cache"))
+    """When pip resolves for uv (here: a pip setting uv cannot take; see test_uv_resolve.py)."""
+    (tmp_path / "pip.conf").write_text("[global]\ntrusted-host = example.org\n")
+    root, env = user_env(tmp_path, "python/3.11", wheels, UV_CACHE_DIR=str(tmp_path / "uv-cache"),
+                         PIP_CONFIG_FILE=str(tmp_path / "pip.conf"))
     proc = create(env, "viauv", "--backend", "uv", "--with", "onepass-b")
     assert proc.returncode == 0, proc.stderr
     log = log_of(proc.stderr, root, "viauv")
