@@ -199,11 +199,12 @@ class PipInstaller:
         return result
 
     def _installed_files(self) -> set[str]:
-        """What the env holds where pip installs (its site-packages, scripts): a failed attempt
-        that changed it must not be taken for one that installed nothing."""
+        """What the env's site-packages holds (where pip installs every package before its
+        scripts): a failed attempt that changed it must not be taken for one that installed
+        nothing. Not ``bin/``: venv's activate scripts may still be being written there."""
         prefix = Path(self.python).parent.parent
-        places = [prefix / "bin", *prefix.glob("lib*/python*/site-packages")]
-        return {str(entry) for place in places if place.is_dir() for entry in place.iterdir()}
+        return {str(entry) for place in prefix.glob("lib*/python*/site-packages") if place.is_dir()
+                for entry in place.iterdir()}
 
     def _planned_builds(self, wanted: dict[str, dict]) -> list[SourceBuild]:
         """The source builds of the rule packages in ``wanted`` (pip's plan, by canonical name), plus
