@@ -84,16 +84,21 @@ def test_a_pure_create_runs_pip_once_and_keeps_the_central_numpy(tmp_path, wheel
     assert sorted(p.name for p in (tmp_path / "tmpdir").iterdir()) == []
 
 
-def test_a_nonexistent_package_gives_the_full_paths_one_line_and_the_attempt_shows_nothing(tmp_path, wheels):
-    root, env = user_env(tmp_path, "python/3.11", wheels, PIP_NO_INDEX="1")
-    proc = create(env, "bogus", "--with", "onepass-a", "envmod-no-such-package")
+def assert_the_dry_runs_one_line(proc: subprocess.CompletedProcess, root: Path, name: str) -> str:
+    """A create of a package no index has: the steps before the install, then exactly the error
+    the dry run has always given; the create's log."""
     assert proc.returncode == 7, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    # the steps before the install, then exactly the error the dry run has always given
     assert [re.sub(r"^\[ *[\d.]+s\] ", "", line).split(":")[0] for line in lines[:-1]] == ["discover", "python", "create"]
     assert re.fullmatch(r"envmod: error: resolve failed \(exit 1\): ERROR: No matching distribution found for "
                         r"envmod-no-such-package; full log: \S+", lines[-1]), lines[-1]
-    log = log_of(proc.stderr, root, "bogus")
+    return log_of(proc.stderr, root, name)
+
+
+def test_a_nonexistent_package_gives_the_full_paths_one_line_and_the_attempt_shows_nothing(tmp_path, wheels):
+    root, env = user_env(tmp_path, "python/3.11", wheels, PIP_NO_INDEX="1")
+    proc = create(env, "bogus", "--with", "onepass-a", "envmod-no-such-package")
+    log = assert_the_dry_runs_one_line(proc, root, "bogus")
     assert len(PIP_RUN.findall(log)) == 2 and "the one-pass install stopped before installing anything" in log
     assert_nothing_left(root, "bogus")
     assert sorted(p.name for p in (tmp_path / "tmpdir").iterdir()) == []
