@@ -7,10 +7,8 @@ A stale or corrupt entry is simply recomputed; the cache never decides correctne
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable
@@ -59,15 +57,12 @@ class JsonCache:
 
     @staticmethod
     def _store(path: Path, entry: dict) -> None:
+        from .fsutil import atomic_write_text  # here: only a miss writes (fsutil loads hashlib)
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        except OSError:
-            return  # an unwritable cache only costs speed
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh)
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(entry))
         except (OSError, TypeError, ValueError):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)      # a full disk, or a directory where the entry goes: leave nothing
+            # an unwritable cache, a full disk, a directory where the entry goes, a value JSON cannot
+            # hold: the value is returned, not kept (atomic_write_text leaves no temp file)
+            pass

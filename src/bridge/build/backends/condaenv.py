@@ -133,8 +133,8 @@ class CondaEnvBackend(Backend):
         from .conda import CondaCliEngine, find_conda, providing_module
 
         exe = find_conda(getattr(self.settings, "conda", None), environ)
-        cache_dir = getattr(self.settings, "cache_dir", None)     # where conda's facts are kept
-        return CondaCliEngine(exe, providing_module(stack, exe), environ, JsonCache(cache_dir) if cache_dir else None)
+        facts_cache = JsonCache(getattr(self.settings, "cache_dir", None))     # where conda's facts are kept
+        return CondaCliEngine(exe, providing_module(stack, exe), environ, facts_cache)
 
     def check(self) -> None:
         from .conda import find_conda
