@@ -158,6 +158,11 @@ class PipInstaller:
         result.packages += [self._installed(name, item, requested, built, cached) for name, item in wanted.items()]
         return result
 
+    def names_a_rule_package(self, requirements: Sequence[str]) -> bool:
+        """A requirement given by name is a rule package's: it is compiled, so no attempt that
+        must never reach one is worth making."""
+        return any(requirement_name(text) in self.rules for text in requirements)
+
     def _install_in_one_pass(self, reqs: Sequence[str], requirements: Sequence[str]) -> InstallResult | None:
         """Resolve and install in one pip run, with a constraint no rule package can meet: it
         succeeds only when no rule package is needed, directly or not, and its report is then
@@ -165,7 +170,7 @@ class PipInstaller:
         was still resolving (pip installs nothing before it has resolved everything): the caller
         then takes the full path, which gives today's behaviour and messages. Silent on the
         terminal until pip has resolved; a failure after that is the install's own, and raised."""
-        if not self.one_pass or any(requirement_name(text) in self.rules for text in requirements):
+        if not self.one_pass or self.names_a_rule_package(requirements):
             return None
         resolved: list[str] = []
 

@@ -32,7 +32,7 @@ from ...cache import JsonCache
 from ...discover.pyinfo import PythonInfo
 from ...errors import BuildError, ConfigError, EnvmodError
 from ...scan.evidence import env_site_packages
-from ..install import UNRESOLVABLE, Installed, InstallResult, PipInstaller, requirement_name
+from ..install import UNRESOLVABLE, Installed, InstallResult, PipInstaller
 from ..rules import SourceBuild, canonical_name
 from .base import Backend
 from .uv_resolve import compiled_pins, named_only, outside_distributions, pip_uv_options
@@ -122,7 +122,7 @@ class UvInstaller(PipInstaller):
     def _install_resolved_by_uv(self, requirements: Sequence[str], files: Sequence[Path]) -> InstallResult | None:
         """Resolve with ``uv pip compile`` and install its pins with uv, when that gives pip's
         answer (uv_resolve.py); None (pip's path) when it may not or did not."""
-        if not (requirements or files) or any(requirement_name(text) in self.rules for text in requirements):
+        if not (requirements or files) or self.names_a_rule_package(requirements):
             return None
         planned = self._uv_plan(requirements, files)
         if isinstance(planned, str):
@@ -170,12 +170,11 @@ class UvInstaller(PipInstaller):
             self.reporter.step("install", ", ".join(name for name, _, _ in plan) + " (uv)")
             return True
 
-        never = [flag for name in sorted(self.rules) for flag in ("--no-binary", name, "--only-binary", name)]
         before = self._installed_files()
         try:
             # wheels only: what pip would build from an sdist, pip's path builds
             self.reporter.run([self.uv, "pip", "install", "--no-config", "--python", self.python, "--no-deps",
-                               "--only-binary", ":all:", *never, *flags,
+                               "--only-binary", ":all:", *self._never_rule_packages(), *flags,
                                *(f"{name}=={version}" for name, version, _ in plan)],
                               label="install", env=env, silent_until=announce)
         except EnvmodError:
@@ -184,6 +183,12 @@ class UvInstaller(PipInstaller):
             self._pip_resolves("uv could not install every package of its plan from a wheel")
             return None
         return InstallResult(packages=self._installed_by_uv(plan))
+
+    def _never_rule_packages(self) -> list[str]:
+        """uv's flags that a rule package is neither built (uv's cache would keep a build made
+        against whatever MPI is loaded) nor taken from a binary wheel: should one ever reach uv,
+        the install fails instead."""
+        return [flag for name in sorted(self.rules) for flag in ("--no-binary", name, "--only-binary", name)]
 
     def _pip_resolves(self, why: str) -> None:
         self.reporter.note(f"(uv does not resolve this install: {why}; pip resolves)")
@@ -246,12 +251,10 @@ class UvInstaller(PipInstaller):
         union: dict[str, str] = {}
         for build in builds:
             union.update(build.env)
-        # Neither built (uv's cache would keep a build made against whatever MPI is loaded) nor
-        # a binary wheel: should a rule package ever reach uv, the install fails instead.
-        never = [flag for name in sorted(self.rules) for flag in ("--no-binary", name, "--only-binary", name)]
         env = self._env(union)
         env.update({k: v for k, v in uv_environment().items() if k.startswith("UV_")})
-        self.reporter.run([self.uv, "pip", "install", "--python", self.python, "--no-deps", *never, *specs],
+        self.reporter.run([self.uv, "pip", "install", "--python", self.python, "--no-deps",
+                           *self._never_rule_packages(), *specs],
                           label="install", env=env)
 
 
