@@ -412,12 +412,34 @@ _REQUIREMENT_OPTIONS = {"--hash"}
 def check_requirement_files(paths: Sequence[Path | str]) -> None:
     """Check every line of each requirements file (and of the files they include) as pip would
     read it, refusing options other than -r/-c/-e and a requirement's --hash."""
+    for where, line in requirement_file_lines(paths):
+        tokens = line.split()
+        first_option = next((i for i, t in enumerate(tokens) if t.startswith("-")), len(tokens))
+        if first_option:
+            check_spec(" ".join(tokens[:first_option]), f"{where} {' '.join(tokens[:first_option])!r}")
+            _check_requirement_options(tokens[first_option:], where)
+            continue
+        option, _, value = tokens[0].partition("=")
+        value = value or " ".join(tokens[1:])
+        if option in _FILE_OPTIONS_WITH_SPEC and value:
+            check_spec(value, f"{where} {option} {value!r}")
+        else:
+            raise UsageError(f"{where}: option {option!r} is not allowed in a requirements file",
+                             hint="only -r, -c, -e and a requirement's --hash are; where packages come from "
+                                  "is the site's pip configuration")
+
+
+def requirement_file_lines(paths: Sequence[Path | str]) -> Iterator[tuple[str, str]]:
+    """Each logical line of each requirements file and of the files they include (``-r``/``-c``,
+    read relative to the including file, as pip does), as (``FILE line N``, line), each file
+    once; the include lines themselves are followed, not given. A file that cannot be read, or
+    an include that is not a file, is a :class:`UsageError`."""
     seen: set[str] = set()
     for path in paths:
-        _check_requirement_file(Path(path), seen)
+        yield from _file_lines(Path(path), seen)
 
 
-def _check_requirement_file(path: Path, seen: set[str]) -> None:
+def _file_lines(path: Path, seen: set[str]) -> Iterator[tuple[str, str]]:
     real = os.path.realpath(path)
     if real in seen:
         return
@@ -429,11 +451,6 @@ def _check_requirement_file(path: Path, seen: set[str]) -> None:
     for number, line in _logical_lines(text):
         where = f"{path} line {number}"
         tokens = line.split()
-        first_option = next((i for i, t in enumerate(tokens) if t.startswith("-")), len(tokens))
-        if first_option:
-            check_spec(" ".join(tokens[:first_option]), f"{where} {' '.join(tokens[:first_option])!r}")
-            _check_requirement_options(tokens[first_option:], where)
-            continue
         option, _, value = tokens[0].partition("=")
         value = value or " ".join(tokens[1:])
         if option in _FILE_OPTIONS_WITH_FILE and value:
@@ -442,13 +459,9 @@ def _check_requirement_file(path: Path, seen: set[str]) -> None:
                 included = path.parent / included     # pip reads them relative to this file
             if not included.is_file():
                 raise UsageError(f"{where}: requirements file not found: {value}")
-            _check_requirement_file(included, seen)
-        elif option in _FILE_OPTIONS_WITH_SPEC and value:
-            check_spec(value, f"{where} {option} {value!r}")
+            yield from _file_lines(included, seen)
         else:
-            raise UsageError(f"{where}: option {option!r} is not allowed in a requirements file",
-                             hint="only -r, -c, -e and a requirement's --hash are; where packages come from "
-                                  "is the site's pip configuration")
+            yield where, line
 
 
 def _check_requirement_options(tokens: Sequence[str], where: str) -> None:

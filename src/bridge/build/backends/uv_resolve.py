@@ -212,27 +212,15 @@ def named_only(specs: Sequence[str], files: Sequence[Path]) -> bool:
     """Whether the request is named requirements only (no path, URL, editable or hash, which
     uv would record or fetch differently): ``specs`` and every line of ``files``, of the files
     they include (``-r``/``-c``) too."""
-    from ..install import _logical_lines, check_spec
+    from ...errors import UsageError
+    from ..install import check_spec, requirement_file_lines
 
     if any(check_spec(spec, spec) is None for spec in specs):
         return False
-    pending, seen = [Path(f) for f in files], set()
-    while pending:
-        path = pending.pop()
-        if os.path.realpath(path) in seen:
-            continue
-        seen.add(os.path.realpath(path))
-        try:
-            lines = _logical_lines(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            return False
-        for _number, line in lines:
-            tokens = line.split()
-            option, _, value = tokens[0].partition("=")
-            value = value or " ".join(tokens[1:])
-            if option in ("-r", "--requirement", "-c", "--constraint"):
-                included = Path(value)
-                pending.append(included if included.is_absolute() else path.parent / included)
-            elif option.startswith("-") or any(t.startswith("-") for t in tokens) or check_spec(line, line) is None:
+    try:
+        for _where, line in requirement_file_lines(files):
+            if any(token.startswith("-") for token in line.split()) or check_spec(line, line) is None:
                 return False
+    except UsageError:      # a file or an include that cannot be read: pip's path says so
+        return False
     return True
