@@ -57,11 +57,6 @@ def rattler_version() -> str | None:
         return "unknown"
 
 
-def default_worker() -> list[str]:
-    """The worker's command: envmod's own Python, isolated, running rattler_worker.py by its path."""
-    return [sys.executable, "-I", str(WORKER)]
-
-
 # -- a worker started ahead of its request ---------------------------------------------------------
 # A worker spends most of a small env's time starting Python and importing rattler, none of which
 # depends on the request: started early, that overlaps envmod's own start and planning. It imports
@@ -110,7 +105,7 @@ class RattlerEngine:
     def __init__(self, settings: "Settings | None" = None, worker: Sequence[str] | None = None) -> None:
         self.settings = settings
         #: the command of the worker (a test names a fake one here); the request goes on its stdin
-        self.worker = list(worker) if worker else default_worker()
+        self.worker = list(worker) if worker else [sys.executable, "-I", str(WORKER)]
         self._started: subprocess.Popen | None = None
 
     def start(self) -> None:
