@@ -32,6 +32,22 @@ table() {
     echo "== ci/test.sh: time per step"
     printf '%s\n' "${STEPS[@]}"
 }
+# site_with_settings NAME SCRIPT REQUIRE_VAR DOING: a step whose script prints, as its last line,
+# the settings its tier needs (VAR=value ..., exported here, with REQUIRE_VAR=1 so that the tier
+# fails rather than skips); exit 3: it cannot run here and its tier skips.
+site_with_settings() {
+    local name=$1 script=$2 require=$3 doing=$4 rc=0 settings="${TMPDIR:-/tmp}/envmod-${2%.sh}-env.$$"
+    step "$name" bash "$REPO/ci/$script" >"$settings" || rc=$?
+    if [ $rc = 0 ]; then
+        export $(tail -n 1 "$settings")
+        export "$require=1"
+    fi
+    rm -f "$settings"
+    if [ $rc != 0 ] && [ $rc != 3 ]; then
+        echo "ci/test.sh: error: $doing failed (ci/$script exit $rc)" >&2
+        exit 1
+    fi
+}
 trap table EXIT
 
 step "plain site + envmod (ci/setup.sh)" bash "$REPO/ci/setup.sh"
@@ -40,18 +56,7 @@ step "EasyBuild site (ci/eb-site.sh)" bash "$REPO/ci/eb-site.sh"
 # A site that is missing here is a failure, not a skip.
 export ENVMOD_REQUIRE_SITE=1 ENVMOD_REQUIRE_EASYBUILD=1
 
-spack_rc=0
-step "Spack + its site (ci/spack.sh)" bash "$REPO/ci/spack.sh" >"${TMPDIR:-/tmp}/envmod-spack-env.$$" || spack_rc=$?
-if [ $spack_rc = 0 ]; then
-    # the last line is SPACK_ROOT=... SPACK_PYTHON=...
-    export $(tail -n 1 "${TMPDIR:-/tmp}/envmod-spack-env.$$")
-    export ENVMOD_REQUIRE_SPACK=1
-elif [ $spack_rc != 3 ]; then
-    rm -f "${TMPDIR:-/tmp}/envmod-spack-env.$$"
-    echo "ci/test.sh: error: setting up Spack failed (ci/spack.sh exit $spack_rc)" >&2
-    exit 1
-fi
-rm -f "${TMPDIR:-/tmp}/envmod-spack-env.$$"
+site_with_settings "Spack + its site (ci/spack.sh)" spack.sh ENVMOD_REQUIRE_SPACK "setting up Spack"
 
 # after setup.sh: the conda site's channel has a python over the plain site's CPython
 export ENVMOD_CONDA_SITE=${ENVMOD_CONDA_SITE:-/opt/envmod-conda-site}
@@ -65,17 +70,7 @@ elif [ $conda_rc != 3 ]; then
 fi
 
 # a real single-node Slurm for 'envmod stage' (tests/slurm); exit 3: it cannot run here, the tier skips
-slurm_rc=0
-step "Slurm (ci/slurm.sh)" bash "$REPO/ci/slurm.sh" >"${TMPDIR:-/tmp}/envmod-slurm-env.$$" || slurm_rc=$?
-if [ $slurm_rc = 0 ]; then
-    export $(tail -n 1 "${TMPDIR:-/tmp}/envmod-slurm-env.$$")      # SLURM_CONF=...
-    export ENVMOD_REQUIRE_SLURM=1
-elif [ $slurm_rc != 3 ]; then
-    rm -f "${TMPDIR:-/tmp}/envmod-slurm-env.$$"
-    echo "ci/test.sh: error: starting Slurm failed (ci/slurm.sh exit $slurm_rc)" >&2
-    exit 1
-fi
-rm -f "${TMPDIR:-/tmp}/envmod-slurm-env.$$"
+site_with_settings "Slurm (ci/slurm.sh)" slurm.sh ENVMOD_REQUIRE_SLURM "starting Slurm"    # SLURM_CONF=...
 
 cd "$REPO"
 # Lint before the tests: a finding fails CI (config in pyproject.toml: ruff's pyflakes, import order
