@@ -9,7 +9,6 @@ env nor module behind (and with ``--force`` the old env stays usable until then)
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -148,16 +147,6 @@ def read_python_version(python: Path) -> str:
 
 class _TerminatedBySignal(BaseException):
     pass
-
-
-def _make_dirs(dirs) -> list[Path]:
-    """Make each directory (with its parents); return those made, outermost first."""
-    made: list[Path] = []
-    for directory in dirs:
-        missing = [d for d in (directory, *directory.parents) if not d.exists()]
-        directory.mkdir(parents=True, exist_ok=True)
-        made += [d for d in reversed(missing) if d not in made]
-    return made
 
 
 class CreateSession:
@@ -414,19 +403,20 @@ class CreateSession:
         unplaced: Path | None = staging      # what to discard: the staging dir until it is put in place
         r.open_log(self.store.log_dir(name) / time.strftime(f"{action}-%Y%m%d-%H%M%S.log"))
         replaced: Path | None = None
-        made_dirs: list[Path] = []
         try:
             record = populate(staging, final)
             # Everything that can fail happens before the env goes live: the modulefiles' text is
             # rendered (a broken site template fails here, the old env untouched) and their
-            # directories made; only writing them is left for after the rename.
+            # directories checked; only making and writing them is left for after the rename.
             modulefiles = self._render_modulefiles(record)
             write_record(record, staging)
             if record.shared is not None:     # group-shared: group-readable whatever a tool copied
                 from .store.shared import share_env_tree
 
                 share_env_tree(staging, record.shared)
-            made_dirs = _make_dirs(path.parent for path, _ in modulefiles)
+            # The modulefiles' directories are made only after the env goes live: made before, a
+            # create killed in between would leave an empty module directory for no env.
+            self.store.check_can_make(path.parent for path, _ in modulefiles)
             from .store.shared import shared_file_mode
             # From here on the env goes live: let no signal split putting it and its module in place.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -434,6 +424,7 @@ class CreateSession:
                 replaced = self.store.commit_link(name, staging) if in_place else self.store.commit(name, staging)
                 unplaced = None
                 for path, text in modulefiles:
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     atomic_write_text(path, text, 0o644 if record.shared is None else shared_file_mode())
                 self._drop_stale_modulefiles(record, replaced)
             finally:
@@ -451,9 +442,6 @@ class CreateSession:
         finally:
             if unplaced is not None:
                 self.store.discard(unplaced)
-                for path in reversed(made_dirs):     # nothing was put in place: no empty module dir
-                    with contextlib.suppress(OSError):
-                        path.rmdir()
             self.store.discard(replaced)
             r.close_log()
 

@@ -84,13 +84,15 @@ class CondaUser:
         return sorted(set(names) | {f"modules/{m}" for m in modules} | {f"envs/{e}" for e in envs})
 
     def leftovers(self, name: str) -> list[str]:
-        """What a killed create of ``name`` may leave that no user sees: builds, staging, trash, links."""
+        """What a killed create of ``name`` may leave that no user sees: builds, staging, trash,
+        links, modulefile temp files."""
         out = []
         for base in (self.root / "envs" / ".builds", self.root / ".envmod" / "staging", self.root / ".envmod" / "trash"):
             if base.is_dir():
                 out += [str(p) for p in base.glob(f"{name}@*")]
         if (self.root / "envs").is_dir():
             out += [str(p) for p in (self.root / "envs").glob(f".{name}.*")]
+        out += [str(p) for p in (self.root / "modules" / name).glob(".tmp-*")]
         return sorted(out)
 
 

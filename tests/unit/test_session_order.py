@@ -181,3 +181,19 @@ def test_create_prints_a_module_use_line_a_shell_can_paste(envmod, tmp_path, roo
     assert shlex.split(use) == ["module", "use", str(root / "modules")]
     if " " not in root_name:        # a path that needs no quotes prints as it is
         assert use == f"module use {root / 'modules'}"
+
+
+def test_a_module_directory_that_cannot_be_made_fails_the_create_before_the_env_goes_live(envmod):
+    """The module directory is made only after the env goes live (made before, a create killed in
+    between leaves an empty module directory for no env): whether it can be made is asked first.
+    A file in its place is refused in one line, even for root, whom permissions do not stop."""
+    (envmod.root / "modules").mkdir(parents=True, exist_ok=True)
+    (envmod.root / "modules" / "blocked").write_text("a file where the module directory goes\n")
+    proc = create(envmod, "blocked", "lmod")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert "cannot write to the envmod root" in line and "Not a directory" in line, line
+    assert str(envmod.root / "modules" / "blocked") in line and "nothing was changed" in line
+    assert not (envmod.root / "envs" / "blocked").exists()
+    assert (envmod.root / "modules" / "blocked").read_text() == "a file where the module directory goes\n"
+    assert_no_leftovers(envmod.root)

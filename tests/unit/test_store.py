@@ -271,3 +271,29 @@ def test_env_path_refuses_an_invalid_name(store):
 def test_root_with_a_colon_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="':'"):
         Store(Settings(root=tmp_path / "a:b", cache_dir=tmp_path))
+
+
+def test_taking_the_lock_removes_the_temporary_names_a_killed_writer_of_that_env_left(store):
+    """What a create SIGKILLed inside its last steps leaves, named as the store names it: the
+    link not yet renamed over ``envs/a`` (and the build it names), the old env an exchange moved
+    aside, a modulefile's temp file. The next one to hold the lock removes them; another env's
+    and the live modulefile stay."""
+    envs, modules = store.settings.envs_dir, store.settings.modules_dir
+    build = store.new_build("a")
+    (envs / ".a.link-4242").symlink_to(build)
+    aside = envs / ".a.link-4343"
+    aside.mkdir()
+    (aside / "envmod.yaml").write_text("the old env\n")
+    (modules / "a").mkdir(parents=True)
+    (modules / "a" / ".tmp-k1ll3d").write_text("half a modulefile")
+    (modules / "a" / "py3.11.lua").write_text("-- the live modulefile\n")
+    other_build = store.new_build("ab")
+    (envs / ".ab.link-4242").symlink_to(other_build)
+    (modules / "ab").mkdir()
+    (modules / "ab" / ".tmp-k1ll3d").write_text("another env's")
+    with store.lock("a"):
+        pass
+    assert not (envs / ".a.link-4242").is_symlink() and not build.exists() and not aside.exists()
+    assert [p.name for p in (modules / "a").iterdir()] == ["py3.11.lua"]
+    assert (envs / ".ab.link-4242").is_symlink() and other_build.exists()
+    assert (modules / "ab" / ".tmp-k1ll3d").exists()

@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..config import Settings, check_root
 from ..errors import ConfigError, EnvBusy, EnvExists, EnvNotFound, RecordError
@@ -111,8 +111,14 @@ class Store:
     def check_writable(self, name: str) -> None:
         """Refuse up front when a create of ``name`` could not write its env, log or module:
         found only after the build, that would leave an env without its module."""
-        for directory in (self.settings.envs_dir, self.log_dir(name), self.settings.modules_dir / name):
+        self.check_can_make((self.settings.envs_dir, self.log_dir(name), self.settings.modules_dir / name))
+
+    def check_can_make(self, directories: Iterable[Path]) -> None:
+        """Refuse, in one line, directories this user could not make (or write in)."""
+        for directory in directories:
             existing = next(d for d in (directory, *directory.parents) if d.exists())
+            if not existing.is_dir():
+                raise self._unwritable(existing, os.strerror(errno.ENOTDIR))
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise self._unwritable(existing, os.strerror(errno.EACCES))
 
@@ -158,9 +164,25 @@ class Store:
                               hint="wait for it to finish, then try again") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"envmod (pid {os.getpid()}) is {action}".encode(), 0)
+            self._sweep_killed_writes(name)
             yield
         finally:
             os.close(fd)
+
+    def _sweep_killed_writes(self, name: str) -> None:
+        """Remove the temporary names a writer of ``name`` killed with SIGKILL left: the link
+        (or, after an exchange, the replaced env) at ``envs/.NAME.link-PID``, and the temp files
+        of a modulefile write. Every writer of them holds this lock, so whoever holds it now
+        knows they are orphans."""
+        with contextlib.suppress(OSError):
+            for leftover in self.settings.envs_dir.glob(f".{name}.link-*"):
+                if leftover.is_symlink():
+                    self.discard(leftover)          # the link and the build it names
+                else:
+                    shutil.rmtree(leftover, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            for leftover in (self.settings.modules_dir / name).glob(".tmp-*"):
+                leftover.unlink()
 
     def new_staging(self, name: str) -> Path:
         """A fresh staging dir beside ``envs`` (same file system, so the final rename is atomic),
