@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 import yaml
@@ -318,3 +319,13 @@ if given is not None:
         record = make_record(tmp_path_factory.mktemp("env"), description=text)
         record.central_modules[0].facts = facts
         assert read_record(write_record(record)) == record
+
+
+def test_a_record_rewritten_in_place_keeps_its_modes(tmp_path):
+    """A module or kernel added rewrites the record: a group-shared env's stays its group's to
+    read (the temp file it is written through is 0600)."""
+    path = write_record(make_record(tmp_path), tmp_path)
+    os.chmod(path, 0o640)
+    again = write_record(make_record(tmp_path, description="changed"), tmp_path)
+    assert again == path and stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert read_record(path).description == "changed"

@@ -287,10 +287,19 @@ def _python_dumper() -> type:
 
 
 def write_record(record: EnvRecord, directory: Path | None = None) -> Path:
-    """Write atomically into ``directory`` (default: the env's prefix)."""
+    """Write atomically into ``directory`` (default: the env's prefix). A record rewritten in place
+    (a module or kernel added) keeps the modes of the one it replaces: the temp file's own 0600
+    would shut out a group-shared env's members, who read it to make their modules."""
+    import stat
+
     from ..fsutil import atomic_write_text
 
-    return atomic_write_text(Path(directory or record.prefix) / RECORD_FILE, dump_record(record))
+    path = Path(directory or record.prefix) / RECORD_FILE
+    try:
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = None
+    return atomic_write_text(path, dump_record(record), mode)
 
 
 def read_record(path: Path) -> EnvRecord:
