@@ -528,7 +528,7 @@ def cmd_module(args) -> int:
     from .config import check_module_type
     from .emit.modulefile import write_modulefile
     from .store.record import write_record
-    from .store.shared import member_link_root, refuse_unless_maintainer
+    from .store.shared import member_link_root, refuse_unless_maintainer, shared_umask_in_effect
 
     own = _store(args)
     shared_root = args.shared or member_link_root(own.env_path(args.name))
@@ -537,9 +537,14 @@ def cmd_module(args) -> int:
 
         print(f"wrote {write_member_module(own.settings, shared_root, args.name, args.module_type)}")
         return 0
-    if own.exists(args.name):
-        refuse_unless_maintainer(own.load(args.name), "rewrite its module")
-    with _locked(args, "rewriting its module") as store:
+    known = own.load(args.name) if own.exists(args.name) else None
+    if known is not None:
+        refuse_unless_maintainer(known, "rewrite its module")
+    with contextlib.ExitStack() as stack:
+        if known is not None and known.shared is not None:
+            # what it makes again (the env's lock file, its module directory) its group reads
+            stack.enter_context(shared_umask_in_effect())
+        store = stack.enter_context(_locked(args, "rewriting its module"))
         settings = store.settings
         record = store.load(args.name)
         module_type = check_module_type(args.module_type or record.module.type)
@@ -598,6 +603,10 @@ def cmd_remove(args) -> int:
 
     member_of = check_may_remove(_store(args), args.name, args.force)   # a shared env's, or a member's module of one
     with _locked(args, "removing it") as store:
+        if member_of is None:
+            # Again under the lock: a member registers a module or kernel holding it shared, so one
+            # registered since the check above is seen now, and none can be registered until the env is gone.
+            check_may_remove(store, args.name, args.force)
         settings = store.settings
         if not store.exists(args.name) and member_of is None:
             raise EnvNotFound(f"no environment named {args.name!r} under {settings.envs_dir}")

@@ -66,8 +66,8 @@ def tree(root: Path) -> list[tuple[str, int, int]]:
     return sorted(out)
 
 
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:
+    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     for needle in needles:
@@ -290,6 +290,133 @@ def test_a_members_kernel_runs_the_shared_env_and_goes_with_their_remove(users, 
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert not kernel.exists() and not (bob_root / "modules/team").exists()
     assert not os.path.lexists(bob_root / "envs/team") and not entry.exists()
+
+
+# ---- a member registering and the maintainer removing, at the same time ---------------------
+
+HOLD_LOCK = """
+import sys
+from bridge.config import load_settings
+from bridge.store.root import Store
+
+store = Store(load_settings().with_root(sys.argv[1]))
+with store.shared_lock(sys.argv[2]) if sys.argv[3] == "shared" else store.lock(sys.argv[2], "removing it"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+class HeldLock:
+    """A process of ``user`` holding the shared env's lock with envmod's own code, as a member's
+    registration (``shared``) or the maintainer's remove (``exclusive``) does while it runs: the
+    moment the other side arrives, made to last until :meth:`release`."""
+
+    def __init__(self, runner, user, shared_root: Path, name: str, how: str) -> None:
+        self.proc = subprocess.Popen([runner.runuser, "-u", user.name, "--", base_python(), "-c", HOLD_LOCK,
+                                      str(shared_root), name, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd="/", env=runner.environ(user, _env(user)))
+        line = self.proc.stdout.readline()
+        assert line == "held\n", line + self.proc.stderr.read()
+
+    def release(self) -> None:
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=60) == 0, self.proc.stderr.read()
+
+    def __enter__(self) -> HeldLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.release()
+
+
+def _no_registration(shared: Path, bob_root: Path, users) -> None:
+    assert not (shared / ".envmod/members" / users.bob.name / "team.yaml").exists()
+    assert not os.path.lexists(bob_root / "envs/team") and not (bob_root / "modules/team").exists()
+
+
+def test_a_members_registration_and_the_maintainers_remove_never_overlap(users, base):
+    """Each holds the shared env's lock while it works: bob's registration (module, kernel)
+    shared, alice's remove exclusive. Whoever comes second is told, in one line, that the env is
+    busy (and by whom), and changes nothing; then the ordinary paths work as before. Made under
+    umask 077: the lock file is still the group's to read."""
+    require_site()
+    tmp, runner, modules_sh, wheel = base
+    parent = tmp / "proj-race"
+    parent.mkdir()
+    os.chown(parent, users.alice.uid, users.alice.gid)
+    shared = parent / "envmod"
+    _create_shared(runner, users, modules_sh, wheel, shared, "team", "lmod", umask=0o077)
+    bob_root = Path(users.bob.home) / "envmod-race"
+    bob, alice = _env(users.bob, ENVMOD_ROOT=str(bob_root)), _env(users.alice)
+    remove = ("--root", str(shared), "remove", "team", "--yes")
+
+    with HeldLock(runner, users.bob, shared, "team", "shared"):        # bob registering, alice removing
+        before = tree(shared)
+        one_line_error(runner.envmod(users.alice, *remove, extra_env=alice), "environment 'team' is busy",
+                       "a member of its group is registering their own module or kernel for it", code=5)
+        assert tree(shared) == before
+
+    with HeldLock(runner, users.alice, shared, "team", "exclusive") as held:     # alice removing, bob registering
+        one_line_error(runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob),
+                       "environment 'team' is busy: envmod (pid ", ") is removing it", code=5)
+        _no_registration(shared, bob_root, users)
+        assert held.proc.poll() is None
+
+    mine = runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob)
+    assert mine.returncode == 0, mine.stdout + mine.stderr
+    entry = shared / ".envmod/members" / users.bob.name / "team.yaml"
+    with HeldLock(runner, users.alice, shared, "team", "exclusive"):      # and bob's kernel for it
+        registered = entry.read_text()
+        one_line_error(runner.envmod(users.bob, "kernel", "team", extra_env=bob),
+                       "environment 'team' is busy", "is removing it", code=5)
+        assert entry.read_text() == registered
+        assert not (Path(users.bob.home) / ".local/share/jupyter/kernels/envmod-team").exists()
+
+    one_line_error(runner.envmod(users.alice, *remove, extra_env=alice), "is in use", f"{users.bob.name}'s module")
+    assert runner.envmod(users.bob, "remove", "team", "--yes", extra_env=bob).returncode == 0
+    gone = runner.envmod(users.alice, *remove, extra_env=alice)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    # the env is gone: a registration now finds nothing to point at, and leaves nothing
+    one_line_error(runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob),
+                   "no environment named 'team'", code=4)
+    _no_registration(shared, bob_root, users)
+
+
+def test_a_member_cannot_register_without_the_envs_lock_file_until_the_maintainer_remakes_it(users, base):
+    """The create made the lock file. Without it (deleted by hand), a member's registration is
+    refused in one line, nothing made: a lock file of the member's own would lock the maintainer
+    out. The maintainer's 'envmod --root DIR module NAME' makes it again, for the group to read
+    even under umask 077 (one the group cannot read is refused in one line too), and the
+    member's registration then works."""
+    require_site()
+    tmp, runner, modules_sh, wheel = base
+    parent = tmp / "proj-nolock"
+    parent.mkdir()
+    os.chown(parent, users.alice.uid, users.alice.gid)
+    shared = parent / "envmod"
+    _create_shared(runner, users, modules_sh, wheel, shared, "team", "envmodules", umask=0o077)
+    bob_root = Path(users.bob.home) / "envmod-nolock"
+    bob = _env(users.bob, ENVMOD_ROOT=str(bob_root))
+    lock = shared / ".envmod/locks/team.lock"
+    lock.unlink()
+    before = tree(shared)
+    one_line_error(runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob),
+                   f"its lock file {lock} is missing", f"--root {shared} module team", "nothing was changed")
+    assert tree(shared) == before
+    _no_registration(shared, bob_root, users)
+
+    again = runner.envmod(users.alice, "--root", str(shared), "module", "team", umask=0o077, extra_env=_env(users.alice))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert lock.stat().st_uid == users.alice.uid and lock.stat().st_gid == users.gid
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o640
+    lock.chmod(0o600)                   # one the group cannot read: one line, saying what to do
+    one_line_error(runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob),
+                   f"Permission denied: {lock}", f"chmod g+r {lock}", "nothing was changed")
+    _no_registration(shared, bob_root, users)
+    lock.chmod(0o640)
+    mine = runner.envmod(users.bob, "module", "team", "--shared", str(shared), extra_env=bob)
+    assert mine.returncode == 0, mine.stdout + mine.stderr
 
 
 # ---- bad input: one line, nothing made ----------------------------------------------------

@@ -136,3 +136,45 @@ def test_a_kernel_without_a_registered_module_is_one_line_and_nothing_is_written
     with pytest.raises(ConfigError, match="you have no module registered for 'team'"):
         set_member_kernels(shared, "team", [str(tmp_path / "k")])
     assert not member_entry_path(shared, "team", effective_user()).exists()
+
+
+def test_a_members_registration_reads_the_record_again_under_the_lock(tmp_path, monkeypatch):
+    """A member's ``module --shared`` reads the shared env's record, then takes its lock (shared)
+    and reads it again: a maintainer's remove that landed in between is seen (the env is gone,
+    one error) and nothing is registered, written or linked. FAKE: that remove is done by
+    wrapping ``Store.shared_lock`` (a real process cannot be made to land in that instant);
+    the locks themselves are tested across real processes and users elsewhere."""
+    import shutil
+
+    from bridge.config import Settings
+    from bridge.emit.member import write_member_module
+    from bridge.errors import EnvNotFound
+    from bridge.store.root import Store
+    from bridge.store.shared import member_entry_path
+
+    shared = Store(Settings(root=tmp_path / "shared", cache_dir=tmp_path / "cache"))
+    (shared.settings.state_dir / "members").mkdir(parents=True)
+    prefix = shared.env_path("team")
+    prefix.mkdir(parents=True)
+    write_record(make_record(prefix, name="team", shared=SharedRecord(group="g", maintainer="alice")))
+    with shared.lock("team", "creating it"):        # as its create made the lock file
+        pass
+    own = Settings(root=tmp_path / "own", cache_dir=tmp_path / "cache")
+    real_shared_lock = Store.shared_lock
+
+    def removed_just_before(store, name):
+        shutil.rmtree(store.env_path(name))
+        return real_shared_lock(store, name)
+
+    monkeypatch.setattr(Store, "shared_lock", removed_just_before)
+    with pytest.raises(EnvNotFound, match="no environment named 'team'"):
+        write_member_module(own, shared.settings.root, "team", "lmod")
+    assert not member_entry_path(shared.settings.root, "team", effective_user()).exists()
+    assert not os.path.lexists(own.root / "envs/team") and not (own.root / "modules/team").exists()
+
+    monkeypatch.setattr(Store, "shared_lock", real_shared_lock)     # and with the env there, it registers
+    prefix.mkdir()
+    write_record(make_record(prefix, name="team", shared=SharedRecord(group="g", maintainer="alice")))
+    written = write_member_module(own, shared.settings.root, "team", "lmod")
+    assert written.is_file() and os.readlink(own.root / "envs/team") == str(prefix)
+    assert read_member_entry(member_entry_path(shared.settings.root, "team", effective_user())).modules == [str(written)]

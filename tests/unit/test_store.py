@@ -30,7 +30,7 @@ HOLDER = textwrap.dedent("""
     from bridge.config import Settings
     from bridge.store.root import Store
     store = Store(Settings(root=Path(sys.argv[1]), cache_dir=Path(sys.argv[1]) / "cache"))
-    with store.lock(sys.argv[2], "creating it"):
+    with store.shared_lock(sys.argv[2]) if sys.argv[3:] == ["shared"] else store.lock(sys.argv[2], "creating it"):
         print("locked", flush=True)
         sys.stdin.read()          # hold the lock until the test closes our stdin
     print("released", flush=True)
@@ -38,10 +38,12 @@ HOLDER = textwrap.dedent("""
 
 
 class Holder:
-    """Another process holding an env's lock, until released or killed."""
+    """Another process holding an env's lock (``shared``: as a member of a shared env's group
+    registering a module for it), until released or killed."""
 
-    def __init__(self, store: Store, name: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.settings.root), name],
+    def __init__(self, store: Store, name: str, shared: bool = False) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.settings.root), name,
+                                      *(["shared"] if shared else [])],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         assert line == "locked\n", f"holder did not take the lock: {line!r}"
@@ -62,8 +64,8 @@ class Holder:
 def holder(store):
     held = []
 
-    def hold(name: str) -> Holder:
-        h = Holder(store, name)
+    def hold(name: str, shared: bool = False) -> Holder:
+        h = Holder(store, name, shared)
         held.append(h)
         return h
 
@@ -113,6 +115,51 @@ def test_lock_text_names_the_holder_and_reads_as_a_sentence(store, action, sente
     with store.lock("myenv", action):
         text = (store.settings.state_dir / "locks/myenv.lock").read_text()
     assert text == f"envmod (pid {os.getpid()}) {sentence}"
+
+
+# ---- the lock held shared (members of a group-shared env's group; store/shared.py) -----------
+
+def test_a_writer_is_busy_while_a_member_holds_the_lock_shared_and_is_told_so(store, holder):
+    """The lock file's text names its last writer, who is done: the busy message names a member."""
+    with store.lock("myenv", "creating it"):
+        pass
+    holder("myenv", shared=True)
+    with pytest.raises(EnvBusy) as info:
+        with store.lock("myenv", "removing it"):
+            pass
+    assert "a member of its group is registering their own module or kernel for it" in info.value.one_line()
+    assert "creating it" not in info.value.one_line() and info.value.exit_code == 5
+
+
+def test_a_member_is_busy_while_a_writer_holds_the_lock_and_is_told_by_whom(store, holder):
+    with store.lock("myenv"):
+        pass
+    h = holder("myenv")
+    with pytest.raises(EnvBusy) as info:
+        with store.shared_lock("myenv"):
+            pass
+    assert f"environment 'myenv' is busy: envmod (pid {h.proc.pid}) is creating it" in info.value.one_line()
+    h.release()
+    with store.shared_lock("myenv"):
+        pass
+
+
+def test_members_hold_the_lock_shared_together(store, holder):
+    with store.lock("myenv"):
+        pass
+    holder("myenv", shared=True)
+    with store.shared_lock("myenv"):
+        pass
+
+
+def test_the_shared_lock_of_an_env_without_a_lock_file_is_refused_and_makes_none(store):
+    """A member may not make it (it would be theirs: the maintainer could not lock it)."""
+    with pytest.raises(ConfigError) as info:
+        with store.shared_lock("myenv"):
+            pass
+    assert f"its lock file {store.lock_path('myenv')} is missing" in info.value.one_line()
+    assert f"--root {store.settings.root} module myenv" in info.value.one_line()
+    assert not store.lock_path("myenv").exists()
 
 
 def test_lock_refuses_an_invalid_name(store):

@@ -10,6 +10,11 @@ last: the maintainer never misses a member's module that exists.
 A member's Jupyter kernel for it (``envmod kernel NAME`` on that link) is theirs the same way:
 installed in their Jupyter directory, loading their own module, and registered in the same entry
 (first, and unregistered last), so that their ``remove`` removes it and the maintainer's names it.
+
+Both are registered holding the shared env's lock shared (``Store.shared_lock``), the record read
+again under it; the maintainer's ``remove`` holds it exclusively while it checks the entries and
+removes. So a registration is either seen by that check or finds the env gone (one line, nothing
+left), and whichever comes second while the other holds the lock is told the env is busy.
 """
 
 from __future__ import annotations
@@ -42,23 +47,27 @@ def write_member_module(settings: Settings, shared_root: Path | str, name: str, 
     that syntax's file)."""
     shared_store = Store(settings.with_root(shared_root))
     shared_root = shared_store.settings.root
-    record = shared_store.load(name)
-    check_member_request(record, shared_root)
+    check_member_request(shared_store.load(name), shared_root)
     own = Store(settings)
     target = shared_store.env_path(name)
     link = own.env_path(name)
     if os.path.lexists(link) and not (link.is_symlink() and Path(os.readlink(link)) == target):
         raise EnvExists(f"you have an environment named {name!r} already at {link}",
                         hint=f"'{user_command()} remove {name}' it first; nothing was changed")
-    module_type = check_module_type(module_type or record.module.type)
-    if module_type != record.module.type:
-        from ..spack.stack import with_module_type
-
-        record = with_module_type(record, module_type)
-    text = render_modulefile(record, module_type, settings.templates, settings.cache_dir)
-    path = modulefile_path(own.settings.modules_dir, record, module_type)
     own.check_writable(name)
-    with own.lock(name, "writing your module for a shared environment"):
+    with own.lock(name, "writing your module for a shared environment"), shared_store.shared_lock(name):
+        # The shared env's lock, held shared until the module is registered and written: its
+        # maintainer's remove cannot come between reading its record (again, under the lock: it
+        # may have gone since) and the registration, which that remove would then not see.
+        record = shared_store.load(name)
+        check_member_request(record, shared_root)
+        module_type = check_module_type(module_type or record.module.type)
+        if module_type != record.module.type:
+            from ..spack.stack import with_module_type
+
+            record = with_module_type(record, module_type)
+        text = render_modulefile(record, module_type, settings.templates, settings.cache_dir)
+        path = modulefile_path(own.settings.modules_dir, record, module_type)
         # for the undo below: a failed rewrite keeps the entry of the module written before
         had_entry = read_member_entry(member_entry_path(shared_root, name, effective_user())) is not None
         add_member_entry(shared_root, name, path, own.settings.root)
@@ -91,22 +100,24 @@ def install_member_kernel(settings: Settings, shared_root: Path, name: str, kern
     launcher loads the member's own module (from their root); registered in their entry."""
     from .kernel import install_kernel, kernel_name
 
-    record = Store(settings.with_root(shared_root)).load(name)
-    entry = read_member_entry(member_entry_path(shared_root, name, effective_user()))
-    if entry is None or not entry.modules:
-        raise UsageError(f"you have no module of your own for the shared environment {name!r}",
-                         hint=f"'{user_command()} module {name} --shared {shared_root}' writes one; nothing was changed")
-    mine = copy.deepcopy(record)
-    mine.module.files = {("lmod" if m.endswith(".lua") else "tcl"): m for m in entry.modules if os.path.isfile(m)}
-    directory = str(kernels_dir / kernel_name(name))
-    set_member_kernels(shared_root, name, [*entry.kernels, directory])       # registered first
-    try:
-        return install_kernel(mine, kernels_dir, settings.modules_dir, display_name, settings.templates,
-                              settings.cache_dir)
-    except BaseException:
-        if directory not in entry.kernels:
-            set_member_kernels(shared_root, name, entry.kernels)
-        raise
+    shared_store = Store(settings.with_root(shared_root))
+    with shared_store.shared_lock(name):       # as for the module: no remove between reading and registering
+        record = shared_store.load(name)
+        entry = read_member_entry(member_entry_path(shared_root, name, effective_user()))
+        if entry is None or not entry.modules:
+            raise UsageError(f"you have no module of your own for the shared environment {name!r}",
+                             hint=f"'{user_command()} module {name} --shared {shared_root}' writes one; nothing was changed")
+        mine = copy.deepcopy(record)
+        mine.module.files = {("lmod" if m.endswith(".lua") else "tcl"): m for m in entry.modules if os.path.isfile(m)}
+        directory = str(kernels_dir / kernel_name(name))
+        set_member_kernels(shared_root, name, [*entry.kernels, directory])       # registered first
+        try:
+            return install_kernel(mine, kernels_dir, settings.modules_dir, display_name, settings.templates,
+                                  settings.cache_dir)
+        except BaseException:
+            if directory not in entry.kernels:
+                set_member_kernels(shared_root, name, entry.kernels)
+            raise
 
 
 def remove_member_kernels(shared_root: Path, name: str) -> list[str]:

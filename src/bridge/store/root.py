@@ -59,6 +59,21 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
+def _busy(name: str, fd: int) -> EnvBusy:
+    """``name``'s lock (open at ``fd``) is held by another process: say by whom. A writer holds it
+    exclusively and writes what it is doing into the lock file on taking it; a member of a shared
+    env's group holds it shared and cannot write there (the text is then a past writer's). Which
+    one holds it shows in whether it can be taken shared, here, for a moment."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        holder = "a member of its group is registering their own module or kernel for it"
+    return EnvBusy(f"environment {name!r} is busy: {holder}", hint="wait for it to finish, then try again")
+
+
 class Store:
     def __init__(self, settings: Settings) -> None:
         check_root(settings.root)
@@ -149,22 +164,52 @@ class Store:
                 yield name, exc
 
     # ---- writing -----------------------------------------------------------------------
+    def lock_path(self, name: str) -> Path:
+        return self.settings.state_dir / "locks" / f"{validate_env_name(name)}.lock"
+
     @contextlib.contextmanager
     def lock(self, name: str, action: str = "using it") -> Iterator[None]:
         """Hold the env's lock; a second process gets :class:`EnvBusy` at once, not a wait."""
-        path = self._state("locks") / f"{validate_env_name(name)}.lock"
+        self._state("locks")
         with self._root_writes():
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.lock_path(name), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-                raise EnvBusy(f"environment {name!r} is busy: {holder}",
-                              hint="wait for it to finish, then try again") from None
+                raise _busy(name, fd) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"envmod (pid {os.getpid()}) is {action}".encode(), 0)
             self._sweep_killed_writes(name)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def shared_lock(self, name: str) -> Iterator[None]:
+        """Hold the env's lock shared, as a member of a group-shared env's group does while
+        registering a module or kernel of their own for it: members at once, but never while a
+        writer (the maintainer's create, rebuild, remove, ...) holds it, nor a writer while they do.
+        The lock file is opened read-only (members may not write the shared root's state) and
+        must exist: the env's create made it. Made here it would be the member's own file, which
+        the maintainer could not lock (and which they could replace), so its absence is refused."""
+        path = self.lock_path(name)
+        try:
+            # a FIFO or a link someone else put in its place neither blocks nor leads elsewhere
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise ConfigError(f"cannot lock environment {name!r} under {self.settings.root}: its lock file {path} "
+                              "is missing", hint=f"whoever maintains it makes it again, for its group to read, with "
+                              f"'{user_command()} --root {self.settings.root} module {name}'; nothing was changed") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot lock environment {name!r} under {self.settings.root}: {exc.strerror}: {path}",
+                              hint=f"whoever maintains it lets its group read it ('chmod g+r {path}'); "
+                              "nothing was changed") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _busy(name, fd) from None
             yield
         finally:
             os.close(fd)
