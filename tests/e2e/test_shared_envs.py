@@ -16,6 +16,7 @@ The env holds one pure package (a wheel written here): nothing compiles, so not 
 from __future__ import annotations
 
 import grp
+import json
 import os
 import shutil
 import stat
@@ -271,6 +272,12 @@ def test_a_members_kernel_runs_the_shared_env_and_goes_with_their_remove(users, 
     entry = shared / ".envmod/members" / users.bob.name / "team.yaml"
     assert str(kernel) in entry.read_text()
     assert read_record(prefix / "envmod.yaml").kernels == []      # alice's record is not bob's to write
+    # bob's list shows his kernel for it, as it shows those of his own envs
+    listed = runner.envmod(users.bob, "list", "--json", extra_env=bob)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert [(r["name"], r["kernels"]) for r in json.loads(listed.stdout)] == [("team", ["envmod-team"])]
+    table = runner.envmod(users.bob, "list", extra_env=bob).stdout.splitlines()
+    assert table[0].split()[-1] == "KERNELS" and table[1].split()[-1] == "envmod-team", table
 
     driver = tmp / "kernel_driver.py"
     driver.write_text(KERNEL_DRIVER)

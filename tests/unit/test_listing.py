@@ -68,3 +68,37 @@ def test_a_root_the_user_cannot_write_is_listed_without_a_cache(tmp_path):
         assert not (state / CACHE_FILE).exists()
     finally:
         os.chmod(store.settings.root, 0o755)
+
+
+def test_a_members_link_to_a_shared_env_lists_their_own_kernels(tmp_path, run):
+    """A member's link (``envmod module NAME --shared DIR``) lists the kernels they registered for
+    the shared env, as their own env lists its record's; never the maintainer's. By list and
+    list --json, cached rows or not."""
+    from bridge.store.record import SharedRecord
+    from bridge.store.shared import add_member_entry, set_member_kernels
+
+    shared = Store(Settings(root=tmp_path / "shared", cache_dir=tmp_path / "cache"))
+    (shared.settings.state_dir / "members").mkdir(parents=True)
+    prefix = shared.env_path("team")
+    prefix.mkdir(parents=True)
+    write_record(make_record(prefix, name="team", shared=SharedRecord(group="g", maintainer="alice"),
+                             kernels=[{"name": "alices-team", "dir": "/home/alice/k/alices-team"}]))
+    own = Store(Settings(root=run.root, cache_dir=tmp_path / "cache"))
+    mine = own.env_path("mine")
+    mine.mkdir(parents=True)
+    write_record(make_record(mine, name="mine", kernels=[{"name": "envmod-mine", "dir": "/k/envmod-mine"}]))
+    own.env_path("team").symlink_to(prefix)
+    add_member_entry(shared.settings.root, "team", run.root / "modules/team/py3.11.lua", run.root)
+    assert {r["name"]: r["kernels"] for r in list_rows(own)} == {"mine": ["envmod-mine"], "team": []}
+
+    set_member_kernels(shared.settings.root, "team", [str(tmp_path / "home/.local/share/jupyter/kernels/envmod-team")])
+    for _ in range(2):                  # the second time from the cache
+        assert {r["name"]: r["kernels"] for r in list_rows(own)} == {"mine": ["envmod-mine"], "team": ["envmod-team"]}
+    listed = run("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {r["name"]: r["kernels"] for r in json.loads(listed.stdout)} == {"mine": ["envmod-mine"],
+                                                                            "team": ["envmod-team"]}
+    table = run("list")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[-1] == "KERNELS" and [r.split()[-1] for r in rows] == ["envmod-mine", "envmod-team"]

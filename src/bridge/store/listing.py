@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EnvmodError
+from ..fsutil import effective_user
 from .record import EnvRecord
+from .shared import member_entry_path, member_link_root, read_member_entry
 
 if TYPE_CHECKING:
     from .root import Store
@@ -73,10 +75,21 @@ def list_rows(store: "Store") -> list[dict[str, Any]]:
                 row = row_of(name, exc)
         if key is not None and "error" not in row:
             fresh[name] = {"key": key, "row": row}
-        rows.append(row)
+        rows.append(_with_member_kernels(store, name, row))
     if fresh != cached:
         _write_cache(cache_path, fresh)
     return rows
+
+
+def _with_member_kernels(store: "Store", name: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A member's link to a group-shared env: the kernels are this user's own for it, registered
+    in the shared root (not the maintainer's, which its record names); read each time, not cached
+    with the record's row."""
+    shared_root = member_link_root(store.env_path(name))
+    if shared_root is None or "error" in row:
+        return row
+    entry = read_member_entry(member_entry_path(shared_root, name, effective_user()))
+    return {**row, "kernels": [Path(k).name for k in entry.kernels] if entry else []}
 
 
 def _write_cache(path: Path, rows: dict[str, Any]) -> None:
