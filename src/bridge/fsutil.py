@@ -74,14 +74,19 @@ def remove_tree(path: Path) -> None:
 
 
 def effective_user() -> str:
-    """The name of the user this process writes as (its effective uid; the number when the
-    password database does not know it): per-user directories of caches and shared roots."""
+    """The name of the user this process writes as (its effective uid): per-user directories of
+    caches and shared roots."""
+    return user_name(os.geteuid())
+
+
+def user_name(uid: int) -> str:
+    """The login name of ``uid``; the number when the password database does not know it."""
     import pwd
 
     try:
-        return pwd.getpwuid(os.geteuid()).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return str(os.geteuid())
+        return str(uid)
 
 
 #: envmod-KIND.PID.HOST.RANDOM: whose a scratch directory is, so that a later run can tell one a

@@ -426,6 +426,29 @@ def test_a_member_cannot_register_without_the_envs_lock_file_until_the_maintaine
     assert mine.returncode == 0, mine.stdout + mine.stderr
 
 
+def test_a_lock_file_a_member_planted_is_refused_and_what_it_names_is_left_alone(users, base):
+    """A shared root's .envmod/locks is its group's to write in (sticky): bob can plant a link
+    where alice's next create of a new name opens its lock. Followed, it would truncate a file of
+    alice's; it is refused in one line instead, and nothing is made."""
+    require_site()
+    tmp, runner, modules_sh, wheel = base
+    parent = tmp / "proj-planted"
+    parent.mkdir()
+    os.chown(parent, users.alice.uid, users.alice.gid)
+    shared = parent / "envmod"
+    _create_shared(runner, users, modules_sh, wheel, shared, "team", "lmod")
+    victim = shared / "envs/team/envmod.yaml"          # alice's: the env's record
+    record = victim.read_text()
+    lock = shared / ".envmod/locks/next.lock"
+    planted = runner.run(users.bob, ["ln", "-s", str(victim), str(lock)], 0o022, None)
+    assert planted.returncode == 0, planted.stderr
+    made = runner.bash(users.alice, f"module load python/3.11\n$ENVMOD create next -q --module-type lmod "
+                       f"--shared {shared} --group {users.group}", "lmod", modules_sh, extra_env=_env(users.alice))
+    one_line_error(made, f"refusing the lock file {lock}: it is a symbolic link", "nothing was changed")
+    assert victim.read_text() == record
+    assert not (shared / "envs/next").exists() and not (shared / "modules/next").exists()
+
+
 # ---- bad input: one line, nothing made ----------------------------------------------------
 
 def _plain_create(runner, user, shared: Path, *more: str):

@@ -340,7 +340,64 @@ def test_taking_the_lock_removes_the_temporary_names_a_killed_writer_of_that_env
     (modules / "ab" / ".tmp-k1ll3d").write_text("another env's")
     with store.lock("a"):
         pass
-    assert not (envs / ".a.link-4242").is_symlink() and not build.exists() and not aside.exists()
+    assert not (envs / ".a.link-4242").is_symlink() and not aside.exists()
     assert [p.name for p in (modules / "a").iterdir()] == ["py3.11.lua"]
     assert (envs / ".ab.link-4242").is_symlink() and other_build.exists()
     assert (modules / "ab" / ".tmp-k1ll3d").exists()
+    store.clean_stale("a")          # the next create's sweep: the build no link names
+    assert not build.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_taking_the_lock_leaves_alone_a_link_another_user_planted_at_a_leftovers_name(store):
+    """A group-shared root's envs/ is its group's to write in: a member's link at
+    ``.NAME.link-PID`` naming the live build must not make the maintainer delete it."""
+    live = store.new_build("a")
+    (live / "envmod.yaml").write_text("the live env\n")
+    store.commit_link("a", live)
+    planted = store.settings.envs_dir / ".a.link-4242"
+    planted.symlink_to(live)
+    os.lchown(planted, 65534, 65534)
+    with store.lock("a"):
+        pass
+    assert planted.is_symlink() and (live / "envmod.yaml").read_text() == "the live env\n"
+
+
+# ---- a lock file someone else put there ----------------------------------------------------
+
+def planted(store: Store, name: str) -> Path:
+    path = store.lock_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_left_alone(store, tmp_path):
+    """In a group-shared root's group-writable locks/, a member could plant a link where the
+    maintainer's next create of that name opens its lock: followed, it would truncate the
+    maintainer's own file."""
+    victim = tmp_path / "maintainers-file"
+    victim.write_text("precious\n")
+    planted(store, "a").symlink_to(victim)
+    with pytest.raises(ConfigError) as refused:
+        with store.lock("a"):
+            pass
+    assert "symbolic link" in refused.value.message and str(store.lock_path("a")) in refused.value.message
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_lock_file_that_is_not_a_regular_file_is_refused(store):
+    os.mkfifo(planted(store, "a"))
+    with pytest.raises(ConfigError, match="not a regular file"):
+        with store.lock("a"):
+            pass
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_lock_file_of_another_user_is_refused_and_left_as_it_is(store):
+    path = planted(store, "a")
+    path.write_text("theirs\n")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match="it belongs to"):
+        with store.lock("a"):
+            pass
+    assert path.read_text() == "theirs\n" and path.stat().st_uid == 65534

@@ -24,6 +24,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -31,7 +32,7 @@ from typing import Iterable, Iterator
 from ..config import Settings, check_root
 from ..errors import ConfigError, EnvBusy, EnvExists, EnvNotFound, RecordError
 from ..frontends import user_command
-from ..fsutil import new_dir
+from ..fsutil import new_dir, user_name
 from .names import validate_env_name
 from .record import RECORD_FILE, EnvRecord, read_record
 
@@ -171,8 +172,7 @@ class Store:
     def lock(self, name: str, action: str = "using it") -> Iterator[None]:
         """Hold the env's lock; a second process gets :class:`EnvBusy` at once, not a wait."""
         self._state("locks")
-        with self._root_writes():
-            fd = os.open(self.lock_path(name), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open_own_lock_file(self.lock_path(name))
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -184,6 +184,30 @@ class Store:
             yield
         finally:
             os.close(fd)
+
+    def _open_own_lock_file(self, path: Path) -> int:
+        """Open (or make) the lock file at ``path`` for writing, refusing one this user did not
+        make: a group-shared root's ``locks/`` is its group's to write, and a member could plant
+        there a link (which the writer would follow and truncate: its own files) or a file of
+        their own (which they could replace under a held lock)."""
+        with self._root_writes():
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise self._foreign_lock(path, "it is a symbolic link") from None
+        info = os.fstat(fd)
+        problem = ("it is not a regular file" if not stat.S_ISREG(info.st_mode) else
+                   f"it belongs to {user_name(info.st_uid)}" if info.st_uid != os.geteuid() else None)
+        if problem:
+            os.close(fd)
+            raise self._foreign_lock(path, problem)
+        return fd
+
+    def _foreign_lock(self, path: Path, problem: str) -> ConfigError:
+        return ConfigError(f"refusing the lock file {path}: {problem}, not a file envmod made as you",
+                           hint="someone else put it there: look at it, remove it, then try again; nothing was changed")
 
     @contextlib.contextmanager
     def shared_lock(self, name: str) -> Iterator[None]:
@@ -218,16 +242,20 @@ class Store:
         """Remove the temporary names a writer of ``name`` killed with SIGKILL left: the link
         (or, after an exchange, the replaced env) at ``envs/.NAME.link-PID``, and the temp files
         of a modulefile write. Every writer of them holds this lock, so whoever holds it now
-        knows they are orphans."""
-        with contextlib.suppress(OSError):
-            for leftover in self.settings.envs_dir.glob(f".{name}.link-*"):
-                if leftover.is_symlink():
-                    self.discard(leftover)          # the link and the build it names
-                else:
+        knows they are orphans. Only this user's own are touched (a group-shared root's
+        directories are its group's to write in: a member's planted link may name the live
+        build), and a link is only unlinked: the build it named, if not live, is the next
+        create's to sweep (:meth:`clean_stale`)."""
+        uid = os.geteuid()
+        for leftover in [*self.settings.envs_dir.glob(f".{name}.link-*"),
+                         *(self.settings.modules_dir / name).glob(".tmp-*")]:
+            with contextlib.suppress(OSError):
+                if leftover.lstat().st_uid != uid:
+                    continue
+                if leftover.is_dir() and not leftover.is_symlink():
                     shutil.rmtree(leftover, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            for leftover in (self.settings.modules_dir / name).glob(".tmp-*"):
-                leftover.unlink()
+                else:
+                    leftover.unlink()
 
     def new_staging(self, name: str) -> Path:
         """A fresh staging dir beside ``envs`` (same file system, so the final rename is atomic),

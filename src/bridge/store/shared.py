@@ -28,7 +28,6 @@ import contextlib
 import errno
 import grp
 import os
-import pwd
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Iterator
 from ..config import Settings, check_root
 from ..errors import ConfigError, SharedEnvRefused, UsageError
 from ..frontends import user_command
-from ..fsutil import atomic_write_text, current_umask, effective_user
+from ..fsutil import atomic_write_text, current_umask, effective_user, user_name
 from .record import EnvRecord, SharedRecord
 
 # Directories of a shared root every member may add to (sticky: none may remove another's).
@@ -46,13 +45,6 @@ GROUP_DIRS = ("envs", "modules", "logs", ".envmod/locks", ".envmod/staging", ".e
 READ_DIRS = (".", ".envmod")
 MEMBERS = ".envmod/members"
 _NOTHING_CHANGED = "nothing was changed"
-
-
-def _user_of(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 def _group_name(gid: int) -> str:
@@ -242,7 +234,7 @@ def read_member_entry(path: Path) -> MemberEntry | None:
     if (not stat.S_ISREG(st.st_mode) or st.st_uid != parent.st_uid
             or (st.st_mode | parent.st_mode) & (stat.S_IWGRP | stat.S_IWOTH) or not isinstance(data, dict)):
         return None
-    return MemberEntry(user=_user_of(st.st_uid), env=path.stem,
+    return MemberEntry(user=user_name(st.st_uid), env=path.stem,
                        modules=[str(m) for m in data.get("modules") or []],
                        kernels=[str(k) for k in data.get("kernels") or []], root=str(data.get("root") or ""))
 
