@@ -81,6 +81,13 @@ def _python() -> str:
     return str(site_python if site_python.exists() else base_python())
 
 
+def _alices_shared_root(parent: Path, users) -> Path:
+    """Where alice makes a shared root: ``parent/envmod``, ``parent`` a directory of hers."""
+    parent.mkdir()
+    os.chown(parent, users.alice.uid, users.alice.gid)
+    return parent / "envmod"
+
+
 def _create_shared(runner, users, modules_sh, wheel, shared: Path, name: str, system: str, umask: int = 0o077,
                    more: str = ""):
     module_type = "lmod" if system == "lmod" else "tcl"
@@ -104,10 +111,7 @@ def test_a_member_loads_a_shared_env_by_module_use_and_by_a_module_of_their_own(
     same module tool; the shared root registers bob's module."""
     require_site()
     tmp, runner, modules_sh, wheel = base
-    parent = tmp / f"proj-{system}"
-    parent.mkdir()
-    os.chown(parent, users.alice.uid, users.alice.gid)
-    shared = parent / "envmod"
+    shared = _alices_shared_root(tmp / f"proj-{system}", users)
     _create_shared(runner, users, modules_sh, wheel, shared, "team", system)
     prefix = shared / "envs/team"
 
@@ -165,10 +169,7 @@ def assert_shared_modes(shared: Path, name: str, users) -> None:
 def test_only_the_maintainer_changes_a_shared_env_and_members_remove_only_their_own(users, base):
     require_site()
     tmp, runner, modules_sh, wheel = base
-    parent = tmp / "proj-rules"
-    parent.mkdir()
-    os.chown(parent, users.alice.uid, users.alice.gid)
-    shared = parent / "envmod"
+    shared = _alices_shared_root(tmp / "proj-rules", users)
     _create_shared(runner, users, modules_sh, wheel, shared, "team", "lmod", umask=0o022)
     prefix = shared / "envs/team"
     assert stat.S_IMODE(prefix.stat().st_mode) == 0o2755       # umask 022: others may read
@@ -209,10 +210,7 @@ def test_only_the_maintainer_changes_a_shared_env_and_members_remove_only_their_
 def test_the_maintainer_removes_with_force_and_the_member_can_still_remove_theirs(users, base):
     require_site()
     tmp, runner, modules_sh, wheel = base
-    parent = tmp / "proj-force"
-    parent.mkdir()
-    os.chown(parent, users.alice.uid, users.alice.gid)
-    shared = parent / "envmod"
+    shared = _alices_shared_root(tmp / "proj-force", users)
     _create_shared(runner, users, modules_sh, wheel, shared, "team", "envmodules")
     bob_root = Path(users.bob.home) / "envmod-force"
     bob, alice = _env(users.bob, ENVMOD_ROOT=str(bob_root)), _env(users.alice)
@@ -254,10 +252,7 @@ def test_a_members_kernel_runs_the_shared_env_and_goes_with_their_remove(users, 
     bob's remove then removes his kernel and his module."""
     require_site()
     tmp, runner, modules_sh, wheel = base
-    parent = tmp / "proj-kernel"
-    parent.mkdir()
-    os.chown(parent, users.alice.uid, users.alice.gid)
-    shared = parent / "envmod"
+    shared = _alices_shared_root(tmp / "proj-kernel", users)
     _create_shared(runner, users, modules_sh, wheel, shared, "team", "lmod", umask=0o022, more="ipykernel")
     prefix = shared / "envs/team"
     bob_root = Path(users.bob.home) / "envmod-kernel"
@@ -349,10 +344,7 @@ def test_a_members_registration_and_the_maintainers_remove_never_overlap(users, 
     umask 077: the lock file is still the group's to read."""
     require_site()
     tmp, runner, modules_sh, wheel = base
-    parent = tmp / "proj-race"
-    parent.mkdir()
-    os.chown(parent, users.alice.uid, users.alice.gid)
-    shared = parent / "envmod"
+    shared = _alices_shared_root(tmp / "proj-race", users)
     _create_shared(runner, users, modules_sh, wheel, shared, "team", "lmod", umask=0o077)
     bob_root = Path(users.bob.home) / "envmod-race"
     bob, alice = _env(users.bob, ENVMOD_ROOT=str(bob_root)), _env(users.alice)
@@ -398,10 +390,7 @@ def test_a_member_cannot_register_without_the_envs_lock_file_until_the_maintaine
     member's registration then works."""
     require_site()
     tmp, runner, modules_sh, wheel = base
-    parent = tmp / "proj-nolock"
-    parent.mkdir()
-    os.chown(parent, users.alice.uid, users.alice.gid)
-    shared = parent / "envmod"
+    shared = _alices_shared_root(tmp / "proj-nolock", users)
     _create_shared(runner, users, modules_sh, wheel, shared, "team", "envmodules", umask=0o077)
     bob_root = Path(users.bob.home) / "envmod-nolock"
     bob = _env(users.bob, ENVMOD_ROOT=str(bob_root))
@@ -432,10 +421,7 @@ def test_a_lock_file_a_member_planted_is_refused_and_what_it_names_is_left_alone
     alice's; it is refused in one line instead, and nothing is made."""
     require_site()
     tmp, runner, modules_sh, wheel = base
-    parent = tmp / "proj-planted"
-    parent.mkdir()
-    os.chown(parent, users.alice.uid, users.alice.gid)
-    shared = parent / "envmod"
+    shared = _alices_shared_root(tmp / "proj-planted", users)
     _create_shared(runner, users, modules_sh, wheel, shared, "team", "lmod")
     victim = shared / "envs/team/envmod.yaml"          # alice's: the env's record
     record = victim.read_text()
@@ -477,14 +463,12 @@ def test_a_group_the_user_is_not_in_is_one_line_and_nothing_is_made(users, base)
     made = subprocess.run(["groupadd", other], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     try:
-        parent = tmp / "alices"
-        parent.mkdir()
-        os.chown(parent, users.alice.uid, users.alice.gid)
-        one_line_error(_plain_create(runner, users.alice, parent / "envmod", "--group", other),
+        shared = _alices_shared_root(tmp / "alices", users)
+        one_line_error(_plain_create(runner, users.alice, shared, "--group", other),
                        f"not a member of group {other}", "nothing was changed")
-        one_line_error(_plain_create(runner, users.alice, parent / "envmod", "--group", f"{other}x"),
+        one_line_error(_plain_create(runner, users.alice, shared, "--group", f"{other}x"),
                        f"--group {other}x: no such group")
-        assert list(parent.iterdir()) == []
+        assert list(shared.parent.iterdir()) == []
     finally:
         subprocess.run(["groupdel", other], capture_output=True)
     assert grp.getgrnam(users.group)        # the test's own group is untouched
