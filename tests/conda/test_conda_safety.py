@@ -130,14 +130,16 @@ def kill_at(user: CondaUser, stage: str, *args: str, jitter: float = 0.0, timeou
     inside the stage or right at its end, however fast the machine runs the stage (a fixed sleep
     could outlast the whole create and kill nothing). False when the create ended before the
     stage was seen (the stage was too short to see)."""
-    name = args[1]
-    in_stage = STAGES[stage]
     proc = start_in_group(user, *args)
+
+    def in_stage() -> bool:
+        return STAGES[stage](user, args[1], [cmd for _, cmd in tree(proc.pid)])
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if in_stage(user, name, [cmd for _, cmd in tree(proc.pid)]):
+        if in_stage():
             kill_by = time.monotonic() + random.uniform(0, jitter)
-            while time.monotonic() < kill_by and in_stage(user, name, [cmd for _, cmd in tree(proc.pid)]):
+            while time.monotonic() < kill_by and in_stage():
                 time.sleep(0.002)
             kill_group(proc)
             return True
